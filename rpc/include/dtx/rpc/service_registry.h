@@ -1,0 +1,129 @@
+// ServiceRegistry: the services and methods a Server (or a Client, for calls its peer makes
+// back) answers, with typed handlers for Protobuf request/response pairs.
+//
+// A handler runs on an I/O thread and must not block it. It answers through its Responder,
+// at once or later from any thread (after a durable write completes, say): the Responder is
+// movable and can be stored. A Responder dropped without an answer answers with an error, so
+// a caller never waits for a reply that cannot come.
+//
+// Thread-safety: register every method before the registry is handed to a Server or Client;
+// after that it is only read, from many threads.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "dtx/common/status.h"
+#include "dtx/rpc/bolt_frame.h"
+#include "dtx/rpc/channel.h"
+
+namespace dtx::rpc {
+
+// Where a reply goes. Implemented by the connection; thread-safe.
+class ReplySink {
+ public:
+  virtual ~ReplySink() = default;
+  virtual void SendReply(uint32_t request_id, Result<std::string> result) = 0;
+};
+
+class Responder {
+ public:
+  Responder() = default;
+  Responder(std::shared_ptr<ReplySink> sink, uint32_t request_id) : sink_(std::move(sink)), id_(request_id) {}
+  Responder(Responder&& other) noexcept { *this = std::move(other); }
+  Responder& operator=(Responder&& other) noexcept;
+  Responder(const Responder&) = delete;
+  Responder& operator=(const Responder&) = delete;
+  ~Responder();
+
+  // Answers with a serialized response message.
+  void Reply(std::string body) { Send(std::move(body)); }
+  // Answers with an application error; the caller sees a RemoteError with this message.
+  // REQUIRES: !status.ok()
+  void Fail(const Status& status) { Send(status); }
+  bool answered() const { return sink_ == nullptr; }
+
+ private:
+  void Send(Result<std::string> result);
+  std::shared_ptr<ReplySink> sink_;
+  uint32_t id_ = 0;
+};
+
+template <typename Resp>
+class TypedResponder {
+ public:
+  explicit TypedResponder(Responder r) : r_(std::move(r)) {}
+  void Reply(const Resp& response) {
+    std::string body;
+    if (!response.SerializeToString(&body)) return r_.Fail(Internal("response failed to serialize"));
+    r_.Reply(std::move(body));
+  }
+  void Fail(const Status& status) { r_.Fail(status); }
+  // Answers with `result`'s value or its error.
+  void Finish(const Result<Resp>& result) { result.ok() ? Reply(*result) : Fail(result.status()); }
+
+ private:
+  Responder r_;
+};
+
+// What a handler knows about its call.
+struct CallContext {
+  std::string_view service;
+  std::string_view method;
+  const HeaderMap& headers;        // every request header; valid during the handler call only
+  const std::string& peer_address;  // "ip:port"
+  // The connection the request came on, as a Channel for calls back to the peer. Holding it
+  // keeps the connection object (not the socket) alive; calls fail once it has closed.
+  std::shared_ptr<Channel> peer;
+};
+
+class ServiceRegistry {
+ public:
+  // `body` is valid during the call only.
+  using RawHandler = std::function<void(const CallContext& ctx, std::string_view body, Responder responder)>;
+
+  // REQUIRES: service/method not registered yet.
+  void AddRawMethod(std::string service, std::string method, RawHandler handler);
+
+  // handler(const CallContext&, Req&& request, TypedResponder<Resp> responder)
+  template <typename Req, typename Resp, typename Handler>
+  void AddMethod(std::string service, std::string method, Handler handler) {
+    AddRawMethod(std::move(service), std::move(method),
+                 [handler = std::move(handler)](const CallContext& ctx, std::string_view body, Responder r) {
+                   Req request;
+                   if (!request.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+                     r.Fail(InvalidArgument("request body is not a valid " +
+                                            std::string(Req::descriptor()->full_name())));
+                     return;
+                   }
+                   handler(ctx, std::move(request), TypedResponder<Resp>(std::move(r)));
+                 });
+  }
+
+  // handler(const CallContext&, const Req&) -> Result<Resp>, for answers known at once.
+  template <typename Req, typename Resp, typename Handler>
+  void AddSyncMethod(std::string service, std::string method, Handler handler) {
+    AddMethod<Req, Resp>(std::move(service), std::move(method),
+                         [handler = std::move(handler)](const CallContext& ctx, Req&& req, TypedResponder<Resp> r) {
+                           r.Finish(handler(ctx, req));
+                         });
+  }
+
+  // The handler for service/method, or a NotFound status with the message a SOFARPC
+  // client expects ("not found service: ...", "not found method: ...").
+  Result<const RawHandler*> Find(std::string_view service, std::string_view method) const;
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using Methods = std::unordered_map<std::string, RawHandler, Hash, std::equal_to<>>;
+  std::unordered_map<std::string, Methods, Hash, std::equal_to<>> services_;
+};
+
+}  // namespace dtx::rpc

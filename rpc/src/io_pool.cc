@@ -1,0 +1,38 @@
+#include "io_pool.h"
+
+#include <pthread.h>
+
+#include <string>
+
+namespace dtx::rpc {
+
+IoPool::IoPool(unsigned threads) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < threads; ++i) {
+    contexts_.push_back(std::make_unique<boost::asio::io_context>(1));
+    guards_.emplace_back(contexts_.back()->get_executor());
+  }
+  for (unsigned i = 0; i < threads; ++i) {
+    threads_.emplace_back([ctx = contexts_[i].get(), i] {
+      std::string name = "dtx-io-" + std::to_string(i);
+      pthread_setname_np(pthread_self(), name.c_str());
+      ctx->run();
+    });
+  }
+}
+
+IoPool::~IoPool() { Stop(); }
+
+boost::asio::io_context& IoPool::Next() { return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()]; }
+
+void IoPool::Stop() {
+  for (auto& g : guards_) g.reset();
+  for (auto& c : contexts_) c->stop();
+  for (auto& t : threads_)
+    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+  for (auto& t : threads_)
+    if (t.joinable()) t.detach();
+  threads_.clear();
+}
+
+}  // namespace dtx::rpc
