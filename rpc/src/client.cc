@@ -111,7 +111,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       live_changed.notify_all();
     }
     if (stopping) return;
-    slot.backoff = std::clamp(slot.backoff * 2, options.reconnect_backoff_min, options.reconnect_backoff_max);
+    const auto ceiling = std::max(options.reconnect_backoff_min, options.reconnect_backoff_max);
+    slot.backoff = std::clamp(slot.backoff * 2, options.reconnect_backoff_min, ceiling);
     thread_local std::minstd_rand rng(std::random_device{}());
     auto delay = slot.backoff / 2 + std::chrono::milliseconds(rng() % (slot.backoff.count() / 2 + 1));
     SPDLOG_INFO("rpc: connection to {} lost ({}); reconnecting in {} ms", slot.address, reason.ToString(), delay.count());

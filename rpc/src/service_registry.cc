@@ -37,7 +37,8 @@ Result<const ServiceRegistry::RawHandler*> ServiceRegistry::Find(std::string_vie
   if (s == services_.end()) return NotFound("not found service: " + std::string(service));
   auto m = s->second.find(method);
   if (m == s->second.end()) {
-    return NotFound("not found method: " + std::string(method) + " of service " + std::string(service));
+    // The wording SOFARPC servers use.
+    return NotFound("Can not find method: " + std::string(service) + "#" + std::string(method) + "()");
   }
   return &m->second;
 }

@@ -114,7 +114,7 @@ class ServiceRegistry {
   }
 
   // The handler for service/method, or a NotFound status with the message a SOFARPC
-  // client expects ("not found service: ...", "not found method: ...").
+  // client expects ("not found service: <service>", "Can not find method: <service>#<method>()").
   Result<const RawHandler*> Find(std::string_view service, std::string_view method) const;
 
  private:
