@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang and runs each for a while over its seed corpus.
+#   scripts/fuzz.sh [SECONDS]     (default 60; CI runs it briefly)
+# New inputs found go to build-fuzz/corpus/<target>, not into the committed seed corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+cmake -S . -B build-fuzz -G Ninja -DDTX_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
+ninja -C build-fuzz -j2 bolt_decode_fuzz
+for target in bolt; do
+  work=build-fuzz/corpus/$target
+  mkdir -p "$work"
+  echo "fuzz: ${target}_decode_fuzz for ${seconds}s"
+  build-fuzz/bin/${target}_decode_fuzz -max_total_time="$seconds" -print_final_stats=1 \
+    "$work" tests/fuzz/corpus/$target 2>&1 | tail -n 12
+done
