@@ -1,0 +1,64 @@
+// LogStore: the coordinator's durable transaction log.
+//
+// Promise: a batch's callback reports OK only after the batch is durable; after a crash the
+// reopened store holds every acknowledged batch and no part of any other. Implementations:
+// SqliteLogStore (embedded default), PostgresLogStore (shared by a cluster of coordinators),
+// MemoryLogStore (tests), FaultInjectionLogStore (tests: fails writes on demand).
+//
+// A store that fails to make a batch durable fails that batch and every batch after it with a
+// clear error until it is reopened (it never guesses whether a failed write landed).
+//
+// Thread-safety: every method may be called from any thread. Write callbacks run on a thread of
+// the store's own and must not block it for long.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dtx/common/status.h"
+#include "dtx/log/batch.h"
+#include "dtx/log/records.h"
+
+namespace dtx::log {
+
+struct ListFilter {
+  std::vector<GlobalStatus> statuses;  // empty: any status
+  int64_t begun_before_ms = 0;         // only transactions begun before this Unix time; 0: any
+  std::string after_xid;               // paging: start after this XID (results are ordered by XID)
+  size_t limit = 100;
+};
+
+struct ListPage {
+  std::vector<GlobalRecord> transactions;
+  std::string next_after_xid;  // empty when this is the last page
+};
+
+class LogStore {
+ public:
+  using WriteCallback = std::function<void(const WriteResult&)>;
+
+  virtual ~LogStore() = default;
+
+  // Queues `batch`; `done` runs once it is durable or has failed.
+  virtual void Write(Batch batch, WriteCallback done) = 0;
+
+  // Every transaction in the log with its branches and locks, for recovery after a restart.
+  virtual Result<std::vector<TransactionSnapshot>> LoadAll() = 0;
+  // One transaction, or nullopt if the log does not hold it.
+  virtual Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) = 0;
+  // Transactions filtered by status and age, a page at a time.
+  virtual Result<ListPage> List(const ListFilter& filter) = 0;
+  // The holders of any of `row_keys`.
+  virtual Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) = 0;
+
+  // Waits for every queued batch, then stops accepting writes. Idempotent.
+  virtual void Close() = 0;
+
+  // Blocking convenience. REQUIRES: not called from a write callback.
+  WriteResult WriteSync(Batch batch);
+};
+
+}  // namespace dtx::log

@@ -1,0 +1,43 @@
+// MemoryLogStore: the log in memory, for tests and for measuring the coordinator without a disk.
+// Nothing survives the process. Writes apply at once and call back on the writing thread.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+
+#include "dtx/log/log_store.h"
+
+namespace dtx::log {
+
+class MemoryLogStore final : public LogStore {
+ public:
+  MemoryLogStore() = default;
+
+  void Write(Batch batch, WriteCallback done) override;
+  Result<std::vector<TransactionSnapshot>> LoadAll() override;
+  Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
+  Result<ListPage> List(const ListFilter& filter) override;
+  Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
+  void Close() override;
+
+ private:
+  struct Txn {
+    GlobalRecord global;
+    std::vector<BranchRecord> branches;
+    std::set<std::string> lock_keys;
+  };
+  struct State {
+    std::map<std::string, Txn> txns;
+    std::map<std::string, RowLock> locks;
+  };
+  WriteResult Apply(State& state, const Batch& batch);
+  TransactionSnapshot Snapshot(const Txn& txn) const;
+
+  std::mutex mu_;
+  State state_;  // guarded by mu_
+  bool closed_ = false;
+};
+
+}  // namespace dtx::log

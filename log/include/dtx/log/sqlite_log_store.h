@@ -1,0 +1,48 @@
+// SqliteLogStore: the embedded default. One SQLite file in WAL mode; one writer thread commits
+// every queued batch in one transaction (group commit) under one fsync, then completes them.
+//
+// Each batch runs inside a SAVEPOINT, so a batch that fails (a lock conflict, say) is rolled
+// back alone while the rest of its group commits. If the commit itself fails (I/O error, full
+// disk, failed fsync) every batch of the group fails and the store refuses all further writes
+// with the first error until it is reopened: it never acknowledges what may not be durable.
+//
+// Reads use a connection of their own (WAL lets them run beside the writer).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "dtx/log/log_store.h"
+
+namespace dtx::log {
+
+struct SqliteOptions {
+  std::string path;                    // the database file; its folder must exist
+  std::string synchronous = "FULL";    // FULL (durable at each commit), NORMAL or OFF: PRAGMA synchronous
+  size_t max_group = 4096;             // most batches one commit carries
+  std::string vfs;                     // a registered SQLite VFS by name (tests inject faults); empty: default
+};
+
+class SqliteLogStore final : public LogStore {
+ public:
+  // Opens or creates the log, creating or migrating its schema.
+  static Result<std::unique_ptr<SqliteLogStore>> Open(const SqliteOptions& options);
+  ~SqliteLogStore() override;
+
+  void Write(Batch batch, WriteCallback done) override;
+  Result<std::vector<TransactionSnapshot>> LoadAll() override;
+  Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
+  Result<ListPage> List(const ListFilter& filter) override;
+  Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
+  void Close() override;
+
+  // The schema version this build writes (the `schema_version` row of dtx_meta).
+  static constexpr int kSchemaVersion = 1;
+
+ private:
+  struct Impl;
+  explicit SqliteLogStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dtx::log
