@@ -61,6 +61,19 @@ int Subprocess::WaitForListeningPort(std::chrono::milliseconds timeout) {
   return line ? std::stoi(line->substr(10)) : 0;
 }
 
+std::vector<std::string> Subprocess::DrainLines() {
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(out_fd_, buf, sizeof buf)) > 0) buffer_.append(buf, static_cast<size_t>(n));
+  std::vector<std::string> lines;
+  size_t nl;
+  while ((nl = buffer_.find('\n')) != std::string::npos) {
+    lines.push_back(buffer_.substr(0, nl));
+    buffer_.erase(0, nl + 1);
+  }
+  return lines;
+}
+
 int Subprocess::Stop(int signal) {
   if (pid_ <= 0) return 0;
   kill(pid_, signal);

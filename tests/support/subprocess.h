@@ -24,6 +24,9 @@ class Subprocess {
   // "LISTENING <port>" as printed by dtx's servers and the node peers; 0 if it never came.
   int WaitForListeningPort(std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
+  // Every complete stdout line not read yet, up to EOF. REQUIRES: the process has exited.
+  std::vector<std::string> DrainLines();
+
   // Sends `signal` and waits for exit; returns the exit status as from waitpid.
   int Stop(int signal);
   pid_t pid() const { return pid_; }

@@ -1,0 +1,30 @@
+#include "crash_store.h"
+
+#include "dtx/log/sqlite_log_store.h"
+#if __has_include("dtx/log/postgres_log_store.h")
+#include "dtx/log/postgres_log_store.h"
+#define DTX_HAVE_PG 1
+#endif
+
+namespace dtx::log::testing {
+
+Result<std::unique_ptr<LogStore>> OpenCrashStore(const std::string& sqlite_path, const std::string& pg_conninfo,
+                                                 const std::string& pg_schema) {
+  if (!sqlite_path.empty()) {
+    auto s = SqliteLogStore::Open({.path = sqlite_path});
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<LogStore>(std::move(*s));
+  }
+#ifdef DTX_HAVE_PG
+  PostgresOptions options;
+  options.conninfo = pg_conninfo;
+  options.schema = pg_schema;
+  auto s = PostgresLogStore::Open(options);
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<LogStore>(std::move(*s));
+#else
+  return InvalidArgument("no store given");
+#endif
+}
+
+}  // namespace dtx::log::testing
