@@ -1,7 +1,7 @@
 #include "crash_store.h"
 
 #include "dtx/log/sqlite_log_store.h"
-#if __has_include("dtx/log/postgres_log_store.h")
+#ifdef DTX_HAVE_POSTGRES_STORE  // TEMP until the store lands
 #include "dtx/log/postgres_log_store.h"
 #define DTX_HAVE_PG 1
 #endif

@@ -36,6 +36,13 @@ struct ListPage {
   std::string next_after_xid;  // empty when this is the last page
 };
 
+// Counters since the store was opened, for metrics.
+struct LogStoreStats {
+  uint64_t commits = 0;         // durable commits (each carries one group of batches)
+  uint64_t batches = 0;         // batches that committed
+  uint64_t failed_batches = 0;  // batches that failed (conflicts included)
+};
+
 class LogStore {
  public:
   using WriteCallback = std::function<void(const WriteResult&)>;
@@ -53,6 +60,8 @@ class LogStore {
   virtual Result<ListPage> List(const ListFilter& filter) = 0;
   // The holders of any of `row_keys`.
   virtual Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) = 0;
+
+  virtual LogStoreStats Stats() const { return {}; }
 
   // Waits for every queued batch, then stops accepting writes. Idempotent.
   virtual void Close() = 0;

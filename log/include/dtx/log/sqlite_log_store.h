@@ -35,6 +35,7 @@ class SqliteLogStore final : public LogStore {
   Result<ListPage> List(const ListFilter& filter) override;
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
   void Close() override;
+  LogStoreStats Stats() const override;
 
   // The schema version this build writes (the `schema_version` row of dtx_meta).
   static constexpr int kSchemaVersion = 1;
