@@ -4,25 +4,13 @@
 
 namespace dtx::rpc {
 
-Responder& Responder::operator=(Responder&& other) noexcept {
-  if (this != &other) {
-    if (sink_) Send(Internal("request dropped"));
-    sink_ = std::move(other.sink_);
-    id_ = other.id_;
-    other.sink_ = nullptr;
-  }
-  return *this;
-}
-
-Responder::~Responder() {
-  if (sink_) Send(Internal("the handler finished without an answer"));
+Responder::State::~State() {
+  if (!answered.exchange(true)) sink->SendReply(id, Internal("the handler finished without an answer"));
 }
 
 void Responder::Send(Result<std::string> result) {
-  if (!sink_) return;  // answered already, or a one-way request
-  auto sink = std::move(sink_);
-  sink_ = nullptr;
-  sink->SendReply(id_, std::move(result));
+  if (!state_ || state_->answered.exchange(true)) return;  // one-way, or answered already
+  state_->sink->SendReply(state_->id, std::move(result));
 }
 
 void ServiceRegistry::AddRawMethod(std::string service, std::string method, RawHandler handler) {

@@ -2,14 +2,15 @@
 // back) answers, with typed handlers for Protobuf request/response pairs.
 //
 // A handler runs on an I/O thread and must not block it. It answers through its Responder,
-// at once or later from any thread (after a durable write completes, say): the Responder is
-// movable and can be stored. A Responder dropped without an answer answers with an error, so
-// a caller never waits for a reply that cannot come.
+// at once or later from any thread (after a durable write completes, say): the Responder can be
+// stored and copied. A Responder dropped without an answer answers with an error, so a caller
+// never waits for a reply that cannot come.
 //
 // Thread-safety: register every method before the registry is handed to a Server or Client;
 // after that it is only read, from many threads.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,27 +31,32 @@ class ReplySink {
   virtual void SendReply(uint32_t request_id, Result<std::string> result) = 0;
 };
 
+// The obligation to answer one request. Copies share it: the first Reply or Fail on any copy
+// answers, later ones are ignored, and if the last copy goes away unanswered the caller gets an
+// error. Thread-safe.
 class Responder {
  public:
-  Responder() = default;
-  Responder(std::shared_ptr<ReplySink> sink, uint32_t request_id) : sink_(std::move(sink)), id_(request_id) {}
-  Responder(Responder&& other) noexcept { *this = std::move(other); }
-  Responder& operator=(Responder&& other) noexcept;
-  Responder(const Responder&) = delete;
-  Responder& operator=(const Responder&) = delete;
-  ~Responder();
+  Responder() = default;  // answers nothing (one-way requests)
+  Responder(std::shared_ptr<ReplySink> sink, uint32_t request_id)
+      : state_(std::make_shared<State>(std::move(sink), request_id)) {}
 
   // Answers with a serialized response message.
   void Reply(std::string body) { Send(std::move(body)); }
   // Answers with an application error; the caller sees a RemoteError with this message.
   // REQUIRES: !status.ok()
   void Fail(const Status& status) { Send(status); }
-  bool answered() const { return sink_ == nullptr; }
+  bool answered() const { return !state_ || state_->answered.load(); }
 
  private:
+  struct State {
+    State(std::shared_ptr<ReplySink> s, uint32_t i) : sink(std::move(s)), id(i) {}
+    ~State();
+    std::shared_ptr<ReplySink> sink;
+    uint32_t id;
+    std::atomic<bool> answered{false};
+  };
   void Send(Result<std::string> result);
-  std::shared_ptr<ReplySink> sink_;
-  uint32_t id_ = 0;
+  std::shared_ptr<State> state_;
 };
 
 template <typename Resp>
