@@ -1,0 +1,1006 @@
+#include "dtx/coordinator/coordinator.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <queue>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "dtx.pb.h"
+#include "participants.h"
+#include "state_machine.h"
+
+namespace dtx::coordinator {
+namespace asio = boost::asio;
+namespace pb = ::dtx::v1;
+using log::Batch;
+using log::BranchRecord;
+using log::GlobalRecord;
+using log::WriteResult;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+pb::Outcome OutcomeOf(GlobalStatus s) {
+  switch (FamilyOf(s)) {
+    case Family::kCommit: return pb::COMMITTED_OUTCOME;
+    case Family::kRollback:
+    case Family::kTimeoutRollback: return pb::ROLLED_BACK_OUTCOME;
+    case Family::kBegin: break;
+  }
+  return pb::UNDECIDED;
+}
+
+struct Branch {
+  BranchRecord rec;
+  bool done = false;       // phase 2 finished for it (or nothing to do)
+  bool in_flight = false;  // a phase-2 call or its retry timer is pending
+  int attempts = 0;
+  std::chrono::milliseconds backoff{0};
+};
+
+struct Session {
+  std::mutex mu;
+  GlobalRecord rec;  // as durable in the log
+  std::vector<Branch> branches;  // by branch id: registration order
+  int pending_registrations = 0;
+  std::optional<GlobalStatus> deciding;  // a decision being made durable
+  std::vector<std::function<void(const Status&)>> waiters;
+  Clock::time_point begun = Clock::now();
+  Clock::time_point decided;
+  bool finishing = false;
+  bool retry_marked = false;
+  bool failed_write_pending = false;
+  std::string failure;  // why it needs an operator
+};
+using SessionPtr = std::shared_ptr<Session>;
+
+// Recently finished transactions, so that a repeated Commit or GetStatus still gets the outcome.
+class RecentOutcomes {
+ public:
+  explicit RecentOutcomes(size_t capacity) : capacity_(capacity) {}
+  void Add(const std::string& xid, GlobalStatus s) {
+    std::lock_guard lock(mu_);
+    if (map_.emplace(xid, s).second) order_.push_back(xid);
+    while (order_.size() > capacity_) {
+      map_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+  std::optional<GlobalStatus> Get(const std::string& xid) const {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(xid);
+    return it == map_.end() ? std::nullopt : std::optional<GlobalStatus>(it->second);
+  }
+
+ private:
+  size_t capacity_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, GlobalStatus> map_;
+  std::deque<std::string> order_;
+};
+
+}  // namespace
+
+class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(CoordinatorOptions options, std::shared_ptr<log::LogStore> store, std::shared_ptr<Metrics> metrics)
+      : options_(std::move(options)),
+        store_(std::move(store)),
+        metrics_(std::move(metrics)),
+        work_(io_.get_executor()),
+        timeout_timer_(io_),
+        recent_(200'000) {
+    const int64_t seed = std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+    next_id_ = seed;
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  ~Impl() { Stop(); }
+
+  void Stop() {
+    if (stopped_.exchange(true)) return;
+    work_.reset();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // ---- sessions ----
+
+  SessionPtr Find(const std::string& xid) {
+    std::lock_guard lock(sessions_mu_);
+    auto it = sessions_.find(xid);
+    return it == sessions_.end() ? nullptr : it->second;
+  }
+  void Forget(const std::string& xid) {
+    std::lock_guard lock(sessions_mu_);
+    sessions_.erase(xid);
+  }
+  size_t Active() const {
+    std::lock_guard lock(sessions_mu_);
+    return sessions_.size();
+  }
+
+  bool Expired(const Session& s) const { return NowMs() >= s.rec.begin_time_ms + s.rec.timeout_ms; }
+
+  bool Authorized(const std::string& token) const { return options_.token.empty() || token == options_.token; }
+
+  // Applies a durable move to the in-memory state, checking it against the state machine.
+  bool Move(Session& s, GlobalStatus to) {
+    if (!CanMove(s.rec.status, to)) {
+      SPDLOG_ERROR("coordinator: refused move of {} from {} to {}", s.rec.xid, log::GlobalStatusName(s.rec.status),
+                   log::GlobalStatusName(to));
+      return false;
+    }
+    s.rec.status = to;
+    return true;
+  }
+
+  // ---- TM calls ----
+
+  void Begin(const pb::BeginRequest& req, rpc::TypedResponder<pb::BeginResponse> reply) {
+    pb::BeginResponse resp;
+    if (!Authorized(req.token())) return Refuse(resp, std::move(reply));
+    auto timeout = req.timeout_ms() > 0 ? std::chrono::milliseconds(req.timeout_ms()) : options_.default_timeout;
+    if (timeout > options_.max_timeout) {
+      resp.set_code(pb::INVALID_ARGUMENT);
+      resp.set_message("timeout_ms exceeds the coordinator's maximum of " + std::to_string(options_.max_timeout.count()));
+      return reply.Reply(resp);
+    }
+    auto s = std::make_shared<Session>();
+    s->rec.xid = options_.node_id + ":" + std::to_string(next_id_.fetch_add(1));
+    s->rec.status = GlobalStatus::kBegin;
+    s->rec.name = req.name();
+    s->rec.application = req.application();
+    s->rec.timeout_ms = timeout.count();
+    s->rec.begin_time_ms = NowMs();
+    s->rec.updated_time_ms = s->rec.begin_time_ms;
+    s->rec.owner_node = options_.node_id;
+    s->rec.application_data = req.application_data();
+    const std::string xid = s->rec.xid;
+    {
+      std::lock_guard lock(sessions_mu_);
+      sessions_.emplace(xid, s);
+    }
+    store_->Write(std::move(Batch().Insert(s->rec)),
+                  [self = shared_from_this(), s, timeout, reply = std::move(reply)](const WriteResult& r) mutable {
+                    pb::BeginResponse resp;
+                    if (!r.ok()) {
+                      self->Forget(s->rec.xid);
+                      resp.set_code(pb::LOG_UNAVAILABLE);
+                      resp.set_message(r.status.ToString());
+                      return reply.Reply(resp);
+                    }
+                    self->metrics_->transactions_begun.Add();
+                    self->WatchTimeout(s->rec.xid, Clock::now() + timeout);
+                    resp.set_xid(s->rec.xid);
+                    reply.Reply(resp);
+                  });
+  }
+
+  template <typename Resp>
+  void Refuse(Resp& resp, rpc::TypedResponder<Resp> reply) {
+    resp.set_code(pb::UNAUTHENTICATED);
+    resp.set_message("this coordinator requires a token and the call did not carry the right one");
+    reply.Reply(resp);
+  }
+
+  // Commit, Rollback, and a TM's Report all come here: `target` is the status to decide.
+  template <typename Resp>
+  void Decide(const std::string& xid, GlobalStatus target, rpc::TypedResponder<Resp> reply) {
+    auto answer = [](Resp& resp, GlobalStatus status, GlobalStatus asked) {
+      resp.set_status(static_cast<pb::GlobalStatus>(status));
+      resp.set_outcome(OutcomeOf(status));
+      const Family got = FamilyOf(status), want = FamilyOf(asked);
+      if (got == want || got == Family::kBegin) return;
+      if (got == Family::kTimeoutRollback) {
+        resp.set_code(pb::TIMED_OUT);
+        resp.set_message("the transaction timed out and was rolled back");
+      } else if (got == Family::kRollback) {
+        resp.set_code(pb::ALREADY_ROLLED_BACK);
+        resp.set_message("the transaction was rolled back");
+      } else {
+        resp.set_code(pb::ALREADY_COMMITTED);
+        resp.set_message("the transaction was committed");
+      }
+    };
+    auto s = Find(xid);
+    if (!s) {
+      Resp resp;
+      if (auto outcome = recent_.Get(xid)) {
+        answer(resp, *outcome, target);
+      } else {
+        resp.set_code(pb::XID_NOT_FOUND);
+        resp.set_message("no transaction " + xid + " (unknown, or finished long ago)");
+      }
+      return reply.Reply(resp);
+    }
+    std::unique_lock lock(s->mu);
+    auto respond_when_decided = [this, s, target, answer, reply = std::move(reply)](const Status& st) mutable {
+      Resp resp;
+      if (!st.ok()) {
+        resp.set_code(pb::LOG_UNAVAILABLE);
+        resp.set_message(st.ToString());
+        resp.set_status(static_cast<pb::GlobalStatus>(s->rec.status));
+      } else {
+        answer(resp, s->rec.status, target);
+      }
+      reply.Reply(resp);
+    };
+    if (s->deciding) {
+      s->waiters.push_back(std::move(respond_when_decided));
+      return;
+    }
+    if (s->rec.status != GlobalStatus::kBegin) {
+      lock.unlock();
+      return respond_when_decided(Status::Ok());
+    }
+    if (Expired(*s)) target = GlobalStatus::kTimeoutRollbacking;
+    s->waiters.push_back(std::move(respond_when_decided));
+    StartDecision(s, target, lock);
+  }
+
+  // REQUIRES: lock holds s->mu, s is in Begin and not deciding.
+  void StartDecision(const SessionPtr& s, GlobalStatus target, std::unique_lock<std::mutex>& lock) {
+    s->deciding = target;
+    if (s->pending_registrations > 0) return;  // the last registration to finish writes it
+    lock.unlock();
+    WriteDecision(s);
+  }
+
+  void WriteDecision(const SessionPtr& s) {
+    GlobalStatus target;
+    Batch batch;
+    bool finish_now;
+    {
+      std::lock_guard lock(s->mu);
+      target = *s->deciding;
+      // With nothing to drive, the outcome is final at once.
+      finish_now = std::none_of(s->branches.begin(), s->branches.end(), [](const Branch& b) { return !b.done; }) ||
+                   target == GlobalStatus::kCommitted || target == GlobalStatus::kRollbacked;
+      if (finish_now) {
+        batch.Unlock(s->rec.xid).Remove(s->rec.xid);
+      } else {
+        batch.SetStatus(s->rec.xid, target, NowMs());
+      }
+    }
+    store_->Write(std::move(batch), [self = shared_from_this(), s, target, finish_now](const WriteResult& r) {
+      std::vector<std::function<void(const Status&)>> waiters;
+      const Family family = FamilyOf(target);
+      {
+        std::lock_guard lock(s->mu);
+        s->deciding.reset();
+        waiters.swap(s->waiters);
+        if (r.ok()) {
+          self->Move(*s, finish_now ? DoneOf(family) : DrivingOf(family));
+          s->decided = Clock::now();
+          self->metrics_->begin_to_decision.Observe(std::chrono::duration<double>(s->decided - s->begun).count());
+          if (family == Family::kTimeoutRollback) self->metrics_->transactions_timed_out.Add();
+        }
+      }
+      if (!r.ok()) {
+        SPDLOG_WARN("coordinator: could not record the outcome of {}: {}", s->rec.xid, r.status.ToString());
+        // Still in Begin: the timeout will roll it back once the log takes writes again.
+        self->WatchTimeout(s->rec.xid, Clock::now() + std::chrono::seconds(1));
+      }
+      for (auto& w : waiters) w(r.status);
+      if (!r.ok()) return;
+      if (finish_now) {
+        self->Finished(s);
+      } else {
+        self->Drive(s);
+      }
+    });
+  }
+
+  void GetStatus(const pb::GetStatusRequest& req, rpc::TypedResponder<pb::GetStatusResponse> reply) {
+    pb::GetStatusResponse resp;
+    if (!Authorized(req.token())) return Refuse(resp, std::move(reply));
+    GlobalStatus status;
+    if (auto s = Find(req.xid())) {
+      std::lock_guard lock(s->mu);
+      status = s->rec.status;
+    } else if (auto recent = recent_.Get(req.xid())) {
+      status = *recent;
+    } else {
+      resp.set_code(pb::XID_NOT_FOUND);
+      resp.set_message("no transaction " + req.xid());
+      return reply.Reply(resp);
+    }
+    resp.set_status(static_cast<pb::GlobalStatus>(status));
+    resp.set_outcome(OutcomeOf(status));
+    reply.Reply(resp);
+  }
+
+  // ---- RM calls ----
+
+  std::shared_ptr<const Participants::Info> Registered(const rpc::CallContext& ctx) {
+    return participants_.Of(ctx.peer.get());
+  }
+
+  void RegisterParticipant(const rpc::CallContext& ctx, const pb::RegisterParticipantRequest& req,
+                           rpc::TypedResponder<pb::RegisterParticipantResponse> reply) {
+    pb::RegisterParticipantResponse resp;
+    if (!Authorized(req.token())) return Refuse(resp, std::move(reply));
+    Participants::Info info;
+    info.client_id = req.client_id().empty() ? ctx.peer_address : req.client_id();
+    info.application = req.application();
+    info.resource_ids.assign(req.resource_ids().begin(), req.resource_ids().end());
+    SPDLOG_INFO("coordinator: participant {} ({}) at {} serves {} resources", info.client_id, info.application,
+                ctx.peer_address, info.resource_ids.size());
+    resp.set_client_id(info.client_id);
+    participants_.Register(ctx.peer, std::move(info));
+    reply.Reply(resp);
+    // Phase 2 that waited for this participant goes now.
+    asio::post(io_, [self = shared_from_this()] { self->KickWaiting(); });
+  }
+
+  void RegisterBranch(const rpc::CallContext& ctx, const pb::RegisterBranchRequest& req,
+                      rpc::TypedResponder<pb::RegisterBranchResponse> reply) {
+    pb::RegisterBranchResponse resp;
+    auto participant = Registered(ctx);
+    if (!participant) {
+      resp.set_code(options_.token.empty() ? pb::NOT_REGISTERED : pb::UNAUTHENTICATED);
+      resp.set_message("call RegisterParticipant on this connection first: phase 2 comes back over it");
+      return reply.Reply(resp);
+    }
+    if (req.resource_id().empty()) {
+      resp.set_code(pb::INVALID_ARGUMENT);
+      resp.set_message("resource_id is empty");
+      return reply.Reply(resp);
+    }
+    auto s = Find(req.xid());
+    if (!s) {
+      resp.set_code(pb::XID_NOT_FOUND);
+      resp.set_message("no active transaction " + req.xid());
+      return reply.Reply(resp);
+    }
+    std::unique_lock lock(s->mu);
+    if (s->deciding || s->rec.status != GlobalStatus::kBegin || Expired(*s)) {
+      const bool timed_out = FamilyOf(s->deciding.value_or(s->rec.status)) == Family::kTimeoutRollback || Expired(*s);
+      resp.set_code(timed_out ? pb::TIMED_OUT : pb::NOT_ACTIVE);
+      resp.set_message(req.xid() + " is " + std::string(log::GlobalStatusName(s->rec.status)) +
+                       (timed_out ? ", timed out" : "") + ": branches join only while it is Begin");
+      if (!s->deciding && s->rec.status == GlobalStatus::kBegin) {
+        StartDecision(s, GlobalStatus::kTimeoutRollbacking, lock);
+      }
+      return reply.Reply(resp);
+    }
+    ++s->pending_registrations;
+    lock.unlock();
+
+    BranchRecord b;
+    b.branch_id = next_id_.fetch_add(1);
+    b.xid = req.xid();
+    b.resource_id = req.resource_id();
+    b.type = static_cast<log::BranchType>(req.branch_type());
+    b.status = BranchStatus::kRegistered;
+    for (const auto& k : req.lock_keys()) {
+      if (!b.lock_keys.empty()) b.lock_keys += ';';
+      b.lock_keys += k;
+    }
+    b.application_data = req.application_data();
+    b.client_id = participant->client_id;
+    b.registered_time_ms = NowMs();
+    Batch batch;
+    batch.Insert(b);
+    if (req.lock_keys_size() > 0) batch.Lock(b.xid, b.branch_id, {req.lock_keys().begin(), req.lock_keys().end()});
+    store_->Write(std::move(batch), [self = shared_from_this(), s, b, reply = std::move(reply)](const WriteResult& r) mutable {
+      pb::RegisterBranchResponse resp;
+      bool decide_now = false;
+      {
+        std::lock_guard lock(s->mu);
+        --s->pending_registrations;
+        if (r.ok()) {
+          Branch branch;
+          branch.rec = b;
+          auto at = std::upper_bound(s->branches.begin(), s->branches.end(), b.branch_id,
+                                     [](int64_t id, const Branch& x) { return id < x.rec.branch_id; });
+          s->branches.insert(at, std::move(branch));
+        }
+        decide_now = s->deciding && s->pending_registrations == 0;
+      }
+      if (r.ok()) {
+        self->metrics_->branches_registered.Add();
+        resp.set_branch_id(b.branch_id);
+      } else if (r.conflict) {
+        self->metrics_->lock_conflicts.Add();
+        resp.set_code(pb::LOCK_CONFLICT);
+        resp.set_message(r.status.ToString());
+        resp.set_conflict_key(r.conflict->row_key);
+        resp.set_conflict_xid(r.conflict->holder_xid);
+      } else {
+        resp.set_code(pb::LOG_UNAVAILABLE);
+        resp.set_message(r.status.ToString());
+      }
+      reply.Reply(resp);
+      if (decide_now) self->WriteDecision(s);
+    });
+  }
+
+  void ReportBranch(const rpc::CallContext& ctx, const pb::ReportBranchRequest& req,
+                    rpc::TypedResponder<pb::ReportBranchResponse> reply) {
+    pb::ReportBranchResponse resp;
+    if (!Registered(ctx)) {
+      resp.set_code(options_.token.empty() ? pb::NOT_REGISTERED : pb::UNAUTHENTICATED);
+      resp.set_message("call RegisterParticipant on this connection first");
+      return reply.Reply(resp);
+    }
+    if (req.status() != pb::PHASE_ONE_DONE && req.status() != pb::PHASE_ONE_FAILED) {
+      resp.set_code(pb::INVALID_ARGUMENT);
+      resp.set_message("a branch reports PHASE_ONE_DONE or PHASE_ONE_FAILED");
+      return reply.Reply(resp);
+    }
+    auto s = Find(req.xid());
+    if (!s) {
+      resp.set_code(pb::XID_NOT_FOUND);
+      resp.set_message("no active transaction " + req.xid());
+      return reply.Reply(resp);
+    }
+    {
+      std::lock_guard lock(s->mu);
+      auto it = std::find_if(s->branches.begin(), s->branches.end(),
+                             [&](const Branch& b) { return b.rec.branch_id == req.branch_id(); });
+      if (it == s->branches.end()) {
+        resp.set_code(pb::BRANCH_NOT_FOUND);
+        resp.set_message("no branch " + std::to_string(req.branch_id()) + " in " + req.xid());
+        return reply.Reply(resp);
+      }
+    }
+    const auto status = static_cast<BranchStatus>(req.status());
+    store_->Write(std::move(Batch().SetStatus(req.xid(), req.branch_id(), status)),
+                  [s, id = req.branch_id(), status, reply = std::move(reply)](const WriteResult& r) mutable {
+                    pb::ReportBranchResponse resp;
+                    if (r.ok()) {
+                      std::lock_guard lock(s->mu);
+                      for (auto& b : s->branches)
+                        if (b.rec.branch_id == id) b.rec.status = status;
+                    } else {
+                      resp.set_code(pb::LOG_UNAVAILABLE);
+                      resp.set_message(r.status.ToString());
+                    }
+                    reply.Reply(resp);
+                  });
+  }
+
+  void QueryLocks(const rpc::CallContext& ctx, const pb::QueryLocksRequest& req,
+                  rpc::TypedResponder<pb::QueryLocksResponse> reply) {
+    pb::QueryLocksResponse resp;
+    if (!Registered(ctx)) {
+      resp.set_code(options_.token.empty() ? pb::NOT_REGISTERED : pb::UNAUTHENTICATED);
+      resp.set_message("call RegisterParticipant on this connection first");
+      return reply.Reply(resp);
+    }
+    // A read of the log; off the I/O thread.
+    asio::post(io_, [self = shared_from_this(), req, reply = std::move(reply)]() mutable {
+      pb::QueryLocksResponse resp;
+      auto held = self->store_->FindLocks({req.lock_keys().begin(), req.lock_keys().end()});
+      if (!held.ok()) {
+        resp.set_code(pb::LOG_UNAVAILABLE);
+        resp.set_message(held.status().ToString());
+        return reply.Reply(resp);
+      }
+      resp.set_free(true);
+      for (const auto& l : *held) {
+        if (l.xid == req.xid()) continue;
+        resp.set_free(false);
+        resp.set_conflict_key(l.row_key);
+        resp.set_conflict_xid(l.xid);
+        break;
+      }
+      reply.Reply(resp);
+    });
+  }
+
+  // ---- phase 2 ----
+
+  // Sends what can be sent now. Commit: every branch at once. Rollback: per resource, the
+  // latest-registered branch first, one at a time.
+  void Drive(const SessionPtr& s) {
+    std::vector<size_t> send;
+    bool all_done;
+    {
+      std::lock_guard lock(s->mu);
+      if (s->finishing || IsFinal(s->rec.status) || s->rec.status == GlobalStatus::kBegin) return;
+      const bool commit = FamilyOf(s->rec.status) == Family::kCommit;
+      std::map<std::string, bool> resource_busy;
+      for (size_t i = s->branches.size(); i-- > 0;) {
+        Branch& b = s->branches[i];
+        if (b.rec.status == BranchStatus::kPhaseOneFailed) b.done = true;  // it did nothing to undo or confirm
+        if (b.done) continue;
+        if (commit) {
+          if (!b.in_flight) send.push_back(i);
+          continue;
+        }
+        bool& busy = resource_busy[b.rec.resource_id];
+        if (busy) continue;
+        busy = true;
+        if (!b.in_flight) send.push_back(i);
+      }
+      all_done = std::all_of(s->branches.begin(), s->branches.end(), [](const Branch& b) { return b.done; });
+      for (size_t i : send) s->branches[i].in_flight = true;
+    }
+    if (all_done) return Finish(s);
+    for (size_t i : send) Send(s, i);
+  }
+
+  void Send(const SessionPtr& s, size_t i) {
+    pb::BranchRequest req;
+    std::string client_id;
+    bool commit;
+    {
+      std::lock_guard lock(s->mu);
+      const Branch& b = s->branches[i];
+      req.set_xid(b.rec.xid);
+      req.set_branch_id(b.rec.branch_id);
+      req.set_resource_id(b.rec.resource_id);
+      req.set_branch_type(static_cast<pb::BranchType>(b.rec.type));
+      req.set_application_data(b.rec.application_data);
+      client_id = b.rec.client_id;
+      commit = FamilyOf(s->rec.status) == Family::kCommit;
+    }
+    auto peer = participants_.Pick(req.resource_id(), client_id);
+    if (!peer) {
+      return Retry(s, i, "no participant connected for resource " + req.resource_id());
+    }
+    metrics_->phase_two_calls.Add();
+    rpc::CallOptions call;
+    call.timeout = options_.branch_call_timeout;
+    peer->Call<pb::BranchResponse>(
+        kResourceManagerService, commit ? "BranchCommit" : "BranchRollback", req, call,
+        [self = shared_from_this(), s, i, commit](Result<pb::BranchResponse> r) {
+          if (!r.ok()) return self->Retry(s, i, r.status().ToString());
+          const auto status = static_cast<BranchStatus>(r->status());
+          const BranchStatus done = commit ? BranchStatus::kPhaseTwoCommitted : BranchStatus::kPhaseTwoRollbacked;
+          const BranchStatus fatal = commit ? BranchStatus::kPhaseTwoCommitFailedUnretryable
+                                            : BranchStatus::kPhaseTwoRollbackFailedUnretryable;
+          if (status == done) {
+            {
+              std::lock_guard lock(s->mu);
+              s->branches[i].done = true;
+              s->branches[i].in_flight = false;
+            }
+            return self->Drive(s);
+          }
+          if (status == fatal) return self->Fail(s, i, fatal, r->message());
+          self->Retry(s, i, "participant answered " + std::string(log::BranchStatusName(status)) +
+                                (r->message().empty() ? "" : ": " + r->message()));
+        });
+  }
+
+  void Retry(const SessionPtr& s, size_t i, const std::string& why) {
+    std::chrono::milliseconds delay{0};
+    bool give_up = false, mark = false;
+    GlobalStatus retrying;
+    BranchStatus fatal;
+    {
+      std::lock_guard lock(s->mu);
+      Branch& b = s->branches[i];
+      const bool commit = FamilyOf(s->rec.status) == Family::kCommit;
+      fatal = commit ? BranchStatus::kPhaseTwoCommitFailedUnretryable : BranchStatus::kPhaseTwoRollbackFailedUnretryable;
+      give_up = options_.max_retries > 0 && ++b.attempts > options_.max_retries;
+      if (!give_up) {
+        b.backoff = std::clamp(b.backoff * 2, options_.retry_backoff_min, options_.retry_backoff_max);
+        thread_local std::minstd_rand rng(std::random_device{}());
+        delay = b.backoff / 2 + std::chrono::milliseconds(rng() % (b.backoff.count() / 2 + 1));
+        retrying = RetryingOf(FamilyOf(s->rec.status));
+        mark = !s->retry_marked && s->rec.status != retrying;
+        s->retry_marked = true;
+        SPDLOG_INFO("coordinator: phase 2 of {} branch {} will be retried in {} ms: {}", s->rec.xid, b.rec.branch_id,
+                    delay.count(), why);
+      }
+    }
+    if (give_up) return Fail(s, i, fatal, "gave up after " + std::to_string(options_.max_retries) + " retries: " + why);
+    metrics_->phase_two_retries.Add();
+    if (mark) {
+      // Informational: the log shows that phase 2 is retrying. Its failure changes nothing.
+      store_->Write(std::move(Batch().SetStatus(s->rec.xid, retrying, NowMs())),
+                    [self = shared_from_this(), s, retrying](const WriteResult& r) {
+                      if (!r.ok()) return;
+                      std::lock_guard lock(s->mu);
+                      if (FamilyOf(s->rec.status) == FamilyOf(retrying) && !IsFinal(s->rec.status))
+                        self->Move(*s, retrying);
+                    });
+    }
+    auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+    {
+      std::lock_guard lock(waiting_mu_);
+      waiting_[timer.get()] = {timer, s, i};
+    }
+    timer->async_wait([self = shared_from_this(), timer, s, i](const boost::system::error_code&) {
+      {
+        std::lock_guard lock(self->waiting_mu_);
+        if (!self->waiting_.erase(timer.get())) return;  // kicked already
+      }
+      self->Resend(s, i);
+    });
+  }
+
+  void Resend(const SessionPtr& s, size_t i) {
+    {
+      std::lock_guard lock(s->mu);
+      if (s->finishing || IsFinal(s->rec.status)) return;
+    }
+    Send(s, i);
+  }
+
+  // A participant registered: resend every waiting call now.
+  void KickWaiting() {
+    std::map<void*, WaitingCall> kicked;
+    {
+      std::lock_guard lock(waiting_mu_);
+      kicked.swap(waiting_);
+    }
+    for (auto& [key, w] : kicked) {
+      w.timer->cancel();
+      Resend(w.session, w.branch);
+    }
+  }
+
+  void Fail(const SessionPtr& s, size_t i, BranchStatus branch_status, const std::string& why) {
+    GlobalStatus failed;
+    int64_t branch_id;
+    {
+      std::lock_guard lock(s->mu);
+      failed = FailedOf(FamilyOf(s->rec.status));
+      branch_id = s->branches[i].rec.branch_id;
+      s->failure = why;
+      SPDLOG_ERROR("coordinator: {} branch {} ({}) cannot finish phase 2: {}; {} needs an operator", s->rec.xid,
+                   branch_id, s->branches[i].rec.resource_id, why, log::GlobalStatusName(failed));
+    }
+    store_->Write(std::move(Batch().SetStatus(s->rec.xid, branch_id, branch_status).SetStatus(s->rec.xid, failed, NowMs())),
+                  [self = shared_from_this(), s, i, failed, branch_status](const WriteResult& r) {
+                    std::lock_guard lock(s->mu);
+                    s->branches[i].in_flight = false;
+                    if (!r.ok()) {
+                      SPDLOG_ERROR("coordinator: could not record the failure of {}: {}", s->rec.xid, r.status.ToString());
+                      return;  // stays in its driving status; recovery will try again
+                    }
+                    s->branches[i].rec.status = branch_status;
+                    if (self->Move(*s, failed)) self->metrics_->transactions_failed.Add();
+                  });
+  }
+
+  void Finish(const SessionPtr& s) {
+    {
+      std::lock_guard lock(s->mu);
+      if (s->finishing) return;
+      s->finishing = true;
+    }
+    store_->Write(std::move(Batch().Unlock(s->rec.xid).Remove(s->rec.xid)), [self = shared_from_this(), s](const WriteResult& r) {
+      if (!r.ok()) {
+        SPDLOG_WARN("coordinator: could not remove finished {} from the log: {}; will retry", s->rec.xid, r.status.ToString());
+        auto timer = std::make_shared<asio::steady_timer>(self->io_, std::chrono::seconds(1));
+        timer->async_wait([self, s, timer](const boost::system::error_code&) {
+          {
+            std::lock_guard lock(s->mu);
+            s->finishing = false;
+          }
+          self->Finish(s);
+        });
+        return;
+      }
+      {
+        std::lock_guard lock(s->mu);
+        self->Move(*s, DoneOf(FamilyOf(s->rec.status)));
+      }
+      self->metrics_->phase_two_duration.Observe(std::chrono::duration<double>(Clock::now() - s->decided).count());
+      self->Finished(s);
+    });
+  }
+
+  // The transaction is over and out of the log.
+  void Finished(const SessionPtr& s) {
+    GlobalStatus status;
+    {
+      std::lock_guard lock(s->mu);
+      status = s->rec.status;
+    }
+    (FamilyOf(status) == Family::kCommit ? metrics_->transactions_committed : metrics_->transactions_rolled_back).Add();
+    recent_.Add(s->rec.xid, status);
+    Forget(s->rec.xid);
+  }
+
+  // ---- timeouts ----
+
+  void WatchTimeout(const std::string& xid, Clock::time_point when) {
+    bool arm;
+    {
+      std::lock_guard lock(timeouts_mu_);
+      arm = timeouts_.empty() || when < timeouts_.top().first;
+      timeouts_.emplace(when, xid);
+    }
+    if (arm) asio::post(io_, [self = shared_from_this()] { self->ArmTimeoutTimer(); });
+  }
+
+  // On the timer thread.
+  void ArmTimeoutTimer() {
+    Clock::time_point next;
+    {
+      std::lock_guard lock(timeouts_mu_);
+      if (timeouts_.empty()) return;
+      next = timeouts_.top().first;
+    }
+    if (timer_armed_ && next >= timer_armed_for_) return;
+    timer_armed_ = true;
+    timer_armed_for_ = next;
+    timeout_timer_.expires_at(next);
+    timeout_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec) return;  // re-armed for an earlier time
+      self->timer_armed_ = false;
+      self->ExpireTimeouts();
+      self->ArmTimeoutTimer();
+    });
+  }
+
+  void ExpireTimeouts() {
+    std::vector<std::string> due;
+    {
+      std::lock_guard lock(timeouts_mu_);
+      const auto now = Clock::now();
+      while (!timeouts_.empty() && timeouts_.top().first <= now) {
+        due.push_back(timeouts_.top().second);
+        timeouts_.pop();
+      }
+    }
+    for (const auto& xid : due) {
+      auto s = Find(xid);
+      if (!s) continue;
+      std::unique_lock lock(s->mu);
+      if (s->deciding || s->rec.status != GlobalStatus::kBegin) continue;
+      if (!Expired(*s)) {  // the wall clock disagrees a little: look again shortly
+        lock.unlock();
+        WatchTimeout(xid, Clock::now() + std::chrono::milliseconds(50));
+        continue;
+      }
+      SPDLOG_INFO("coordinator: {} timed out after {} ms; rolling back", xid, s->rec.timeout_ms);
+      StartDecision(s, GlobalStatus::kTimeoutRollbacking, lock);
+    }
+  }
+
+  // ---- recovery and operators ----
+
+  Status Recover() {
+    auto all = store_->LoadAll();
+    if (!all.ok()) return all.status().WithContext("loading the transaction log");
+    size_t resumed = 0, waiting = 0, failed = 0;
+    int64_t max_id = 0;
+    std::vector<SessionPtr> drive, finish;
+    for (auto& snap : *all) {
+      if (!snap.global.owner_node.empty() && snap.global.owner_node != options_.node_id) continue;
+      auto s = std::make_shared<Session>();
+      s->rec = std::move(snap.global);
+      for (auto& b : snap.branches) {
+        max_id = std::max(max_id, b.branch_id);
+        Branch branch;
+        branch.rec = std::move(b);
+        branch.done = branch.rec.status == BranchStatus::kPhaseTwoCommitted ||
+                      branch.rec.status == BranchStatus::kPhaseTwoRollbacked;
+        s->branches.push_back(std::move(branch));
+      }
+      auto colon = s->rec.xid.rfind(':');
+      if (colon != std::string::npos) {
+        try {
+          max_id = std::max<int64_t>(max_id, std::stoll(s->rec.xid.substr(colon + 1)));
+        } catch (...) {
+        }
+      }
+      s->decided = Clock::now();
+      {
+        std::lock_guard lock(sessions_mu_);
+        sessions_.emplace(s->rec.xid, s);
+      }
+      const GlobalStatus st = s->rec.status;
+      if (st == GlobalStatus::kBegin) {
+        const int64_t left = s->rec.begin_time_ms + s->rec.timeout_ms - NowMs();
+        WatchTimeout(s->rec.xid, Clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, left)));
+        ++waiting;
+      } else if (IsFailed(st)) {
+        ++failed;
+      } else if (IsFinal(st)) {
+        finish.push_back(s);
+      } else {
+        if (st == GlobalStatus::kAsyncCommitting) s->rec.status = GlobalStatus::kCommitting;
+        drive.push_back(s);
+        ++resumed;
+      }
+    }
+    if (max_id >= next_id_) next_id_ = max_id + 1;
+    recovered_ = true;
+    SPDLOG_INFO("coordinator: recovered {} transactions from the log: {} resume phase 2, {} in Begin, {} need an operator",
+                all->size(), resumed, waiting, failed);
+    for (auto& s : finish) {
+      s->finishing = false;
+      Finish(s);
+    }
+    for (auto& s : drive) Drive(s);
+    return Status::Ok();
+  }
+
+  Status Act(const std::string& xid, OperatorAction action, const std::string& who) {
+    auto s = Find(xid);
+    if (!s) return NotFound("no transaction " + xid + " in the coordinator");
+    GlobalStatus from, to;
+    {
+      std::lock_guard lock(s->mu);
+      from = s->rec.status;
+      if (!IsFailed(from)) {
+        return FailedPrecondition(xid + " is " + std::string(log::GlobalStatusName(from)) +
+                                  ": operators act only on failed transactions");
+      }
+      const Family f = FamilyOf(from);
+      if (action == OperatorAction::kRetry) {
+        to = DrivingOf(f);
+      } else if ((action == OperatorAction::kForceCommitted) != (f == Family::kCommit)) {
+        return FailedPrecondition(xid + " is " + std::string(log::GlobalStatusName(from)) +
+                                  ": it cannot be forced to the other outcome");
+      } else {
+        to = DoneOf(f);
+      }
+    }
+    SPDLOG_WARN("audit: operator '{}' {} {} ({} -> {})", who,
+                action == OperatorAction::kRetry ? "retries" : "forces the outcome of", xid, log::GlobalStatusName(from),
+                log::GlobalStatusName(to));
+    if (to == DoneOf(FamilyOf(from))) {
+      WriteResult r = store_->WriteSync(std::move(Batch().Unlock(xid).Remove(xid)));
+      if (!r.ok()) return r.status;
+      {
+        std::lock_guard lock(s->mu);
+        Move(*s, to);
+        s->finishing = true;
+      }
+      Finished(s);
+      return Status::Ok();
+    }
+    WriteResult r = store_->WriteSync(std::move(Batch().SetStatus(xid, to, NowMs())));
+    if (!r.ok()) return r.status;
+    {
+      std::lock_guard lock(s->mu);
+      Move(*s, to);
+      s->retry_marked = false;
+      s->failure.clear();
+      for (auto& b : s->branches) {
+        b.attempts = 0;
+        b.backoff = std::chrono::milliseconds(0);
+        b.in_flight = false;
+      }
+    }
+    Drive(s);
+    return Status::Ok();
+  }
+
+  void OnDisconnect(const std::shared_ptr<rpc::Channel>& peer) {
+    if (participants_.Remove(peer.get())) SPDLOG_INFO("coordinator: a participant disconnected");
+  }
+
+  CoordinatorOptions options_;
+  std::shared_ptr<log::LogStore> store_;
+  std::shared_ptr<Metrics> metrics_;
+  Participants participants_;
+
+  asio::io_context io_;  // timers: timeouts and retries
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::thread thread_;
+  std::atomic<bool> stopped_{false};
+  std::atomic<bool> recovered_{false};
+  std::atomic<int64_t> next_id_{0};
+
+  mutable std::mutex sessions_mu_;
+  std::unordered_map<std::string, SessionPtr> sessions_;
+
+  std::mutex timeouts_mu_;
+  using Deadline = std::pair<Clock::time_point, std::string>;
+  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> timeouts_;
+  asio::steady_timer timeout_timer_;
+  bool timer_armed_ = false;  // timer thread only
+  Clock::time_point timer_armed_for_;
+
+  struct WaitingCall {
+    std::shared_ptr<asio::steady_timer> timer;
+    SessionPtr session;
+    size_t branch;
+  };
+  std::mutex waiting_mu_;
+  std::map<void*, WaitingCall> waiting_;
+
+  RecentOutcomes recent_;
+};
+
+Coordinator::Coordinator(CoordinatorOptions options, std::shared_ptr<log::LogStore> store, std::shared_ptr<Metrics> metrics)
+    : impl_(std::make_shared<Impl>(std::move(options), std::move(store), std::move(metrics))) {}
+
+Coordinator::~Coordinator() { Shutdown(); }
+
+Status Coordinator::Recover() { return impl_->Recover(); }
+
+void Coordinator::AddServices(rpc::ServiceRegistry& registry) {
+  const std::string svc(kCoordinatorService);
+  std::weak_ptr<Impl> weak = impl_;
+  auto bind = [weak](auto handler) {
+    return [weak, handler](const rpc::CallContext& ctx, auto&& req, auto reply) {
+      auto self = weak.lock();
+      if (!self) return;
+      handler(*self, ctx, std::forward<decltype(req)>(req), std::move(reply));
+    };
+  };
+  registry.AddMethod<pb::BeginRequest, pb::BeginResponse>(
+      svc, "Begin", bind([](Impl& c, const rpc::CallContext&, const pb::BeginRequest& r, auto reply) {
+        c.Begin(r, std::move(reply));
+      }));
+  registry.AddMethod<pb::CommitRequest, pb::CommitResponse>(
+      svc, "Commit", bind([](Impl& c, const rpc::CallContext&, const pb::CommitRequest& r, auto reply) {
+        if (!c.Authorized(r.token())) {
+          pb::CommitResponse resp;
+          return c.Refuse(resp, std::move(reply));
+        }
+        c.Decide(r.xid(), GlobalStatus::kCommitting, std::move(reply));
+      }));
+  registry.AddMethod<pb::RollbackRequest, pb::RollbackResponse>(
+      svc, "Rollback", bind([](Impl& c, const rpc::CallContext&, const pb::RollbackRequest& r, auto reply) {
+        if (!c.Authorized(r.token())) {
+          pb::RollbackResponse resp;
+          return c.Refuse(resp, std::move(reply));
+        }
+        c.Decide(r.xid(), GlobalStatus::kRollbacking, std::move(reply));
+      }));
+  registry.AddMethod<pb::ReportRequest, pb::ReportResponse>(
+      svc, "Report", bind([](Impl& c, const rpc::CallContext&, const pb::ReportRequest& r, auto reply) {
+        pb::ReportResponse resp;
+        if (!c.Authorized(r.token())) return c.Refuse(resp, std::move(reply));
+        if (r.status() != pb::COMMITTED && r.status() != pb::ROLLBACKED) {
+          resp.set_code(pb::INVALID_ARGUMENT);
+          resp.set_message("a TM reports COMMITTED or ROLLBACKED");
+          return reply.Reply(resp);
+        }
+        c.Decide(r.xid(), static_cast<GlobalStatus>(r.status()), std::move(reply));
+      }));
+  registry.AddMethod<pb::GetStatusRequest, pb::GetStatusResponse>(
+      svc, "GetStatus", bind([](Impl& c, const rpc::CallContext&, const pb::GetStatusRequest& r, auto reply) {
+        c.GetStatus(r, std::move(reply));
+      }));
+  registry.AddMethod<pb::RegisterParticipantRequest, pb::RegisterParticipantResponse>(
+      svc, "RegisterParticipant",
+      bind([](Impl& c, const rpc::CallContext& ctx, const pb::RegisterParticipantRequest& r, auto reply) {
+        c.RegisterParticipant(ctx, r, std::move(reply));
+      }));
+  registry.AddMethod<pb::RegisterBranchRequest, pb::RegisterBranchResponse>(
+      svc, "RegisterBranch", bind([](Impl& c, const rpc::CallContext& ctx, const pb::RegisterBranchRequest& r, auto reply) {
+        c.RegisterBranch(ctx, r, std::move(reply));
+      }));
+  registry.AddMethod<pb::ReportBranchRequest, pb::ReportBranchResponse>(
+      svc, "ReportBranch", bind([](Impl& c, const rpc::CallContext& ctx, const pb::ReportBranchRequest& r, auto reply) {
+        c.ReportBranch(ctx, r, std::move(reply));
+      }));
+  registry.AddMethod<pb::QueryLocksRequest, pb::QueryLocksResponse>(
+      svc, "QueryLocks", bind([](Impl& c, const rpc::CallContext& ctx, const pb::QueryLocksRequest& r, auto reply) {
+        c.QueryLocks(ctx, r, std::move(reply));
+      }));
+}
+
+void Coordinator::OnDisconnect(const std::shared_ptr<rpc::Channel>& peer) { impl_->OnDisconnect(peer); }
+void Coordinator::Shutdown() { impl_->Stop(); }
+Status Coordinator::Act(const std::string& xid, OperatorAction action, const std::string& who) {
+  return impl_->Act(xid, action, who);
+}
+size_t Coordinator::active_transactions() const { return impl_->Active(); }
+bool Coordinator::recovered() const { return impl_->recovered_; }
+log::LogStore& Coordinator::store() { return *impl_->store_; }
+
+}  // namespace dtx::coordinator
