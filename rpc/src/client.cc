@@ -98,6 +98,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     slot.backoff = std::chrono::milliseconds(0);
     conn->Start();
     SPDLOG_DEBUG("rpc: connected to {}", slot.address);
+    if (options.on_connect) options.on_connect(conn);
     std::lock_guard lock(mu);
     ++live;
     live_changed.notify_all();

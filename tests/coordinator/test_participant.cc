@@ -1,6 +1,7 @@
 #include "test_participant.h"
 
 #include <algorithm>
+#include <future>
 #include <thread>
 
 namespace dtx::testing {
@@ -34,15 +35,27 @@ TestParticipant::TestParticipant(const std::string& address, std::vector<std::st
           r.Reply(Handle(commit, req));
         });
   }
-  client_ = std::make_unique<rpc::Client>(Options(address), services);
-  if (!client_->WaitConnected(std::chrono::seconds(10)).ok()) return;
+  // Registers on every connection, also after the coordinator restarts, as a real participant does.
   pb::RegisterParticipantRequest req;
   req.set_application("test-app");
   for (auto& r : resources) req.add_resource_ids(r);
   req.set_client_id(client_id);
   req.set_token(token);
-  auto resp = client_->CallSync<pb::RegisterParticipantResponse>(kTc, "RegisterParticipant", req);
-  registration_ = resp.ok() ? resp->code() : pb::INTERNAL;
+  auto first = std::make_shared<std::promise<pb::Code>>();
+  auto options = Options(address);
+  options.on_connect = [req, first](const std::shared_ptr<rpc::Channel>& conn) {
+    conn->Call<pb::RegisterParticipantResponse>(kTc, "RegisterParticipant", req, rpc::CallOptions{},
+                                                [first](Result<pb::RegisterParticipantResponse> r) {
+                                                  try {
+                                                    first->set_value(r.ok() ? r->code() : pb::INTERNAL);
+                                                  } catch (const std::future_error&) {
+                                                    // registered again after a reconnect
+                                                  }
+                                                });
+  };
+  auto registered = first->get_future();
+  client_ = std::make_unique<rpc::Client>(options, services);
+  if (registered.wait_for(std::chrono::seconds(10)) == std::future_status::ready) registration_ = registered.get();
 }
 
 TestParticipant::~TestParticipant() {

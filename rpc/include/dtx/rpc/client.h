@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,10 @@ struct ClientOptions {
   std::chrono::milliseconds reconnect_backoff_min{100};
   std::chrono::milliseconds reconnect_backoff_max{10'000};
   size_t max_pending_output = 64 * 1024 * 1024;
+  // Runs on the I/O thread each time a connection is (re)established, with that connection, so
+  // that per-connection state (a participant's registration, say) can be sent over it first.
+  // Must not block.
+  std::function<void(const std::shared_ptr<Channel>& connection)> on_connect;
 };
 
 class Client : public Channel {
