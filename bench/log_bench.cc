@@ -19,10 +19,7 @@
 #include <vector>
 
 #include "dtx/log/sqlite_log_store.h"
-#ifdef DTX_HAVE_POSTGRES_STORE  // TEMP until the store lands
 #include "dtx/log/postgres_log_store.h"
-#define DTX_HAVE_PG 1
-#endif
 
 using namespace dtx::log;
 using Clock = std::chrono::steady_clock;
@@ -163,7 +160,6 @@ int main(int argc, char** argv) {
     if (fsync_probe)
       std::printf("fsync baseline: %.0f fdatasyncs/s on %s\n", FsyncRate(sqlite_dir, 3), sqlite_dir.c_str());
   } else {
-#ifdef DTX_HAVE_PG
     PostgresOptions options;
     options.conninfo = pg_conninfo;
     options.schema = pg_schema;
@@ -174,10 +170,6 @@ int main(int argc, char** argv) {
     }
     store = std::move(*s);
     kind = "postgres";
-#else
-    std::fprintf(stderr, "give --sqlite DIR\n");
-    return 2;
-#endif
   }
   std::atomic<int64_t> ids{1};
   std::stringstream list(writers_list);

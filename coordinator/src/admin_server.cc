@@ -244,7 +244,8 @@ class Api {
       });
     }
     if (Is(seg, {"metrics"})) {
-      return Only(req, http::verb::get, [&] { return Make(req, http::status::ok, kPrometheusType, metrics_.Render()); });
+      return Only(req, http::verb::get,
+                  [&] { return Make(req, http::status::ok, kPrometheusType, metrics_.Render()); });
     }
     if (seg.size() >= 3 && seg[0] == "api" && seg[1] == "v1" && seg[2] == "transactions") {
       if (seg.size() == 3) return Only(req, http::verb::get, [&] { return List(req, target->query); });
@@ -277,7 +278,9 @@ class Api {
           auto status = ParseStatus(name);
           if (!status) {
             std::string known;
-            for (log::GlobalStatus s : kStatuses) known += (known.empty() ? "" : ", ") + std::string(log::GlobalStatusName(s));
+            for (log::GlobalStatus s : kStatuses) {
+              known += (known.empty() ? "" : ", ") + std::string(log::GlobalStatusName(s));
+            }
             return Error(req, http::status::bad_request,
                          "unknown status '" + std::string(name) + "'; known statuses: " + known);
           }

@@ -349,7 +349,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     participants_.Register(ctx.peer, std::move(info));
     reply.Reply(resp);
     // Phase 2 that waited for this participant goes now.
-    asio::post(io_, [self = shared_from_this()] { self->KickWaiting(); });
+    asio::post(io_, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->KickWaiting();
+    });
   }
 
   void RegisterBranch(const rpc::CallContext& ctx, const pb::RegisterBranchRequest& req,
@@ -489,7 +491,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return reply.Reply(resp);
     }
     // A read of the log; off the I/O thread.
-    asio::post(io_, [self = shared_from_this(), req, reply = std::move(reply)]() mutable {
+    asio::post(io_, [weak = weak_from_this(), req, reply = std::move(reply)]() mutable {
+      auto self = weak.lock();
+      if (!self) return;
       pb::QueryLocksResponse resp;
       auto held = self->store_->FindLocks({req.lock_keys().begin(), req.lock_keys().end()});
       if (!held.ok()) {
@@ -624,7 +628,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       std::lock_guard lock(waiting_mu_);
       waiting_[timer.get()] = {timer, s, i};
     }
-    timer->async_wait([self = shared_from_this(), timer, s, i](const boost::system::error_code&) {
+    timer->async_wait([weak = weak_from_this(), timer, s, i](const boost::system::error_code&) {
+      auto self = weak.lock();
+      if (!self) return;
       {
         std::lock_guard lock(self->waiting_mu_);
         if (!self->waiting_.erase(timer.get())) return;  // kicked already
@@ -688,7 +694,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (!r.ok()) {
         SPDLOG_WARN("coordinator: could not remove finished {} from the log: {}; will retry", s->rec.xid, r.status.ToString());
         auto timer = std::make_shared<asio::steady_timer>(self->io_, std::chrono::seconds(1));
-        timer->async_wait([self, s, timer](const boost::system::error_code&) {
+        timer->async_wait([weak = self->weak_from_this(), s, timer](const boost::system::error_code&) {
+          auto self = weak.lock();
+          if (!self) return;
           {
             std::lock_guard lock(s->mu);
             s->finishing = false;
@@ -727,7 +735,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       arm = timeouts_.empty() || when < timeouts_.top().first;
       timeouts_.emplace(when, xid);
     }
-    if (arm) asio::post(io_, [self = shared_from_this()] { self->ArmTimeoutTimer(); });
+    if (arm) {
+      asio::post(io_, [weak = weak_from_this()] {
+        if (auto self = weak.lock()) self->ArmTimeoutTimer();
+      });
+    }
   }
 
   // On the timer thread.
@@ -742,8 +754,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     timer_armed_ = true;
     timer_armed_for_ = next;
     timeout_timer_.expires_at(next);
-    timeout_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-      if (ec) return;  // re-armed for an earlier time
+    timeout_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+      auto self = weak.lock();
+      if (ec || !self) return;  // re-armed for an earlier time, or stopped
       self->timer_armed_ = false;
       self->ExpireTimeouts();
       self->ArmTimeoutTimer();

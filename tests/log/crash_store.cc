@@ -1,10 +1,7 @@
 #include "crash_store.h"
 
 #include "dtx/log/sqlite_log_store.h"
-#ifdef DTX_HAVE_POSTGRES_STORE  // TEMP until the store lands
 #include "dtx/log/postgres_log_store.h"
-#define DTX_HAVE_PG 1
-#endif
 
 namespace dtx::log::testing {
 
@@ -15,16 +12,12 @@ Result<std::unique_ptr<LogStore>> OpenCrashStore(const std::string& sqlite_path,
     if (!s.ok()) return s.status();
     return std::unique_ptr<LogStore>(std::move(*s));
   }
-#ifdef DTX_HAVE_PG
   PostgresOptions options;
   options.conninfo = pg_conninfo;
   options.schema = pg_schema;
   auto s = PostgresLogStore::Open(options);
   if (!s.ok()) return s.status();
   return std::unique_ptr<LogStore>(std::move(*s));
-#else
-  return InvalidArgument("no store given");
-#endif
 }
 
 }  // namespace dtx::log::testing

@@ -65,5 +65,15 @@ TEST(LogCrash, SqliteKeepsEveryAcknowledgedBatchAcrossKills) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(LogCrash, PostgresKeepsEveryAcknowledgedBatchAcrossKills) {
+  const char* uri = std::getenv("DTX_TEST_PG_URI");
+  if (!uri) {
+    if (std::getenv("DTX_REQUIRE_POSTGRES")) FAIL() << "DTX_TEST_PG_URI is not set";
+    GTEST_SKIP() << "DTX_TEST_PG_URI is not set: run through scripts/test.sh for a PostgreSQL server";
+  }
+  const std::string schema = "crash_" + std::to_string(getpid());
+  KillAndCheck({"--postgres", uri, "--schema", schema}, "", uri, schema);
+}
+
 }  // namespace
 }  // namespace dtx::log

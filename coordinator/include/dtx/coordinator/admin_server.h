@@ -26,7 +26,7 @@
 // Thread-safety: Start and Stop from one thread at a time; port() from any.
 // Ownership: `coordinator` and `metrics` are borrowed and must outlive this object. The
 // constructor adds the gauge dtx_active_transactions to `metrics`, which reads `coordinator`, so
-// `metrics` must not be rendered after `coordinator` is gone.
+// `metrics` must not be rendered after `coordinator` is gone, and one AdminServer per Metrics.
 #pragma once
 
 #include <cstdint>

@@ -14,20 +14,26 @@
 // is retried (nothing of it was acknowledged yet).
 //
 // A lost connection never turns into a false OK, and never stops the store for good:
-// - Batches that had visibly not reached COMMIT fail with Unavailable
-//   "lost connection to PostgreSQL: ...; the batch was not written". They may be retried.
-// - When COMMIT may have been sent, the answer may be lost while the commit landed. The writer
-//   then reconnects (for up to outcome_timeout) and asks PostgreSQL whether that transaction
-//   committed (pg_xact_status), and completes the batches with what really happened. If it cannot
-//   find out, they fail with Unavailable "lost connection to PostgreSQL: ...; the outcome of the
-//   batch is unknown: it may be in the log". Such a batch may or may not be in the log; read it
-//   back (Get) before acting on either belief.
+// - Batches that had visibly not reached COMMIT (nothing sent yet, or the server's last word came
+//   before COMMIT) are sent again once on a new connection; if that fails too they fail with
+//   Unavailable "lost connection to PostgreSQL: ...; the batch was not written" and may be
+//   retried.
+// - When COMMIT may have run, its answer may be lost while the commit landed. Each group writes a
+//   random token row in its transaction; the writer reconnects (for up to outcome_timeout) and
+//   inserts that token itself: a conflict means the group committed; a new row means it did not,
+//   and fences it so that it never can (this holds across a crash and a failover, where
+//   transaction ids do not). The batches then complete with what really happened. If PostgreSQL
+//   cannot be reached in time they fail with Unavailable "lost connection to PostgreSQL: ...;
+//   the outcome of the batch is unknown: it may be in the log". Such a batch may or may not be
+//   in the log: read it back (Get) before acting on either belief.
 // - Later batches reconnect, with exponential backoff up to reconnect_backoff_max; while
 //   PostgreSQL cannot be reached they fail at once with Unavailable
 //   "cannot connect to PostgreSQL: ...; the batch was not written".
 //
 // Reads use a second connection, one read at a time, reconnecting (once per call) when it was
 // lost. LoadAll and Get read one consistent snapshot.
+//
+// Thread-safety: as LogStore. The store owns its two connections and its writer thread.
 #pragma once
 
 #include <chrono>
@@ -65,6 +71,7 @@ class PostgresLogStore final : public LogStore {
   // Waits for every queued batch, then refuses writes; reads go on working. Called from a write
   // callback, it refuses new writes at once and lets the writer finish the queue on its own.
   void Close() override;
+  LogStoreStats Stats() const override;
 
   // The schema version this build writes (the `schema_version` row of <schema>.dtx_meta).
   static constexpr int kSchemaVersion = 1;
