@@ -276,7 +276,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       finish_now = std::none_of(s->branches.begin(), s->branches.end(), [](const Branch& b) { return !b.done; }) ||
                    target == GlobalStatus::kCommitted || target == GlobalStatus::kRollbacked;
       if (finish_now) {
-        batch.Unlock(s->rec.xid).Remove(s->rec.xid);
+        batch.Remove(s->rec.xid);  // with its branches and locks
       } else {
         batch.SetStatus(s->rec.xid, target, NowMs());
       }
@@ -690,7 +690,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (s->finishing) return;
       s->finishing = true;
     }
-    store_->Write(std::move(Batch().Unlock(s->rec.xid).Remove(s->rec.xid)), [self = shared_from_this(), s](const WriteResult& r) {
+    store_->Write(std::move(Batch().Remove(s->rec.xid)), [self = shared_from_this(), s](const WriteResult& r) {
       if (!r.ok()) {
         SPDLOG_WARN("coordinator: could not remove finished {} from the log: {}; will retry", s->rec.xid, r.status.ToString());
         auto timer = std::make_shared<asio::steady_timer>(self->io_, std::chrono::seconds(1));
@@ -872,7 +872,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                 action == OperatorAction::kRetry ? "retries" : "forces the outcome of", xid, log::GlobalStatusName(from),
                 log::GlobalStatusName(to));
     if (to == DoneOf(FamilyOf(from))) {
-      WriteResult r = store_->WriteSync(std::move(Batch().Unlock(xid).Remove(xid)));
+      WriteResult r = store_->WriteSync(std::move(Batch().Remove(xid)));
       if (!r.ok()) return r.status;
       {
         std::lock_guard lock(s->mu);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -105,10 +106,7 @@ class Stmt {
     Reset();
     return rc;
   }
-  void Reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
+  void Reset() { sqlite3_reset(stmt_); }  // every use binds every parameter again
   std::string ColText(int i) const {
     auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(stmt_, i));
     return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, i))) : std::string();
@@ -337,13 +335,30 @@ struct SqliteLogStore::Impl {
     return true;
   }
 
+  // Whether a failure of the batch could leave part of it applied: an operation that can fail
+  // after one that changed something, or a lock set of several keys. A statement that fails
+  // changes nothing by itself, so other batches need no savepoint (most batches: begin, decide,
+  // remove).
+  static bool NeedsSavepoint(const Batch& batch) {
+    bool changed = false;
+    for (const auto& op : batch.ops()) {
+      const bool can_fail = !std::holds_alternative<Batch::ReleaseLocks>(op) && !std::holds_alternative<Batch::RemoveGlobal>(op);
+      if (can_fail && changed) return true;
+      if (auto* locks = std::get_if<Batch::AcquireLocks>(&op); locks && locks->row_keys.size() > 1) return true;
+      changed = true;
+    }
+    return false;
+  }
+
   // Commits one group. Returns each batch's result; a fatal error fails them all.
   std::vector<WriteResult> CommitGroup(const std::vector<Queued>& group, Status& fatal) {
     std::vector<WriteResult> results(group.size());
     if (fatal = Check(begin.Run(), "begin"); !fatal.ok()) return results;
     for (size_t i = 0; i < group.size() && fatal.ok(); ++i) {
-      if (fatal = Check(savepoint.Run(), "savepoint"); !fatal.ok()) break;
+      const bool guard = NeedsSavepoint(group[i].batch);
+      if (guard && (fatal = Check(savepoint.Run(), "savepoint"), !fatal.ok())) break;
       fatal = ApplyBatch(group[i].batch, results[i]);
+      if (!guard) continue;
       if (fatal.ok() && !results[i].ok()) fatal = Check(rollback_to.Run(), "rollback to savepoint");
       if (fatal.ok()) fatal = Check(release.Run(), "release savepoint");
     }
@@ -354,23 +369,59 @@ struct SqliteLogStore::Impl {
     return results;
   }
 
-  void WriterLoop() {
+  // Callbacks run on a thread of their own, so that the writer commits the next group while the
+  // callbacks of the last one run (they answer calls and start more work). Groups complete in
+  // commit order.
+  struct Completed {
     std::vector<Queued> group;
+    std::vector<WriteResult> results;
+  };
+  std::mutex done_mu;
+  std::condition_variable done_wake;
+  std::deque<Completed> done_queue;  // guarded by done_mu
+  bool writer_finished = false;      // guarded by done_mu
+  std::thread completer;
+
+  void Complete(std::vector<Queued> group, std::vector<WriteResult> results) {
+    std::lock_guard lock(done_mu);
+    done_queue.push_back({std::move(group), std::move(results)});
+    done_wake.notify_one();
+  }
+
+  void CompleterLoop() {
     while (true) {
+      Completed c;
+      {
+        std::unique_lock lock(done_mu);
+        done_wake.wait(lock, [&] { return !done_queue.empty() || writer_finished; });
+        if (done_queue.empty()) return;
+        c = std::move(done_queue.front());
+        done_queue.pop_front();
+      }
+      for (size_t i = 0; i < c.group.size(); ++i) c.group[i].done(c.results[i]);
+    }
+  }
+
+  void WriterLoop() {
+    while (true) {
+      std::vector<Queued> group;
       Status refuse;
       {
         std::unique_lock lock(mu);
         wake.wait(lock, [&] { return !queue.empty() || closing; });
-        if (queue.empty()) return;  // closing and drained
-        const size_t n = std::min(queue.size(), options.max_group);
-        group.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.begin() + n));
-        queue.erase(queue.begin(), queue.begin() + n);
+        if (queue.empty()) break;  // closing and drained
+        if (queue.size() <= options.max_group) {
+          group.swap(queue);
+        } else {
+          group.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.begin() + options.max_group));
+          queue.erase(queue.begin(), queue.begin() + options.max_group);
+        }
         refuse = failed;
       }
       if (!refuse.ok()) {
         failed_batches += group.size();
-        for (auto& q : group) q.done(WriteResult{refuse, std::nullopt});
-        group.clear();
+        std::vector<WriteResult> results(group.size(), WriteResult{refuse, std::nullopt});
+        Complete(std::move(group), std::move(results));
         continue;
       }
       Status fatal;
@@ -384,16 +435,16 @@ struct SqliteLogStore::Impl {
           failed = refusal;
         }
         failed_batches += group.size();
-        for (auto& q : group) q.done(WriteResult{fatal, std::nullopt});
+        results.assign(group.size(), WriteResult{fatal, std::nullopt});
       } else {
         ++commits;
-        for (size_t i = 0; i < group.size(); ++i) {
-          results[i].ok() ? ++batches : ++failed_batches;
-          group[i].done(results[i]);
-        }
+        for (const auto& r : results) r.ok() ? ++batches : ++failed_batches;
       }
-      group.clear();
+      Complete(std::move(group), std::move(results));
     }
+    std::lock_guard lock(done_mu);
+    writer_finished = true;
+    done_wake.notify_one();
   }
 
   Result<std::vector<RowLock>> ReadLocks(Stmt& stmt, const std::string& key) {
@@ -484,6 +535,7 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
 
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->WriterLoop(); });
+  impl->completer = std::thread([raw] { raw->CompleterLoop(); });
   SPDLOG_INFO("log: SQLite log at {} (synchronous={})", options.path, options.synchronous);
   return std::unique_ptr<SqliteLogStore>(new SqliteLogStore(std::move(impl)));
 }
@@ -511,11 +563,12 @@ void SqliteLogStore::Close() {
     impl_->closing = true;
     impl_->wake.notify_one();
   }
-  if (impl_->thread.joinable()) {
-    if (impl_->thread.get_id() == std::this_thread::get_id()) {
-      impl_->thread.detach();  // closed from a write callback: the loop ends by itself
+  if (impl_->thread.joinable()) impl_->thread.join();  // commits what is queued
+  if (impl_->completer.joinable()) {
+    if (impl_->completer.get_id() == std::this_thread::get_id()) {
+      impl_->completer.detach();  // closed from a write callback: the loop ends by itself
     } else {
-      impl_->thread.join();
+      impl_->completer.join();
     }
   }
 }

@@ -1,5 +1,6 @@
 // SqliteLogStore: the embedded default. One SQLite file in WAL mode; one writer thread commits
-// every queued batch in one transaction (group commit) under one fsync, then completes them.
+// every queued batch in one transaction (group commit) under one fsync; a second thread runs the
+// callbacks, in commit order, while the writer commits the next group.
 //
 // Each batch runs inside a SAVEPOINT, so a batch that fails (a lock conflict, say) is rolled
 // back alone while the rest of its group commits. If the commit itself fails (I/O error, full
