@@ -14,7 +14,7 @@
 // with --server-pid it reads the server's VmRSS before and after and prints bytes per connection.
 //
 // Every answer is checked (code 200 and the expected message); anything else is an error,
-// counted, and the first few are printed on stderr. The exit status is 1 if there was any.
+// counted, and the first few distinct ones are printed on stderr. Exit status 1 if any.
 #include <CLI/CLI.hpp>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -79,7 +79,8 @@ struct ThreadStats {
 
 std::mutex g_stats_mu;
 std::vector<std::unique_ptr<ThreadStats>> g_stats;  // guarded by g_stats_mu
-std::vector<std::string> g_error_samples;           // guarded by g_stats_mu
+// The first few distinct error messages, with how often each came; guarded by g_stats_mu.
+std::vector<std::pair<std::string, uint64_t>> g_error_samples;
 
 ThreadStats& LocalStats() {
   thread_local ThreadStats* mine = nullptr;
@@ -94,7 +95,10 @@ ThreadStats& LocalStats() {
 void NoteError(std::string what) {
   ++LocalStats().errors;
   std::lock_guard lock(g_stats_mu);
-  if (g_error_samples.size() < kMaxErrorsShown) g_error_samples.push_back(std::move(what));
+  for (auto& [message, count] : g_error_samples) {
+    if (message == what) return void(++count);
+  }
+  if (g_error_samples.size() < kMaxErrorsShown) g_error_samples.emplace_back(std::move(what), 1);
 }
 
 // REQUIRES: no thread records any more.
@@ -105,7 +109,8 @@ ThreadStats MergedStats() {
     all.latency.Merge(s->latency);
     all.errors += s->errors;
   }
-  for (const auto& e : g_error_samples) std::cerr << "dtx-rpc-bench: error: " << e << "\n";
+  for (const auto& [message, count] : g_error_samples)
+    std::cerr << "dtx-rpc-bench: error (" << count << "x): " << message << "\n";
   return all;
 }
 
@@ -277,10 +282,12 @@ class Connections {
   std::vector<std::unique_ptr<LoadConnection>> conns_;
 };
 
-// CPU time used so far, in seconds: this process, and the server when its pid is known.
+// CPU time used so far, in seconds: this process, the server when its pid is known, and the
+// whole machine (busy or stolen), to tell how much other work ran beside the benchmark.
 struct CpuTimes {
   double self = 0;
-  double server = -1;  // -1: unknown
+  double server = -1;   // -1: unknown
+  double machine = -1;  // -1: unknown
 };
 
 CpuTimes ReadCpuTimes(int server_pid) {
@@ -289,6 +296,14 @@ CpuTimes ReadCpuTimes(int server_pid) {
   getrusage(RUSAGE_SELF, &ru);
   t.self = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  const auto ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  if (std::ifstream in("/proc/stat"); in) {
+    // cpu  user nice system idle iowait irq softirq steal ...
+    std::string cpu;
+    unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    if (in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal && cpu == "cpu")
+      t.machine = static_cast<double>(user + nice + system + irq + softirq + steal) / ticks;
+  }
   if (server_pid > 0) {
     std::ifstream in("/proc/" + std::to_string(server_pid) + "/stat");
     std::string line;
@@ -301,7 +316,7 @@ CpuTimes ReadCpuTimes(int server_pid) {
         if (i == 14) utime = std::stoull(field);
         if (i == 15) stime = std::stoull(field);
       }
-      t.server = static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+      t.server = static_cast<double>(utime + stime) / ticks;
     }
   }
   return t;
@@ -360,6 +375,7 @@ int RunLoad(const Settings& s) {
 
   const double seconds = duration<double>(t1 - t0).count();
   const auto& h = stats.latency;
+  auto cores = [&](double before, double after) { return Fixed((after - before) / seconds, 2); };
   std::ostringstream line;
   line << "target=" << s.target << " protocol=" << ProtocolLabel(s) << " conns=" << s.connections
        << " inflight=" << s.inflight << " io_threads=" << s.io_threads << " seconds=" << Fixed(seconds, 2)
@@ -367,8 +383,9 @@ int RunLoad(const Settings& s) {
        << " mean_us=" << Fixed(h.mean() / 1000.0, 1) << " p50_us=" << Micros(h.ValueAt(0.50))
        << " p90_us=" << Micros(h.ValueAt(0.90)) << " p99_us=" << Micros(h.ValueAt(0.99))
        << " p999_us=" << Micros(h.ValueAt(0.999)) << " max_us=" << Micros(h.max())
-       << " errors=" << stats.errors + stuck << " client_cpu=" << Fixed((cpu1.self - cpu0.self) / seconds, 2);
-  if (cpu0.server >= 0 && cpu1.server >= 0) line << " server_cpu=" << Fixed((cpu1.server - cpu0.server) / seconds, 2);
+       << " errors=" << stats.errors + stuck << " client_cpu=" << cores(cpu0.self, cpu1.self);
+  if (cpu0.server >= 0 && cpu1.server >= 0) line << " server_cpu=" << cores(cpu0.server, cpu1.server);
+  if (cpu0.machine >= 0 && cpu1.machine >= 0) line << " machine_cpu=" << cores(cpu0.machine, cpu1.machine);
   std::cout << line.str() << std::endl;
   return stats.errors + stuck == 0 ? 0 : 1;
 }
@@ -435,10 +452,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 256u))
       ->capture_default_str();
   app.add_option("--name", s.name, "The name sent in each EchoRequest")->capture_default_str();
-  app.add_option("--timeout-ms", s.timeout_ms, "Per-call timeout")->check(CLI::Range(1u, 600'000u))->capture_default_str();
+  app.add_option("--timeout-ms", s.timeout_ms, "Per-call timeout")
+      ->check(CLI::Range(1u, 600'000u))
+      ->capture_default_str();
   app.add_option("--idle-connections", s.idle_connections, "Idle mode: open this many connections and hold them")
       ->capture_default_str();
-  app.add_option("--hold", s.hold_s, "Idle mode: seconds to hold them")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--hold", s.hold_s, "Idle mode: seconds to hold them")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--idle-call,!--no-idle-call", s.idle_call, "Idle mode: make one call on each connection first")
       ->capture_default_str();
   app.add_option("--server-pid", s.server_pid, "Server process, to report its CPU use (load) or VmRSS (idle)")

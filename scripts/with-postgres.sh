@@ -75,21 +75,21 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] '
 EOF
 
-# A free port: pick one nobody listens on; if another process takes it before the server binds,
-# try another.
+# A free port below the kernel's ephemeral range (where outgoing connections take theirs): one
+# that nobody listens on; if another process takes it before the server binds, try another.
 started=""
 for _ in 1 2 3 4 5 6 7 8; do
-  port=$((20000 + RANDOM % 40000))
-  if [ -n "$(ss -Htln "sport = :$port" 2>/dev/null)" ]; then continue; fi
+  port=$((20000 + RANDOM % 12000))
+  if [ -n "$(ss -Htan "sport = :$port" 2>/dev/null)" ]; then continue; fi
   echo "port = $port" >>"$data/postgresql.conf"
-  if pg "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start >/dev/null; then
+  if pg "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start >>"$dir/pg_ctl.out" 2>&1; then
     started=1
     break
   fi
 done
 if [ -z "$started" ]; then
-  echo "with-postgres: PostgreSQL did not start; its log:" >&2
-  cat "$log" >&2
+  echo "with-postgres: PostgreSQL did not start:" >&2
+  cat "$dir/pg_ctl.out" "$log" >&2
   exit 1
 fi
 

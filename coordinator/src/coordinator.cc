@@ -160,9 +160,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     if (!Authorized(req.token())) return Refuse(resp, std::move(reply));
     auto timeout = req.timeout_ms() > 0 ? std::chrono::milliseconds(req.timeout_ms()) : options_.default_timeout;
     if (timeout > options_.max_timeout) {
-      resp.set_code(pb::INVALID_ARGUMENT);
-      resp.set_message("timeout_ms exceeds the coordinator's maximum of " + std::to_string(options_.max_timeout.count()));
-      return reply.Reply(resp);
+      return Answer(reply, pb::INVALID_ARGUMENT, "timeout_ms exceeds the coordinator's maximum of " + std::to_string(options_.max_timeout.count()));
     }
     auto s = std::make_shared<Session>();
     s->rec.xid = options_.node_id + ":" + std::to_string(next_id_.fetch_add(1));
@@ -184,9 +182,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                     pb::BeginResponse resp;
                     if (!r.ok()) {
                       self->Forget(s->rec.xid);
-                      resp.set_code(pb::LOG_UNAVAILABLE);
-                      resp.set_message(r.status.ToString());
-                      return reply.Reply(resp);
+                      return Answer(reply, pb::LOG_UNAVAILABLE, r.status.ToString());
                     }
                     self->metrics_->transactions_begun.Add();
                     self->WatchTimeout(s->rec.xid, Clock::now() + timeout);
@@ -194,6 +190,17 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                     reply.Reply(resp);
                   });
   }
+
+  // Answers with an error code and its explanation.
+  template <typename Resp>
+  static void Answer(rpc::TypedResponder<Resp>& reply, pb::Code code, std::string message) {
+    Resp resp;
+    resp.set_code(code);
+    resp.set_message(std::move(message));
+    reply.Reply(resp);
+  }
+  // The answer to a branch call on a connection that did not register as a participant.
+  pb::Code Unregistered() const { return options_.token.empty() ? pb::NOT_REGISTERED : pb::UNAUTHENTICATED; }
 
   template <typename Resp>
   void Refuse(Resp& resp, rpc::TypedResponder<Resp> reply) {
@@ -320,9 +327,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     } else if (auto recent = recent_.Get(req.xid())) {
       status = *recent;
     } else {
-      resp.set_code(pb::XID_NOT_FOUND);
-      resp.set_message("no transaction " + req.xid());
-      return reply.Reply(resp);
+      return Answer(reply, pb::XID_NOT_FOUND, "no transaction " + req.xid());
     }
     resp.set_status(static_cast<pb::GlobalStatus>(status));
     resp.set_outcome(OutcomeOf(status));
@@ -359,20 +364,14 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     pb::RegisterBranchResponse resp;
     auto participant = Registered(ctx);
     if (!participant) {
-      resp.set_code(options_.token.empty() ? pb::NOT_REGISTERED : pb::UNAUTHENTICATED);
-      resp.set_message("call RegisterParticipant on this connection first: phase 2 comes back over it");
-      return reply.Reply(resp);
+      return Answer(reply, Unregistered(), "call RegisterParticipant on this connection first: phase 2 comes back over it");
     }
     if (req.resource_id().empty()) {
-      resp.set_code(pb::INVALID_ARGUMENT);
-      resp.set_message("resource_id is empty");
-      return reply.Reply(resp);
+      return Answer(reply, pb::INVALID_ARGUMENT, "resource_id is empty");
     }
     auto s = Find(req.xid());
     if (!s) {
-      resp.set_code(pb::XID_NOT_FOUND);
-      resp.set_message("no active transaction " + req.xid());
-      return reply.Reply(resp);
+      return Answer(reply, pb::XID_NOT_FOUND, "no active transaction " + req.xid());
     }
     std::unique_lock lock(s->mu);
     if (s->deciding || s->rec.status != GlobalStatus::kBegin || Expired(*s)) {
@@ -441,29 +440,21 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                     rpc::TypedResponder<pb::ReportBranchResponse> reply) {
     pb::ReportBranchResponse resp;
     if (!Registered(ctx)) {
-      resp.set_code(options_.token.empty() ? pb::NOT_REGISTERED : pb::UNAUTHENTICATED);
-      resp.set_message("call RegisterParticipant on this connection first");
-      return reply.Reply(resp);
+      return Answer(reply, Unregistered(), "call RegisterParticipant on this connection first");
     }
     if (req.status() != pb::PHASE_ONE_DONE && req.status() != pb::PHASE_ONE_FAILED) {
-      resp.set_code(pb::INVALID_ARGUMENT);
-      resp.set_message("a branch reports PHASE_ONE_DONE or PHASE_ONE_FAILED");
-      return reply.Reply(resp);
+      return Answer(reply, pb::INVALID_ARGUMENT, "a branch reports PHASE_ONE_DONE or PHASE_ONE_FAILED");
     }
     auto s = Find(req.xid());
     if (!s) {
-      resp.set_code(pb::XID_NOT_FOUND);
-      resp.set_message("no active transaction " + req.xid());
-      return reply.Reply(resp);
+      return Answer(reply, pb::XID_NOT_FOUND, "no active transaction " + req.xid());
     }
     {
       std::lock_guard lock(s->mu);
       auto it = std::find_if(s->branches.begin(), s->branches.end(),
                              [&](const Branch& b) { return b.rec.branch_id == req.branch_id(); });
       if (it == s->branches.end()) {
-        resp.set_code(pb::BRANCH_NOT_FOUND);
-        resp.set_message("no branch " + std::to_string(req.branch_id()) + " in " + req.xid());
-        return reply.Reply(resp);
+        return Answer(reply, pb::BRANCH_NOT_FOUND, "no branch " + std::to_string(req.branch_id()) + " in " + req.xid());
       }
     }
     const auto status = static_cast<BranchStatus>(req.status());
@@ -486,9 +477,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                   rpc::TypedResponder<pb::QueryLocksResponse> reply) {
     pb::QueryLocksResponse resp;
     if (!Registered(ctx)) {
-      resp.set_code(options_.token.empty() ? pb::NOT_REGISTERED : pb::UNAUTHENTICATED);
-      resp.set_message("call RegisterParticipant on this connection first");
-      return reply.Reply(resp);
+      return Answer(reply, Unregistered(), "call RegisterParticipant on this connection first");
     }
     // A read of the log; off the I/O thread.
     asio::post(io_, [weak = weak_from_this(), req, reply = std::move(reply)]() mutable {
@@ -497,9 +486,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       pb::QueryLocksResponse resp;
       auto held = self->store_->FindLocks({req.lock_keys().begin(), req.lock_keys().end()});
       if (!held.ok()) {
-        resp.set_code(pb::LOG_UNAVAILABLE);
-        resp.set_message(held.status().ToString());
-        return reply.Reply(resp);
+        return Answer(reply, pb::LOG_UNAVAILABLE, held.status().ToString());
       }
       resp.set_free(true);
       for (const auto& l : *held) {
@@ -978,9 +965,7 @@ void Coordinator::AddServices(rpc::ServiceRegistry& registry) {
         pb::ReportResponse resp;
         if (!c.Authorized(r.token())) return c.Refuse(resp, std::move(reply));
         if (r.status() != pb::COMMITTED && r.status() != pb::ROLLBACKED) {
-          resp.set_code(pb::INVALID_ARGUMENT);
-          resp.set_message("a TM reports COMMITTED or ROLLBACKED");
-          return reply.Reply(resp);
+          return Impl::Answer(reply, pb::INVALID_ARGUMENT, "a TM reports COMMITTED or ROLLBACKED");
         }
         c.Decide(r.xid(), static_cast<GlobalStatus>(r.status()), std::move(reply));
       }));

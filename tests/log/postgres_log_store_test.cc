@@ -8,7 +8,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -212,8 +215,9 @@ TEST(PostgresLogStore, TwoCoordinatorsRacingForRowLocksExcludeEachOther) {
 }
 
 // Deadlocks between coordinators: for each pair of keys, one coordinator's transaction takes
-// them in the order (a, b) and the other's in the order (b, a), one key per batch, so that their
-// group transactions wait on each other inside PostgreSQL. PostgreSQL aborts one group; the store
+// them in the order (a, b) and the other's in the order (b, a), one key per batch, the second
+// going through the pairs from the other end; their group transactions meet in the middle and
+// wait on each other inside PostgreSQL. PostgreSQL aborts one group; the store
 // retries it, and every batch still ends in a clean answer: its key, or a conflict naming the
 // key's holder.
 TEST(PostgresLogStore, DeadlocksBetweenCoordinatorsAreRetriedIntoCleanAnswers) {
@@ -236,7 +240,19 @@ TEST(PostgresLogStore, DeadlocksBetweenCoordinatorsAreRetriedIntoCleanAnswers) {
   };
   const long deadlocks_before = deadlocks();
 
+  // A gate: both coordinators' first batches wait for a row the test holds, so that the groups
+  // behind them start together once it lets go.
+  PGconn* gate = PQconnectdb(Env("DTX_TEST_PG_URI").c_str());
+  auto exec = [&](const std::string& sql) {
+    PGresult* r = PQexec(gate, sql.c_str());
+    EXPECT_TRUE(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK) << PQerrorMessage(gate);
+    PQclear(r);
+  };
+  exec("BEGIN; SELECT 1 FROM " + schema.name() + ".dtx_global WHERE xid = 'ab:0' FOR UPDATE");
   Outcomes outcomes;
+  a->Write(std::move(Batch().Lock("ab:0", 1, {"gate:a"})), outcomes.Expect("ab:0 gate:a"));
+  b->Write(std::move(Batch().Lock("ab:0", 1, {"gate:b"})), outcomes.Expect("ab:0 gate:b"));
+  std::this_thread::sleep_for(100ms);
   std::thread ab([&] {
     for (int i = 0; i < kPairs; ++i) {
       const std::string xid = "ab:" + std::to_string(i);
@@ -245,7 +261,7 @@ TEST(PostgresLogStore, DeadlocksBetweenCoordinatorsAreRetriedIntoCleanAnswers) {
     }
   });
   std::thread ba([&] {
-    for (int i = 0; i < kPairs; ++i) {
+    for (int i = kPairs - 1; i >= 0; --i) {  // from the other end: the two groups meet in the middle
       const std::string xid = "ba:" + std::to_string(i);
       b->Write(std::move(Batch().Lock(xid, 2, {key(i, 'b')})), outcomes.Expect(xid + " " + key(i, 'b')));
       b->Write(std::move(Batch().Lock(xid, 2, {key(i, 'a')})), outcomes.Expect(xid + " " + key(i, 'a')));
@@ -253,6 +269,9 @@ TEST(PostgresLogStore, DeadlocksBetweenCoordinatorsAreRetriedIntoCleanAnswers) {
   });
   ab.join();
   ba.join();
+  std::this_thread::sleep_for(100ms);
+  exec("COMMIT");
+  PQfinish(gate);
   ASSERT_TRUE(outcomes.Wait(120s));
 
   for (const auto& [what, w] : outcomes.results()) {
@@ -268,7 +287,10 @@ TEST(PostgresLogStore, DeadlocksBetweenCoordinatorsAreRetriedIntoCleanAnswers) {
     EXPECT_NE((*held)[0].xid, xid) << what;
     EXPECT_EQ(w.conflict->holder_xid, (*held)[0].xid) << what;
   }
-  // PostgreSQL counts deadlocks once the victims' sessions report (they do so when idle).
+  // PostgreSQL counts a deadlock once the victim's session reports its statistics, at the latest
+  // when it ends.
+  a.reset();
+  b.reset();
   EXPECT_TRUE(WaitFor([&] { return deadlocks() > deadlocks_before; }, 10s))
       << "no deadlock happened: the test proved nothing";
 }
