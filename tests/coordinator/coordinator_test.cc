@@ -216,6 +216,39 @@ TEST_F(CoordinatorTest, BranchCallsNeedARegisteredParticipant) {
   EXPECT_EQ(r->code(), pb::NOT_REGISTERED);
 }
 
+TEST(CoordinatorRetryLimit, GivingUpLeavesTheTransactionForAnOperator) {
+  CoordinatorProcess tc({"--max-retries", "2"});
+  TestParticipant rm(tc.address(), {"db"}, "rm-1");
+  rm.SetAnswer(false, Answer::kRetryable);
+  TestTm tm(tc.address());
+  const std::string xid = tm.Begin()->xid();
+  ASSERT_EQ(rm.RegisterBranch(xid, "db").code(), pb::OK);
+  ASSERT_EQ(tm.Rollback(xid)->code(), pb::OK);
+  EXPECT_TRUE(tm.WaitForStatus(xid, pb::ROLLBACK_FAILED));
+  EXPECT_EQ(rm.count(false, xid), 3u) << "the first call and two retries";
+}
+
+TEST_F(CoordinatorTest, ReportFinishesATransactionWithoutPhaseTwo) {
+  TestTm tm(tc_.address());
+  const std::string xid = tm.Begin()->xid();
+  rpc::ClientOptions o;
+  o.addresses = {tc_.address()};
+  rpc::Client raw(o);
+  ASSERT_TRUE(raw.WaitConnected(5s).ok());
+  pb::ReportRequest req;
+  req.set_xid(xid);
+  req.set_status(pb::COMMITTED);
+  auto r = raw.CallSync<pb::ReportResponse>("dtx.v1.TransactionCoordinator:1.0", "Report", req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->code(), pb::OK) << r->message();
+  EXPECT_EQ(r->outcome(), pb::COMMITTED_OUTCOME);
+  EXPECT_TRUE(tm.WaitForStatus(xid, pb::COMMITTED));
+  req.set_status(pb::COMMITTING);
+  auto bad = raw.CallSync<pb::ReportResponse>("dtx.v1.TransactionCoordinator:1.0", "Report", req);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->code(), pb::INVALID_ARGUMENT);
+}
+
 TEST(CoordinatorAuth, TokenIsRequiredWhenConfigured) {
   CoordinatorProcess tc({"--token", "s3cret"});
   TestTm anonymous(tc.address());
