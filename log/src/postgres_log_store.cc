@@ -690,8 +690,18 @@ struct PostgresLogStore::Impl {
   std::deque<Pending> queue;  // guarded by mu
   bool closed = false;        // guarded by mu
   std::thread writer_thread;
-  std::thread::id writer_id;  // set before the store is handed out
-  std::mutex join_mu;
+
+  // Callbacks run on a thread of their own, group by group in commit order, so that the writer
+  // sends the next group while the callbacks of the last one run.
+  using Completions = std::vector<std::pair<WriteCallback, WriteResult>>;
+  std::mutex done_mu;
+  std::condition_variable done_changed;
+  std::deque<Completions> done_queue;  // guarded by done_mu
+  bool writer_finished = false;        // guarded by done_mu
+  std::thread completer_thread;
+  std::thread::id completer_id;  // set before the store is handed out
+
+  std::mutex join_mu;  // one Close joins the threads
 
   // The writer thread's own.
   PgConn writer;
@@ -726,14 +736,34 @@ struct PostgresLogStore::Impl {
         for (size_t i = 0; i < n; ++i) group.push_back(std::move(queue[i]));
         queue.erase(queue.begin(), queue.begin() + n);
       }
-      for (const auto& [done, result] : CommitGroup(group)) done(result);
+      Completions done = CommitGroup(group);
       group.clear();
+      std::lock_guard lock(done_mu);
+      done_queue.push_back(std::move(done));
+      done_changed.notify_one();
     }
     writer.reset();
+    std::lock_guard lock(done_mu);
+    writer_finished = true;
+    done_changed.notify_one();
+  }
+
+  void CompleterLoop() {
+    while (true) {
+      Completions done;
+      {
+        std::unique_lock lock(done_mu);
+        done_changed.wait(lock, [&] { return !done_queue.empty() || writer_finished; });
+        if (done_queue.empty()) return;
+        done = std::move(done_queue.front());
+        done_queue.pop_front();
+      }
+      for (const auto& [callback, result] : done) callback(result);
+    }
   }
 
   // Commits the group; returns each batch's callback with its result, in queue order.
-  std::vector<std::pair<WriteCallback, WriteResult>> CommitGroup(std::vector<Pending>& group) {
+  Completions CommitGroup(std::vector<Pending>& group) {
     std::optional<Status> group_failure;  // every batch failed with it
     bool reconnected = false;
     for (int attempt = 0;; ++attempt) {
@@ -761,7 +791,7 @@ struct PostgresLogStore::Impl {
         break;
       }
       if (end.kind == GroupEnd::kFailed) {
-        group_failure = end.status;
+        group_failure = Status(end.status.code(), std::string(end.status.message()) + std::string(kNotWritten));
         break;
       }
       // Lost the connection.
@@ -781,7 +811,7 @@ struct PostgresLogStore::Impl {
       }
       break;
     }
-    std::vector<std::pair<WriteCallback, WriteResult>> done;
+    Completions done;
     done.reserve(group.size());
     for (auto& p : group) {
       WriteResult r = group_failure ? WriteResult{*group_failure, std::nullopt} : p.failed.value_or(WriteResult{});
@@ -802,8 +832,10 @@ struct PostgresLogStore::Impl {
     if (!c.ok()) {
       backoff = std::clamp(backoff * 2, milliseconds(100), std::max(options.reconnect_backoff_max, milliseconds(100)));
       next_connect = now + backoff;
+      constexpr std::string_view kPrefix = "cannot connect to PostgreSQL: ";
       connect_error = std::string(c.status().message());
-      SPDLOG_WARN("log: {}; next attempt in {} ms", connect_error, backoff.count());
+      if (connect_error.starts_with(kPrefix)) connect_error.erase(0, kPrefix.size());
+      SPDLOG_WARN("log: cannot connect to PostgreSQL: {}; next attempt in {} ms", connect_error, backoff.count());
       return false;
     }
     if (backoff.count()) SPDLOG_INFO("log: connected to PostgreSQL again");
@@ -999,14 +1031,15 @@ Result<std::unique_ptr<PostgresLogStore>> PostgresLogStore::Open(const PostgresO
   impl->reader = std::move(*reader);
   Impl* raw = impl.get();
   impl->writer_thread = std::thread([raw] { raw->WriterLoop(); });
-  impl->writer_id = impl->writer_thread.get_id();
+  impl->completer_thread = std::thread([raw] { raw->CompleterLoop(); });
+  impl->completer_id = impl->completer_thread.get_id();
   return std::unique_ptr<PostgresLogStore>(new PostgresLogStore(std::move(impl)));
 }
 
 PostgresLogStore::~PostgresLogStore() {
   Close();
   std::lock_guard lock(impl_->join_mu);
-  if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
+  if (impl_->completer_thread.joinable()) impl_->completer_thread.join();  // closed from a callback before
 }
 
 void PostgresLogStore::Write(Batch batch, WriteCallback done) {
@@ -1031,9 +1064,11 @@ void PostgresLogStore::Close() {
     impl_->closed = true;
   }
   impl_->queue_changed.notify_one();
-  if (std::this_thread::get_id() == impl_->writer_id) return;  // from a callback
   std::lock_guard lock(impl_->join_mu);
-  if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
+  if (impl_->writer_thread.joinable()) impl_->writer_thread.join();  // commits what is queued
+  // From a write callback, the rest of the callbacks run once it returns.
+  if (std::this_thread::get_id() != impl_->completer_id && impl_->completer_thread.joinable())
+    impl_->completer_thread.join();
 }
 
 Result<std::vector<TransactionSnapshot>> PostgresLogStore::LoadAll() {

@@ -323,6 +323,39 @@ TEST(PostgresLogStore, ABatchPostgresRejectsFailsAlone) {
   EXPECT_EQ((*held)[1].row_key, "r:after");
 }
 
+// A coordinator may shut its log from a write callback (on a fatal answer, say): the queue is
+// still committed and answered, and later writes are refused.
+TEST(PostgresLogStore, ClosingFromAWriteCallbackFinishesTheQueue) {
+  DTX_NEED_POSTGRES();
+  ScratchSchema schema;
+  auto store = MustOpen(schema.Options());
+  ASSERT_TRUE(store);
+  Outcomes outcomes;
+  auto first = outcomes.Expect("first");
+  store->Write(std::move(Batch().Insert(Global("x:1"))), [&](const WriteResult& r) {
+    store->Close();
+    first(r);
+  });
+  for (int i = 2; i < 50; ++i) {
+    const std::string xid = "x:" + std::to_string(i);
+    store->Write(std::move(Batch().Insert(Global(xid))), outcomes.Expect(xid));
+  }
+  ASSERT_TRUE(outcomes.Wait(30s));
+  int ok = 0;
+  for (const auto& [xid, r] : outcomes.results()) {
+    if (r.ok()) {
+      ++ok;
+      continue;
+    }
+    EXPECT_EQ(r.status.message(), "the log store is closed") << xid;
+  }
+  EXPECT_GE(ok, 1);
+  auto all = store->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), static_cast<size_t>(ok)) << "every batch told OK is there, and no other";
+  EXPECT_EQ(store->WriteSync(std::move(Batch().Insert(Global("late")))).status.code(), StatusCode::kFailedPrecondition);
+}
+
 TEST(PostgresLogStore, CoordinatorsStartingTogetherShareOneSchema) {
   DTX_NEED_POSTGRES();
   ScratchSchema schema;

@@ -8,10 +8,11 @@
 // max_group) in one transaction, each batch inside a SAVEPOINT so that a batch that fails (a lock
 // conflict, say) is rolled back alone. The statements of a group go out in libpq pipeline mode:
 // a group in which no batch fails costs one round trip, COMMIT included; each failing batch costs
-// one more. Callbacks run on the writer thread, once COMMIT has returned. A row lock is a row
-// keyed by row_key, so coordinators sharing the database exclude one another; when PostgreSQL
-// aborts a group for a deadlock or a serialization failure between coordinators, the whole group
-// is retried (nothing of it was acknowledged yet).
+// one more. Callbacks run on a thread of their own, in commit order, once COMMIT has returned,
+// while the writer sends the next group. A row lock is a row keyed by row_key, so coordinators
+// sharing the database exclude one another; when PostgreSQL aborts a group for a deadlock or a
+// serialization failure between coordinators, the whole group is retried (nothing of it was
+// acknowledged yet).
 //
 // A lost connection never turns into a false OK, and never stops the store for good:
 // - Batches that had visibly not reached COMMIT (nothing sent yet, or the server's last word came
@@ -33,7 +34,7 @@
 // Reads use a second connection, one read at a time, reconnecting (once per call) when it was
 // lost. LoadAll and Get read one consistent snapshot.
 //
-// Thread-safety: as LogStore. The store owns its two connections and its writer thread.
+// Thread-safety: as LogStore. The store owns its two connections and its two threads.
 #pragma once
 
 #include <chrono>
@@ -60,7 +61,7 @@ class PostgresLogStore final : public LogStore {
  public:
   // Connects, then creates or migrates the schema.
   static Result<std::unique_ptr<PostgresLogStore>> Open(const PostgresOptions& options);
-  // Closes (see Close) and disconnects.
+  // Closes (see Close) and disconnects. REQUIRES: not called from a write callback.
   ~PostgresLogStore() override;
 
   void Write(Batch batch, WriteCallback done) override;
@@ -68,8 +69,9 @@ class PostgresLogStore final : public LogStore {
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
   Result<ListPage> List(const ListFilter& filter) override;
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
-  // Waits for every queued batch, then refuses writes; reads go on working. Called from a write
-  // callback, it refuses new writes at once and lets the writer finish the queue on its own.
+  // Refuses writes from now on, and waits until every queued batch is committed (or has failed)
+  // and its callback has run; reads go on working. Called from a write callback, it returns once
+  // the queue is committed, and the callbacks left run after the calling one.
   void Close() override;
   LogStoreStats Stats() const override;
 
