@@ -1,9 +1,8 @@
 #include "dtx/rpc/bolt_codec.h"
 
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include <cstring>
-#include <limits>
 
 namespace dtx::rpc {
 namespace {
@@ -97,14 +96,8 @@ std::string_view ResponseStatusName(ResponseStatus status) {
 }
 
 uint32_t BoltCrc32(std::string_view bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  // zlib takes uInt lengths; frames are far below 4 GiB but stay correct for any size.
-  while (!bytes.empty()) {
-    auto n = static_cast<uInt>(std::min<size_t>(bytes.size(), std::numeric_limits<uInt>::max()));
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data()), n);
-    bytes.remove_prefix(n);
-  }
-  return static_cast<uint32_t>(crc);
+  // libdeflate's CRC-32 is zlib's polynomial, several times faster on frame-sized inputs.
+  return libdeflate_crc32(0, bytes.data(), bytes.size());
 }
 
 DecodeResult DecodeFrame(std::string_view bytes, size_t max_frame_size, BoltFrame& frame) {

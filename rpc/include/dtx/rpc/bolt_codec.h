@@ -37,7 +37,7 @@ size_t EncodedSize(const BoltFrame& frame);
 // REQUIRES: the class name and the encoded header map each fit in 65535 bytes.
 void EncodeFrame(const BoltFrame& frame, std::string& out);
 
-// CRC32 as Bolt v2 computes it (the zlib / java.util.zip polynomial).
+// CRC32 as Bolt v2 computes it (the zlib / java.util.zip.CRC32 polynomial).
 uint32_t BoltCrc32(std::string_view bytes);
 
 }  // namespace dtx::rpc
