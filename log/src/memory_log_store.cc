@@ -167,6 +167,7 @@ Result<std::optional<TransactionSnapshot>> MemoryLogStore::Get(const std::string
 Result<ListPage> MemoryLogStore::List(const ListFilter& filter) {
   std::lock_guard lock(mu_);
   ListPage page;
+  if (filter.limit == 0) return page;
   for (auto it = state_.txns.upper_bound(filter.after_xid); it != state_.txns.end(); ++it) {
     if (!Matches(filter, it->second.global)) continue;
     if (page.transactions.size() == filter.limit) {

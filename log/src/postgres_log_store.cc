@@ -491,23 +491,26 @@ Result<PgConn> Dial(const std::string& conninfo) {
   return c;
 }
 
-// Prepares every statement and leaves the connection in pipeline mode.
+// Prepares every statement and leaves the connection in pipeline mode; the last step of
+// connecting, so a lost connection here is one that could not be made.
 Status Prepare(PGconn* c, const std::array<std::string, kStmtCount>& texts) {
-  if (PQenterPipelineMode(c) != 1) return Unavailable("cannot enter pipeline mode: " + ErrorOf(c));
+  auto lost = [&](const PGresult* r) {
+    return Unavailable("cannot connect to PostgreSQL: preparing statements: " + ErrorOf(c, r));
+  };
+  if (PQenterPipelineMode(c) != 1) return lost(nullptr);
   for (int s = 0; s < kStmtCount; ++s) {
-    if (PQsendPrepare(c, kStmtNames[s], texts[s].c_str(), 0, nullptr) != 1)
-      return Unavailable("lost connection to PostgreSQL: " + ErrorOf(c));
+    if (PQsendPrepare(c, kStmtNames[s], texts[s].c_str(), 0, nullptr) != 1) return lost(nullptr);
   }
-  if (PQpipelineSync(c) != 1) return Unavailable("lost connection to PostgreSQL: " + ErrorOf(c));
+  if (PQpipelineSync(c) != 1) return lost(nullptr);
   Pipeline p(c);
   Status first_error;
   for (int s = 0; s < kStmtCount; ++s) {
     PgResult r = p.Next();
-    if (!r || ConnectionLost(c, r.get())) return Unavailable("lost connection to PostgreSQL: " + ErrorOf(c, r.get()));
+    if (!r || ConnectionLost(c, r.get())) return lost(r.get());
     if (!Succeeded(r.get()) && first_error.ok())
       first_error = StatusOf(c, r.get(), std::string("preparing ") + kStmtNames[s] + ": ");
   }
-  if (!p.SkipToSync()) return Unavailable("lost connection to PostgreSQL: " + ErrorOf(c));
+  if (!p.SkipToSync()) return lost(nullptr);
   return first_error;
 }
 
@@ -1120,7 +1123,10 @@ Result<ListPage> PostgresLogStore::List(const ListFilter& filter) {
     for (GlobalStatus s : filter.statuses) statuses.push_back(static_cast<int32_t>(s));
     Params params;
     // One row more than the page holds tells whether another page follows.
-    params.Bytes(filter.after_xid).Int4Array(statuses).Int8(filter.begun_before_ms).Int8(filter.limit + 1);
+    params.Bytes(filter.after_xid)
+        .Int4Array(statuses)
+        .Int8(filter.begun_before_ms)
+        .Int8(static_cast<int64_t>(std::min<size_t>(filter.limit, INT32_MAX)) + 1);
     auto rs = Impl::Query(c, {{kList, &params}}, false);
     if (!rs.ok()) return rs.status();
     const PGresult* r = (*rs)[0].get();

@@ -5,8 +5,10 @@
 // SqliteLogStore (embedded default), PostgresLogStore (shared by a cluster of coordinators),
 // MemoryLogStore (tests), FaultInjectionLogStore (tests: fails writes on demand).
 //
-// A store that fails to make a batch durable fails that batch and every batch after it with a
-// clear error until it is reopened (it never guesses whether a failed write landed).
+// A batch whose write failed is never reported OK. The SQLite store, once a commit or fsync
+// failed, refuses every later write until reopened (it cannot know what reached the disk). The
+// PostgreSQL store reconnects; a batch whose COMMIT answer was lost and whose outcome it could not
+// learn fails with Unavailable and says "the outcome of the batch is unknown".
 //
 // Thread-safety: every method may be called from any thread. Write callbacks run on a thread of
 // the store's own and must not block it for long.

@@ -50,7 +50,8 @@ struct PostgresOptions {
   // keepalives notice a dead server within about 30 s.
   std::string conninfo;
   std::string schema = "dtx";  // letters, digits and '_'; created if missing
-  size_t max_group = 1024;     // most batches one transaction carries
+  size_t max_group = 256;      // most batches one transaction carries (more would overflow
+                               // PostgreSQL's cache of 64 subtransactions many times over)
   std::chrono::milliseconds reconnect_backoff_max{5000};
   // How long the writer keeps trying to learn whether a commit whose answer was lost landed.
   std::chrono::milliseconds outcome_timeout{5000};
