@@ -667,7 +667,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                       return;  // stays in its driving status; recovery will try again
                     }
                     s->branches[i].rec.status = branch_status;
-                    if (self->Move(*s, failed)) self->metrics_->transactions_failed.Add();
+                    // Another branch may have failed it already.
+                    if (s->rec.status != failed && self->Move(*s, failed)) self->metrics_->transactions_failed.Add();
                   });
   }
 
