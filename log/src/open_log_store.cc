@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "dtx/log/memory_log_store.h"
 #include "dtx/log/postgres_log_store.h"
 #include "dtx/log/sqlite_log_store.h"
 
@@ -36,9 +37,10 @@ Result<std::unique_ptr<LogStore>> OpenLogStore(const LogStoreConfig& config) {
     if (!s.ok()) return s.status().WithContext("opening the PostgreSQL log (" + DescribeLogStore(config) + ")");
     return std::unique_ptr<LogStore>(std::move(*s));
   }
+  if (config.store == "memory") return std::unique_ptr<LogStore>(std::make_unique<MemoryLogStore>());
   if (!config.store.empty() && config.store != "sqlite" && !StartsWith(config.store, "sqlite:")) {
     return InvalidArgument("unknown store '" + config.store +
-                           "': use sqlite, sqlite:<file> or a postgres:// URI");
+                           "': use sqlite, sqlite:<file>, memory or a postgres:// URI");
   }
   const std::string path = SqlitePath(config);
   std::error_code ec;
@@ -57,6 +59,7 @@ std::string DescribeLogStore(const LogStoreConfig& config) {
     s = std::regex_replace(s, std::regex("password=\\S*"), "password=***");
     return "PostgreSQL " + s + " schema " + config.pg_schema;
   }
+  if (config.store == "memory") return "memory (nothing survives a restart: for tests and measurements)";
   return "SQLite " + SqlitePath(config) + " (synchronous=" + config.synchronous + ")";
 }
 

@@ -10,7 +10,8 @@ namespace dtx::log {
 
 struct LogStoreConfig {
   // "" or "sqlite": dtx.db in data_dir; "sqlite:<file>": that file;
-  // "postgres://..." or "postgresql://..." (a libpq URI) or "postgres:<conninfo>": PostgreSQL.
+  // "postgres://..." or "postgresql://..." (a libpq URI) or "postgres:<conninfo>": PostgreSQL;
+  // "memory": nothing durable, for tests and for measuring the coordinator without a disk.
   std::string store;
   std::string data_dir = "dtx-data";
   std::string synchronous = "FULL";  // SQLite
