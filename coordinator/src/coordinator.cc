@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -125,17 +126,23 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   // ---- sessions ----
 
   SessionPtr Find(const std::string& xid) {
-    std::lock_guard lock(sessions_mu_);
-    auto it = sessions_.find(xid);
-    return it == sessions_.end() ? nullptr : it->second;
+    auto& shard = ShardOf(xid);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.map.find(xid);
+    return it == shard.map.end() ? nullptr : it->second;
   }
   void Forget(const std::string& xid) {
-    std::lock_guard lock(sessions_mu_);
-    sessions_.erase(xid);
+    auto& shard = ShardOf(xid);
+    std::lock_guard lock(shard.mu);
+    shard.map.erase(xid);
   }
   size_t Active() const {
-    std::lock_guard lock(sessions_mu_);
-    return sessions_.size();
+    size_t n = 0;
+    for (auto& shard : shards_) {
+      std::lock_guard lock(shard.mu);
+      n += shard.map.size();
+    }
+    return n;
   }
 
   bool Expired(const Session& s) const { return NowMs() >= s.rec.begin_time_ms + s.rec.timeout_ms; }
@@ -174,8 +181,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     s->rec.application_data = req.application_data();
     const std::string xid = s->rec.xid;
     {
-      std::lock_guard lock(sessions_mu_);
-      sessions_.emplace(xid, s);
+      Add(s);
     }
     store_->Write(std::move(Batch().Insert(s->rec)),
                   [self = shared_from_this(), s, timeout, reply = std::move(reply)](const WriteResult& r) mutable {
@@ -805,8 +811,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
       s->decided = Clock::now();
       {
-        std::lock_guard lock(sessions_mu_);
-        sessions_.emplace(s->rec.xid, s);
+        Add(s);
       }
       const GlobalStatus st = s->rec.status;
       if (st == GlobalStatus::kBegin) {
@@ -903,8 +908,19 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   std::atomic<bool> recovered_{false};
   std::atomic<int64_t> next_id_{0};
 
-  mutable std::mutex sessions_mu_;
-  std::unordered_map<std::string, SessionPtr> sessions_;
+  // Sessions by XID, in shards so that threads working on different transactions rarely meet.
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::string, SessionPtr> map;
+  };
+  static constexpr size_t kShards = 32;
+  mutable std::array<Shard, kShards> shards_;
+  Shard& ShardOf(const std::string& xid) const { return shards_[std::hash<std::string>{}(xid) % kShards]; }
+  void Add(const SessionPtr& s) {
+    auto& shard = ShardOf(s->rec.xid);
+    std::lock_guard lock(shard.mu);
+    shard.map.emplace(s->rec.xid, s);
+  }
 
   std::mutex timeouts_mu_;
   using Deadline = std::pair<Clock::time_point, std::string>;
