@@ -210,9 +210,35 @@ void Connection::HandleRequest(const BoltFrame& frame) {
   (**handler)(ctx, request->body, std::move(responder));
 }
 
+// Work from other threads waits in the inbox; one posted drain runs all that arrived before it
+// ran, so a burst of answers (a log group completing, say) costs one wake-up of the I/O thread.
+void Connection::RunOnIo(std::function<void()> work) {
+  {
+    std::lock_guard lock(inbox_mu_);
+    inbox_.push_back(std::move(work));
+    if (inbox_scheduled_) return;
+    inbox_scheduled_ = true;
+  }
+  asio::post(io_, [self = shared_from_this()] {
+    std::vector<std::function<void()>> batch;
+    {
+      std::lock_guard lock(self->inbox_mu_);
+      batch.swap(self->inbox_);
+      self->inbox_scheduled_ = false;
+    }
+    const bool was_batching = self->in_read_batch_;
+    self->in_read_batch_ = true;  // answers queue up and go out in one write
+    for (auto& w : batch) w();
+    self->in_read_batch_ = was_batching;
+    if (!was_batching && !self->writing_ && !self->next_out_.empty() && self->state() != State::kConnecting &&
+        self->state() != State::kClosed)
+      self->StartWrite();
+  });
+}
+
 void Connection::SendReply(uint32_t request_id, Result<std::string> result) {
   if (OnIoThread()) return FinishRequest(request_id, std::move(result));
-  asio::post(io_, [self = shared_from_this(), request_id, result = std::move(result)]() mutable {
+  RunOnIo([self = shared_from_this(), request_id, result = std::move(result)]() mutable {
     self->FinishRequest(request_id, std::move(result));
   });
 }
@@ -238,7 +264,7 @@ void Connection::Answer(uint32_t request_id, const SofaResponse& response) {
 void Connection::CallRaw(std::string_view service, std::string_view method, std::string body,
                          const CallOptions& options, RawCallback done) {
   if (OnIoThread()) return StartCall(service, method, body, options, std::move(done));
-  asio::post(io_, [self = shared_from_this(), service = std::string(service), method = std::string(method),
+  RunOnIo([self = shared_from_this(), service = std::string(service), method = std::string(method),
                    body = std::move(body), options, done = std::move(done)]() mutable {
     self->StartCall(service, method, body, options, std::move(done));
   });

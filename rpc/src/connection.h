@@ -15,6 +15,8 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <vector>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -72,6 +74,8 @@ class Connection final : public Channel, public ReplySink, public std::enable_sh
   };
 
   bool OnIoThread() const { return io_.get_executor().running_in_this_thread(); }
+  // Runs `work` on the I/O thread, batching work that arrives from other threads.
+  void RunOnIo(std::function<void()> work);
   void SetState(State next);
   void DoClose(const Status& reason);
   void DoRead();
@@ -124,6 +128,10 @@ class Connection final : public Channel, public ReplySink, public std::enable_sh
   bool heartbeat_outstanding_ = false;
   unsigned heartbeat_misses_ = 0;
   size_t in_flight_ = 0;  // requests received and not yet answered
+
+  std::mutex inbox_mu_;
+  std::vector<std::function<void()>> inbox_;  // guarded by inbox_mu_
+  bool inbox_scheduled_ = false;              // guarded by inbox_mu_
 };
 
 }  // namespace dtx::rpc
