@@ -46,6 +46,7 @@ for c in $conns; do
 done
 
 echo "== echo calls/s of the same build (dtx-echo-server, 1 I/O thread; 32 connections x 16 in flight)"
+: >"$data/echo.out"
 "$build/bin/dtx-echo-server" --host 127.0.0.1 --port 0 --io-threads 1 --log-level warn >"$data/echo.out" 2>&1 &
 echo_pid=$!
 for _ in $(seq 100); do grep -q '^LISTENING ' "$data/echo.out" && break; sleep 0.05; done
