@@ -121,6 +121,17 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     work_.reset();
     io_.stop();
     if (thread_.joinable()) thread_.join();
+    // Handlers still queued hold Responders: let them go now (they answer with an error) rather
+    // than when this object is destroyed, possibly after the server they answer through.
+    boost::system::error_code ignored;
+    timeout_timer_.cancel(ignored);
+    {
+      std::lock_guard lock(waiting_mu_);
+      for (auto& [key, w] : waiting_) w.timer->cancel(ignored);
+      waiting_.clear();
+    }
+    io_.restart();
+    io_.poll();
   }
 
   // ---- sessions ----
@@ -246,14 +257,33 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       return reply.Reply(resp);
     }
     std::unique_lock lock(s->mu);
-    auto respond_when_decided = [this, s, target, answer, reply = std::move(reply)](const Status& st) mutable {
+    const bool report = target == GlobalStatus::kCommitted || target == GlobalStatus::kRollbacked;
+    const bool branches_waiting = s->pending_registrations > 0 ||
+                                  std::any_of(s->branches.begin(), s->branches.end(), [](const Branch& b) {
+                                    return b.rec.status != BranchStatus::kPhaseOneFailed;
+                                  });
+    if (report && !s->deciding && s->rec.status == GlobalStatus::kBegin && branches_waiting) {
+      lock.unlock();
+      Resp resp;
+      resp.set_code(pb::INVALID_ARGUMENT);
+      resp.set_message(xid + " has branches waiting for phase 2: finish it with Commit or Rollback, not Report");
+      resp.set_status(pb::BEGIN);
+      return reply.Reply(resp);
+    }
+    // Runs without the session's lock held.
+    auto respond_when_decided = [s, target, answer, reply = std::move(reply)](const Status& st) mutable {
+      GlobalStatus status;
+      {
+        std::lock_guard lock(s->mu);
+        status = s->rec.status;
+      }
       Resp resp;
       if (!st.ok()) {
         resp.set_code(pb::LOG_UNAVAILABLE);
         resp.set_message(st.ToString());
-        resp.set_status(static_cast<pb::GlobalStatus>(s->rec.status));
+        resp.set_status(static_cast<pb::GlobalStatus>(status));
       } else {
-        answer(resp, s->rec.status, target);
+        answer(resp, status, target);
       }
       reply.Reply(resp);
     };
@@ -488,7 +518,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     // A read of the log; off the I/O thread.
     asio::post(io_, [weak = weak_from_this(), req, reply = std::move(reply)]() mutable {
       auto self = weak.lock();
-      if (!self) return;
+      if (!self || self->stopped_) return Answer(reply, pb::SHUTTING_DOWN, "the coordinator is shutting down");
       pb::QueryLocksResponse resp;
       auto held = self->store_->FindLocks({req.lock_keys().begin(), req.lock_keys().end()});
       if (!held.ok()) {
@@ -590,6 +620,10 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     {
       std::lock_guard lock(s->mu);
       Branch& b = s->branches[i];
+      if (s->finishing || IsFinal(s->rec.status)) {  // another branch failed it, or it is over
+        b.in_flight = false;
+        return;
+      }
       const bool commit = FamilyOf(s->rec.status) == Family::kCommit;
       fatal = commit ? BranchStatus::kPhaseTwoCommitFailedUnretryable : BranchStatus::kPhaseTwoRollbackFailedUnretryable;
       give_up = options_.max_retries > 0 && ++b.attempts > options_.max_retries;
@@ -666,12 +700,14 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     store_->Write(std::move(Batch().SetStatus(s->rec.xid, branch_id, branch_status).SetStatus(s->rec.xid, failed, NowMs())),
                   [self = shared_from_this(), s, i, failed, branch_status](const WriteResult& r) {
-                    std::lock_guard lock(s->mu);
-                    s->branches[i].in_flight = false;
+                    std::unique_lock lock(s->mu);
                     if (!r.ok()) {
                       SPDLOG_ERROR("coordinator: could not record the failure of {}: {}", s->rec.xid, r.status.ToString());
-                      return;  // stays in its driving status; recovery will try again
+                      lock.unlock();
+                      // Still in its driving status: ask the participant again later, which fails it again.
+                      return self->Retry(s, i, "recording the failure failed: " + r.status.ToString());
                     }
+                    s->branches[i].in_flight = false;
                     s->branches[i].rec.status = branch_status;
                     // Another branch may have failed it already.
                     if (s->rec.status != failed && self->Move(*s, failed)) self->metrics_->transactions_failed.Add();

@@ -484,6 +484,7 @@ SqliteLogStore::SqliteLogStore(std::unique_ptr<Impl> impl) : impl_(std::move(imp
 SqliteLogStore::~SqliteLogStore() { Close(); }
 
 Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions& options) {
+  if (options.max_group == 0) return InvalidArgument("max_group must be at least 1");
   if (options.synchronous != "FULL" && options.synchronous != "NORMAL" && options.synchronous != "OFF")
     return InvalidArgument("synchronous must be FULL, NORMAL or OFF, not '" + options.synchronous + "'");
   auto impl = std::make_unique<Impl>();

@@ -4,6 +4,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <mutex>
 #include <thread>
@@ -46,7 +47,17 @@ struct Server::Impl {
         if (!accepting) return;
       }
       if (ec) {
-        SPDLOG_WARN("rpc: accept failed: {}", ec.message());
+        // Out of file descriptors, say: wait a little rather than spin.
+        SPDLOG_WARN("rpc: accept failed: {}; trying again in 100 ms", ec.message());
+        auto timer = std::make_shared<asio::steady_timer>(acceptor->get_executor(), std::chrono::milliseconds(100));
+        timer->async_wait([this, timer](const boost::system::error_code&) {
+          {
+            std::lock_guard lock(mu);
+            if (!accepting) return;
+          }
+          Accept();
+        });
+        return;
       } else {
         {
           std::lock_guard lock(mu);

@@ -247,6 +247,18 @@ TEST_F(CoordinatorTest, ReportFinishesATransactionWithoutPhaseTwo) {
   auto bad = raw.CallSync<pb::ReportResponse>("dtx.v1.TransactionCoordinator:1.0", "Report", req);
   ASSERT_TRUE(bad.ok());
   EXPECT_EQ(bad->code(), pb::INVALID_ARGUMENT);
+
+  // A transaction with branches waiting for phase 2 is finished with Commit or Rollback only.
+  TestParticipant rm(tc_.address(), {"db"}, "rm-1");
+  const std::string with_branch = tm.Begin()->xid();
+  ASSERT_EQ(rm.RegisterBranch(with_branch, "db").code(), pb::OK);
+  req.set_xid(with_branch);
+  req.set_status(pb::ROLLBACKED);
+  auto refused = raw.CallSync<pb::ReportResponse>("dtx.v1.TransactionCoordinator:1.0", "Report", req);
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->code(), pb::INVALID_ARGUMENT);
+  ASSERT_EQ(tm.Rollback(with_branch)->code(), pb::OK);
+  EXPECT_TRUE(rm.WaitFor(false, 1, with_branch)) << "the branch still gets its phase 2";
 }
 
 TEST(CoordinatorAuth, TokenIsRequiredWhenConfigured) {
