@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 namespace dtx::rpc {
 namespace asio = boost::asio;
@@ -264,9 +265,18 @@ void Connection::Answer(uint32_t request_id, const SofaResponse& response) {
 void Connection::CallRaw(std::string_view service, std::string_view method, std::string body,
                          const CallOptions& options, RawCallback done) {
   if (OnIoThread()) return StartCall(service, method, body, options, std::move(done));
+  // If the I/O thread stops before this runs, the call still gets its answer.
+  struct Once {
+    RawCallback done;
+    ~Once() {
+      if (done) done(Cancelled("the connection stopped before the call was sent"));
+    }
+  };
+  auto once = std::make_shared<Once>();
+  once->done = std::move(done);
   RunOnIo([self = shared_from_this(), service = std::string(service), method = std::string(method),
-                   body = std::move(body), options, done = std::move(done)]() mutable {
-    self->StartCall(service, method, body, options, std::move(done));
+           body = std::move(body), options, once]() mutable {
+    self->StartCall(service, method, body, options, std::exchange(once->done, nullptr));
   });
 }
 
