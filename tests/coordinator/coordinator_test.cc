@@ -204,14 +204,10 @@ TEST_F(CoordinatorTest, UnknownXidsAreAnsweredClearly) {
 TEST_F(CoordinatorTest, BranchCallsNeedARegisteredParticipant) {
   TestTm tm(tc_.address());
   const std::string xid = tm.Begin()->xid();
-  rpc::ClientOptions o;
-  o.addresses = {tc_.address()};
-  rpc::Client raw(o);
-  ASSERT_TRUE(raw.WaitConnected(5s).ok());
   pb::RegisterBranchRequest req;
   req.set_xid(xid);
   req.set_resource_id("db");
-  auto r = raw.CallSync<pb::RegisterBranchResponse>("dtx.v1.TransactionCoordinator:1.0", "RegisterBranch", req);
+  auto r = tm.Call<pb::RegisterBranchResponse>("RegisterBranch", req);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->code(), pb::NOT_REGISTERED);
 }
@@ -231,20 +227,16 @@ TEST(CoordinatorRetryLimit, GivingUpLeavesTheTransactionForAnOperator) {
 TEST_F(CoordinatorTest, ReportFinishesATransactionWithoutPhaseTwo) {
   TestTm tm(tc_.address());
   const std::string xid = tm.Begin()->xid();
-  rpc::ClientOptions o;
-  o.addresses = {tc_.address()};
-  rpc::Client raw(o);
-  ASSERT_TRUE(raw.WaitConnected(5s).ok());
   pb::ReportRequest req;
   req.set_xid(xid);
   req.set_status(pb::COMMITTED);
-  auto r = raw.CallSync<pb::ReportResponse>("dtx.v1.TransactionCoordinator:1.0", "Report", req);
+  auto r = tm.Call<pb::ReportResponse>("Report", req);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->code(), pb::OK) << r->message();
   EXPECT_EQ(r->outcome(), pb::COMMITTED_OUTCOME);
   EXPECT_TRUE(tm.WaitForStatus(xid, pb::COMMITTED));
   req.set_status(pb::COMMITTING);
-  auto bad = raw.CallSync<pb::ReportResponse>("dtx.v1.TransactionCoordinator:1.0", "Report", req);
+  auto bad = tm.Call<pb::ReportResponse>("Report", req);
   ASSERT_TRUE(bad.ok());
   EXPECT_EQ(bad->code(), pb::INVALID_ARGUMENT);
 
@@ -254,7 +246,7 @@ TEST_F(CoordinatorTest, ReportFinishesATransactionWithoutPhaseTwo) {
   ASSERT_EQ(rm.RegisterBranch(with_branch, "db").code(), pb::OK);
   req.set_xid(with_branch);
   req.set_status(pb::ROLLBACKED);
-  auto refused = raw.CallSync<pb::ReportResponse>("dtx.v1.TransactionCoordinator:1.0", "Report", req);
+  auto refused = tm.Call<pb::ReportResponse>("Report", req);
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_EQ(refused->code(), pb::INVALID_ARGUMENT);
   ASSERT_EQ(tm.Rollback(with_branch)->code(), pb::OK);

@@ -68,6 +68,11 @@ class TestTm {
   Result<pb::CommitResponse> Commit(const std::string& xid);
   Result<pb::RollbackResponse> Rollback(const std::string& xid);
   Result<pb::GetStatusResponse> GetStatus(const std::string& xid);
+  // Any coordinator call, over this TM's connection (not registered as a participant).
+  template <typename Resp, typename Req>
+  Result<Resp> Call(std::string_view method, const Req& request) {
+    return client_->CallSync<Resp>("dtx.v1.TransactionCoordinator:1.0", method, request);
+  }
   // Polls GetStatus until it says `status` (true) or `limit` passes (false).
   bool WaitForStatus(const std::string& xid, pb::GlobalStatus status,
                      std::chrono::milliseconds limit = std::chrono::seconds(10));
