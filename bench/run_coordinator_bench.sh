@@ -67,4 +67,4 @@ kill -9 "$tc_pid"; wait "$tc_pid" 2>/dev/null || true; tc_pid=""
 t0=$(date +%s.%N)
 start_tc
 t1=$(date +%s.%N)
-echo "restart to serving (recovery of $hold transactions): $(echo "$t1 - $t0" | bc) s; RSS after: $(awk '/VmRSS/{print $2}' /proc/$tc_pid/status) kB"
+echo "restart to serving (recovery of $hold transactions): $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') s; RSS after: $(awk '/VmRSS/{print $2}' /proc/$tc_pid/status) kB"
