@@ -117,6 +117,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   ~Impl() { Stop(); }
 
   void Stop() {
+    if (stopped_) return;
+    FlushRemovals();  // the store commits it before it closes
     if (stopped_.exchange(true)) return;
     work_.reset();
     io_.stop();
@@ -714,33 +716,67 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                   });
   }
 
+  // Phase 2 is over: the transaction leaves the log. Removals go in bulk, one batch for all that
+  // finished within kRemovalDelay (or kRemovalBatch of them), since nothing waits for them but
+  // the row locks they release. A removal lost in a crash only means phase 2 is delivered again.
   void Finish(const SessionPtr& s) {
     {
       std::lock_guard lock(s->mu);
       if (s->finishing) return;
       s->finishing = true;
     }
-    store_->Write(std::move(Batch().Remove(s->rec.xid)), [self = shared_from_this(), s](const WriteResult& r) {
+    bool flush_now = false, arm = false;
+    {
+      std::lock_guard lock(removals_mu_);
+      removals_.push_back(s);
+      flush_now = removals_.size() >= kRemovalBatch;
+      arm = !flush_now && removals_.size() == 1;
+    }
+    if (flush_now) return FlushRemovals();
+    if (arm) {
+      auto timer = std::make_shared<asio::steady_timer>(io_, kRemovalDelay);
+      timer->async_wait([weak = weak_from_this(), timer](const boost::system::error_code&) {
+        if (auto self = weak.lock()) self->FlushRemovals();
+      });
+    }
+  }
+
+  void FlushRemovals() {
+    std::vector<SessionPtr> sessions;
+    {
+      std::lock_guard lock(removals_mu_);
+      sessions.swap(removals_);
+    }
+    if (sessions.empty()) return;
+    Batch batch;
+    for (const auto& s : sessions) batch.Remove(s->rec.xid);
+    store_->Write(std::move(batch), [self = shared_from_this(), sessions = std::move(sessions)](const WriteResult& r) {
       if (!r.ok()) {
-        SPDLOG_WARN("coordinator: could not remove finished {} from the log: {}; will retry", s->rec.xid, r.status.ToString());
+        SPDLOG_WARN("coordinator: could not remove {} finished transactions from the log: {}; will retry",
+                    sessions.size(), r.status.ToString());
         auto timer = std::make_shared<asio::steady_timer>(self->io_, std::chrono::seconds(1));
-        timer->async_wait([weak = self->weak_from_this(), s, timer](const boost::system::error_code&) {
+        timer->async_wait([weak = self->weak_from_this(), sessions, timer](const boost::system::error_code&) {
           auto self = weak.lock();
           if (!self) return;
-          {
-            std::lock_guard lock(s->mu);
-            s->finishing = false;
+          for (const auto& s : sessions) {
+            {
+              std::lock_guard lock(s->mu);
+              s->finishing = false;
+            }
+            self->Finish(s);
           }
-          self->Finish(s);
         });
         return;
       }
-      {
-        std::lock_guard lock(s->mu);
-        self->Move(*s, DoneOf(FamilyOf(s->rec.status)));
+      const auto now = Clock::now();
+      for (const auto& s : sessions) {
+        {
+          std::lock_guard lock(s->mu);
+          self->Move(*s, DoneOf(FamilyOf(s->rec.status)));
+        }
+        self->metrics_->phase_two_duration.Observe(std::chrono::duration<double>(now - s->decided).count());
+        self->Finished(s);
       }
-      self->metrics_->phase_two_duration.Observe(std::chrono::duration<double>(Clock::now() - s->decided).count());
-      self->Finished(s);
     });
   }
 
@@ -974,6 +1010,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   std::map<void*, WaitingCall> waiting_;
 
   RecentOutcomes recent_;
+
+  static constexpr size_t kRemovalBatch = 256;
+  static constexpr std::chrono::milliseconds kRemovalDelay{2};
+  std::mutex removals_mu_;
+  std::vector<SessionPtr> removals_;  // finished, waiting to leave the log
 };
 
 Coordinator::Coordinator(CoordinatorOptions options, std::shared_ptr<log::LogStore> store, std::shared_ptr<Metrics> metrics)

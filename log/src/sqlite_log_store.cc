@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS dtx_global (
   application_data BLOB NOT NULL,
   updated_time_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dtx_global_status ON dtx_global (status, begin_time_ms);
+DROP INDEX IF EXISTS dtx_global_status;
 CREATE TABLE IF NOT EXISTS dtx_branch (
   xid                TEXT NOT NULL,
   branch_id          INTEGER NOT NULL,
@@ -91,6 +92,10 @@ class Stmt {
   }
   Stmt& Blob(int i, std::string_view s) {
     sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Stmt& Null(int i) {
+    sqlite3_bind_null(stmt_, i);
     return *this;
   }
   Stmt& Int(int i, int64_t v) {
@@ -172,6 +177,7 @@ struct SqliteLogStore::Impl {
   Stmt begin, commit, rollback, savepoint, release, rollback_to;
   Stmt insert_global, set_global_status, global_exists, insert_branch, set_branch_status;
   Stmt insert_lock, lock_holder, release_locks, remove_branches, remove_global;
+  Stmt release_locks_many, remove_branches_many, remove_global_many;
 
   std::mutex read_mu;
   Stmt get_global, get_branches, get_locks, find_lock;
@@ -209,7 +215,9 @@ struct SqliteLogStore::Impl {
          "UPDATE dtx_global SET status = ?2, updated_time_ms = CASE WHEN ?3 <> 0 THEN ?3 ELSE updated_time_ms END "
          "WHERE xid = ?1"},
         {&global_exists, "SELECT 1 FROM dtx_global WHERE xid = ?1"},
-        {&insert_branch, std::string("INSERT INTO dtx_branch (") + kBranchColumns + ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"},
+        // Inserts nothing when the global transaction is not there: one statement, not two.
+        {&insert_branch, std::string("INSERT INTO dtx_branch (") + kBranchColumns +
+                             ") SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9 WHERE EXISTS (SELECT 1 FROM dtx_global WHERE xid = ?2)"},
         {&set_branch_status, "UPDATE dtx_branch SET status = ?3 WHERE xid = ?1 AND branch_id = ?2"},
         {&insert_lock, "INSERT INTO dtx_row_lock (row_key, xid, branch_id) VALUES (?1,?2,?3) ON CONFLICT (row_key) DO NOTHING"},
         {&lock_holder, "SELECT xid, branch_id FROM dtx_row_lock WHERE row_key = ?1"},
@@ -219,6 +227,14 @@ struct SqliteLogStore::Impl {
     };
     for (const auto& s : statements) {
       if (int rc = s.stmt->Prepare(writer, s.sql); rc != SQLITE_OK) return SqliteError(writer, rc, "prepare " + s.sql);
+    }
+    std::string in_list = "(?1";
+    for (int i = 2; i <= kRemoveMany; ++i) in_list += ",?" + std::to_string(i);
+    in_list += ")";
+    for (auto [stmt, table] : {std::pair{&release_locks_many, "dtx_row_lock"}, std::pair{&remove_branches_many, "dtx_branch"},
+                               std::pair{&remove_global_many, "dtx_global"}}) {
+      const std::string sql = std::string("DELETE FROM ") + table + " WHERE xid IN " + in_list;
+      if (int rc = stmt->Prepare(writer, sql); rc != SQLITE_OK) return SqliteError(writer, rc, "prepare " + sql);
     }
     struct {
       Stmt* stmt;
@@ -244,7 +260,33 @@ struct SqliteLogStore::Impl {
 
   // Applies one batch inside the open transaction. Returns a fatal error, or OK with the batch's
   // own outcome in `result`.
+  // Removes many finished transactions with a few statements: kRemoveMany xids a statement.
+  static constexpr int kRemoveMany = 32;
+  static bool OnlyRemovals(const Batch& batch) {
+    return batch.ops().size() > 1 && std::all_of(batch.ops().begin(), batch.ops().end(), [](const auto& op) {
+             return std::holds_alternative<Batch::RemoveGlobal>(op);
+           });
+  }
+  Status RemoveMany(const Batch& batch) {
+    const auto& ops = batch.ops();
+    for (size_t first = 0; first < ops.size(); first += kRemoveMany) {
+      for (Stmt* stmt : {&release_locks_many, &remove_branches_many, &remove_global_many}) {
+        for (int i = 0; i < kRemoveMany; ++i) {
+          if (first + i < ops.size()) {
+            stmt->Text(i + 1, std::get<Batch::RemoveGlobal>(ops[first + i]).xid);
+          } else {
+            stmt->Null(i + 1);
+          }
+        }
+        if (auto fatal = Check(stmt->Run(), "remove finished transactions"); !fatal.ok()) return fatal;
+      }
+    }
+    return Status::Ok();
+  }
+
   Status ApplyBatch(const Batch& batch, WriteResult& result) {
+    if (OnlyRemovals(batch)) return RemoveMany(batch);
+    const std::string* known_xid = nullptr;  // a global transaction this batch has seen exist
     for (const auto& op : batch.ops()) {
       Status fatal;
       std::visit(
@@ -263,6 +305,7 @@ struct SqliteLogStore::Impl {
                              .Run();
                 if ((rc & 0xff) == SQLITE_CONSTRAINT) result.status = AlreadyExists(g.xid);
                 fatal = Check(rc, "insert global transaction");
+                if (fatal.ok() && result.ok()) known_xid = &g.xid;
               },
               [&](const Batch::SetGlobalStatus& o) {
                 int rc = set_global_status.Text(1, o.xid).Int(2, static_cast<int64_t>(o.status)).Int(3, o.updated_time_ms).Run();
@@ -271,7 +314,6 @@ struct SqliteLogStore::Impl {
               },
               [&](const Batch::InsertBranch& o) {
                 const auto& b = o.record;
-                if (!GlobalExists(b.xid, fatal, result)) return;
                 int rc = insert_branch.Int(1, b.branch_id)
                              .Text(2, b.xid)
                              .Text(3, b.resource_id)
@@ -284,6 +326,13 @@ struct SqliteLogStore::Impl {
                              .Run();
                 if ((rc & 0xff) == SQLITE_CONSTRAINT) result.status = AlreadyExists("branch " + std::to_string(b.branch_id));
                 fatal = Check(rc, "insert branch");
+                if (fatal.ok() && result.ok()) {
+                  if (sqlite3_changes(writer) == 0) {
+                    result.status = NoSuchTransaction(b.xid);
+                  } else {
+                    known_xid = &b.xid;
+                  }
+                }
               },
               [&](const Batch::SetBranchStatus& o) {
                 int rc = set_branch_status.Text(1, o.xid).Int(2, o.branch_id).Int(3, static_cast<int64_t>(o.status)).Run();
@@ -291,7 +340,7 @@ struct SqliteLogStore::Impl {
                 if (fatal.ok() && sqlite3_changes(writer) == 0) result.status = NoSuchBranch(o.xid, o.branch_id);
               },
               [&](const Batch::AcquireLocks& o) {
-                if (!GlobalExists(o.xid, fatal, result)) return;
+                if ((!known_xid || *known_xid != o.xid) && !GlobalExists(o.xid, fatal, result)) return;
                 for (const auto& key : o.row_keys) {
                   int rc = insert_lock.Text(1, key).Text(2, o.xid).Int(3, o.branch_id).Run();
                   if (fatal = Check(rc, "insert row lock"); !fatal.ok()) return;
@@ -382,6 +431,67 @@ struct SqliteLogStore::Impl {
   bool writer_finished = false;      // guarded by done_mu
   std::thread completer;
 
+  // With synchronous=FULL the commit itself does not wait for the disk (the connection runs
+  // with PRAGMA synchronous=NORMAL). The syncer thread fsyncs the WAL file after each commit
+  // instead and only then hands the group on to be acknowledged, so that the writer executes the
+  // next group while the disk syncs the last one. One fsync covers every group committed before
+  // it started; a group is acknowledged only after an fsync that began after its commit. Every
+  // group, failed ones too, passes through here, so that groups complete in commit order.
+  sqlite3_file* wal_file = nullptr;  // set when the syncer is used
+  std::mutex sync_mu;
+  std::condition_variable sync_wake;
+  std::deque<Completed> sync_queue;  // guarded by sync_mu
+  bool writer_done = false;          // guarded by sync_mu
+  std::thread syncer;
+
+  // The writer's hand-off of a group it committed, or failed.
+  void Committed(std::vector<Queued> group, std::vector<WriteResult> results) {
+    if (!wal_file) return Complete(std::move(group), std::move(results));
+    std::lock_guard lock(sync_mu);
+    sync_queue.push_back({std::move(group), std::move(results)});
+    sync_wake.notify_one();
+  }
+
+  void SyncerLoop() {
+    Status sync_failed;
+    while (true) {
+      std::deque<Completed> synced;
+      {
+        std::unique_lock lock(sync_mu);
+        sync_wake.wait(lock, [&] { return !sync_queue.empty() || writer_done; });
+        if (sync_queue.empty()) break;
+        synced.swap(sync_queue);
+      }
+      const bool any_ok = std::any_of(synced.begin(), synced.end(), [](const Completed& c) {
+        return std::any_of(c.results.begin(), c.results.end(), [](const WriteResult& r) { return r.ok(); });
+      });
+      if (any_ok && sync_failed.ok()) {
+        if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
+          sync_failed = SqliteError(nullptr, rc, "fsync of the write-ahead log");
+          SPDLOG_ERROR("log: {}; refusing further writes until reopened", sync_failed.ToString());
+          std::lock_guard lock(mu);
+          failed = Status(sync_failed.code(), "the log store failed and refuses writes until it is reopened: " +
+                                                  std::string(sync_failed.message()));
+        }
+      }
+      for (auto& c : synced) {
+        if (!sync_failed.ok()) {
+          // Committed but perhaps not on disk: never acknowledged as durable.
+          for (auto& r : c.results) {
+            if (!r.ok()) continue;
+            --batches;
+            ++failed_batches;
+            r = WriteResult{sync_failed, std::nullopt};
+          }
+        }
+        Complete(std::move(c.group), std::move(c.results));
+      }
+    }
+    std::lock_guard lock(done_mu);
+    writer_finished = true;
+    done_wake.notify_one();
+  }
+
   void Complete(std::vector<Queued> group, std::vector<WriteResult> results) {
     std::lock_guard lock(done_mu);
     done_queue.push_back({std::move(group), std::move(results)});
@@ -421,7 +531,7 @@ struct SqliteLogStore::Impl {
       if (!refuse.ok()) {
         failed_batches += group.size();
         std::vector<WriteResult> results(group.size(), WriteResult{refuse, std::nullopt});
-        Complete(std::move(group), std::move(results));
+        Committed(std::move(group), std::move(results));
         continue;
       }
       Status fatal;
@@ -440,7 +550,13 @@ struct SqliteLogStore::Impl {
         ++commits;
         for (const auto& r : results) r.ok() ? ++batches : ++failed_batches;
       }
-      Complete(std::move(group), std::move(results));
+      Committed(std::move(group), std::move(results));
+    }
+    if (wal_file) {
+      std::lock_guard lock(sync_mu);
+      writer_done = true;
+      sync_wake.notify_one();
+      return;  // the syncer tells the completer when it is done
     }
     std::lock_guard lock(done_mu);
     writer_finished = true;
@@ -495,8 +611,11 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   sqlite3* db = impl->writer;
 
   // 64 MiB of page cache: the hot end of every table stays in memory between commits.
-  const std::string pragmas =
-      "PRAGMA journal_mode=WAL; PRAGMA synchronous=" + options.synchronous + "; PRAGMA cache_size=-65536;";
+  // FULL: commits run at NORMAL and the syncer makes each one durable before it is acknowledged.
+  const bool sync_behind = options.synchronous == "FULL";
+  const std::string pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=" +
+                              std::string(sync_behind ? "NORMAL" : options.synchronous) +
+                              "; PRAGMA cache_size=-65536;";
   if (int rc = Exec(db, pragmas.c_str()); rc != SQLITE_OK) return SqliteError(db, rc, "set up " + options.path);
   if (int rc = Exec(db, "BEGIN IMMEDIATE"); rc != SQLITE_OK) return SqliteError(db, rc, "lock " + options.path);
   if (int rc = Exec(db, kSchema); rc != SQLITE_OK) {
@@ -528,6 +647,17 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
     return SqliteError(db, rc, "record the schema version");
   }
   if (int rc = Exec(db, "COMMIT"); rc != SQLITE_OK) return SqliteError(db, rc, "commit the log schema");
+  if (sync_behind) {
+    sqlite3_file* wal = nullptr;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK || !wal || !wal->pMethods) {
+      return Internal("cannot reach the write-ahead log of " + options.path);
+    }
+    // The first sync also syncs the folder (a new WAL's directory entry); do it here, on this thread.
+    if (int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
+      return SqliteError(db, rc, "fsync of the write-ahead log of " + options.path);
+    }
+    impl->wal_file = wal;
+  }
 
   auto reader = OpenConnection(options);
   if (!reader.ok()) return reader.status();
@@ -537,6 +667,7 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->WriterLoop(); });
   impl->completer = std::thread([raw] { raw->CompleterLoop(); });
+  if (impl->wal_file) impl->syncer = std::thread([raw] { raw->SyncerLoop(); });
   SPDLOG_INFO("log: SQLite log at {} (synchronous={})", options.path, options.synchronous);
   return std::unique_ptr<SqliteLogStore>(new SqliteLogStore(std::move(impl)));
 }
@@ -565,6 +696,7 @@ void SqliteLogStore::Close() {
     impl_->wake.notify_one();
   }
   if (impl_->thread.joinable()) impl_->thread.join();  // commits what is queued
+  if (impl_->syncer.joinable()) impl_->syncer.join();  // syncs what was committed
   if (impl_->completer.joinable()) {
     if (impl_->completer.get_id() == std::this_thread::get_id()) {
       impl_->completer.detach();  // closed from a write callback: the loop ends by itself

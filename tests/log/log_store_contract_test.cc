@@ -152,6 +152,30 @@ TEST_P(LogStoreContract, RemoveTakesBranchesAndLocksAlong) {
   MustWrite(std::move(Batch().Insert(Global("x:1")).Insert(Branch("x:1", 11))));
 }
 
+TEST_P(LogStoreContract, OneBatchRemovesManyTransactions) {
+  // More than one statement's worth in the SQLite store, and a part-filled last one.
+  constexpr int kCount = 70;
+  for (int i = 0; i < kCount; ++i) {
+    const std::string xid = "x:" + std::to_string(i);
+    MustWrite(std::move(Batch().Insert(Global(xid)).Insert(Branch(xid, 100 + i)).Lock(xid, 100 + i, {"r:t:" + std::to_string(i)})));
+  }
+  MustWrite(std::move(Batch().Insert(Global("x:keep")).Insert(Branch("x:keep", 1)).Lock("x:keep", 1, {"r:t:keep"})));
+  Batch remove;
+  for (int i = 0; i < kCount; ++i) remove.Remove("x:" + std::to_string(i));
+  remove.Remove("x:never-was");
+  MustWrite(std::move(remove));
+  auto all = store_->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(all->front().global.xid, "x:keep");
+  EXPECT_EQ(all->front().branches.size(), 1u);
+  EXPECT_EQ(all->front().locks.size(), 1u);
+  auto locks = store_->FindLocks({"r:t:0", "r:t:69", "r:t:keep"});
+  ASSERT_TRUE(locks.ok()) << locks.status();
+  ASSERT_EQ(locks->size(), 1u);
+  EXPECT_EQ(locks->front().xid, "x:keep");
+}
+
 TEST_P(LogStoreContract, StatusChangesAndTheirErrors) {
   MustWrite(std::move(Batch().Insert(Global("x:1")).Insert(Branch("x:1", 11))));
   MustWrite(std::move(Batch()

@@ -1,6 +1,8 @@
 // SqliteLogStore: the embedded default. One SQLite file in WAL mode; one writer thread commits
-// every queued batch in one transaction (group commit) under one fsync; a second thread runs the
-// callbacks, in commit order, while the writer commits the next group.
+// every queued batch in one transaction (group commit). With synchronous=FULL a second thread
+// fsyncs the write-ahead log after each commit while the writer executes the next group, and
+// only then are the group's batches acknowledged; one fsync covers all the groups committed
+// before it began. A third thread runs the callbacks, in commit order.
 //
 // Each batch runs inside a SAVEPOINT, so a batch that fails (a lock conflict, say) is rolled
 // back alone while the rest of its group commits. If the commit itself fails (I/O error, full
@@ -19,7 +21,7 @@ namespace dtx::log {
 
 struct SqliteOptions {
   std::string path;                    // the database file; its folder must exist
-  std::string synchronous = "FULL";    // FULL (durable at each commit), NORMAL or OFF: PRAGMA synchronous
+  std::string synchronous = "FULL";    // FULL (durable before acknowledged), NORMAL or OFF (PRAGMA synchronous)
   size_t max_group = 4096;             // most batches one commit carries
   std::string vfs;                     // a registered SQLite VFS by name (tests inject faults); empty: default
 };
