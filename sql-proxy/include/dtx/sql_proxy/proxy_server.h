@@ -1,0 +1,66 @@
+// ProxyServer: dtx-sql-proxy's listener. Every client connection gets one session with one
+// connection of its own to the PostgreSQL server chosen by the startup's database name; the
+// session relays the v3 protocol both ways (authentication included, so the proxy never sees a
+// password), answers the dtx.xid statements itself, and forwards CancelRequests to the right
+// server by the key it handed out.
+//
+// Threads: `workers` I/O threads, each running its own io_context; a session lives on one of them
+// for its whole life (no locks on the relay path).
+// Thread-safety: Start, Shutdown from one thread; port() and metrics() from any.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "dtx/common/status.h"
+#include "dtx/sql_proxy/pg_message.h"
+#include "dtx/sql_proxy/proxy_metrics.h"
+
+namespace dtx::sql_proxy {
+
+struct BackendAddress {
+  std::string host = "127.0.0.1";
+  uint16_t port = 5432;
+  std::string ToString() const { return host + ":" + std::to_string(port); }
+};
+
+// "host:port" (IPv6 as "[::1]:5432"); an error says why not.
+Result<BackendAddress> ParseBackendAddress(const std::string& text);
+
+struct ProxyOptions {
+  std::string host = "0.0.0.0";
+  uint16_t port = 6433;  // 0: an ephemeral port, see port()
+  BackendAddress default_backend;                  // for databases not in `backends`
+  std::map<std::string, BackendAddress> backends;  // database name -> server
+  unsigned workers = 0;                            // 0: one per core
+  size_t max_message_size = kDefaultMaxMessage;    // a client message over this ends its session
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+class ProxyServer {
+ public:
+  explicit ProxyServer(ProxyOptions options);
+  ~ProxyServer();  // Shutdown(0) if still running.
+  ProxyServer(const ProxyServer&) = delete;
+  ProxyServer& operator=(const ProxyServer&) = delete;
+
+  // Binds, listens and starts the workers; an error (port taken, bad host) leaves it stopped.
+  Status Start();
+  // The port it listens on (the chosen one when ProxyOptions::port is 0); 0 before Start.
+  uint16_t port() const;
+  const ProxyMetrics& metrics() const;
+
+  // Stops accepting at once, waits up to `grace` for the open sessions to end by themselves, then
+  // ends the rest (each gets FATAL 57P01 when it sits between messages) and stops the workers.
+  // Returns the number of sessions that had to be ended. Idempotent.
+  size_t Shutdown(std::chrono::milliseconds grace);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dtx::sql_proxy

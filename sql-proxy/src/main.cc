@@ -1,0 +1,117 @@
+// dtx-sql-proxy: a PostgreSQL wire-protocol proxy that binds sessions to dtx global transactions.
+//
+//   dtx-sql-proxy                                   # 0.0.0.0:6433 -> 127.0.0.1:5432, metrics on 127.0.0.1:9433
+//   dtx-sql-proxy --server db1:5432 --backend orders=db2:5432
+//   dtx-sql-proxy --config proxy.toml               # the same options in a TOML file
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <iostream>
+
+#include "dtx/common/logging.h"
+#include "dtx/sql_proxy/metrics_http_server.h"
+#include "dtx/sql_proxy/proxy_server.h"
+
+using namespace dtx;
+using namespace dtx::sql_proxy;
+
+int main(int argc, char** argv) {
+  CLI::App app{"dtx-sql-proxy: a PostgreSQL wire-protocol proxy for dtx"};
+  ProxyOptions options;
+  std::string server = "127.0.0.1:5432";
+  std::vector<std::string> backends;
+  std::string admin = "127.0.0.1:9433";
+  std::string log_level = "info";
+  int64_t connect_timeout_ms = options.connect_timeout.count();
+  int64_t shutdown_grace_ms = 30'000;
+
+  app.add_option("--host", options.host, "Address to listen on")->capture_default_str();
+  app.add_option("--port", options.port, "Port to listen on (0: any free port)")->capture_default_str();
+  app.add_option("--server", server, "host:port of the PostgreSQL server for databases not named by --backend")
+      ->capture_default_str();
+  app.add_option("--backend", backends,
+                 "database=host:port: the server of one database (repeat, or a list in the config file)");
+  app.add_option("--admin", admin, "host:port of the HTTP /metrics endpoint (port 0: any free port; empty: none)")
+      ->capture_default_str();
+  app.add_option("--workers", options.workers, "I/O threads (0: one per core)")->capture_default_str();
+  app.add_option("--max-message-size", options.max_message_size,
+                 "Largest client message accepted, in bytes; a larger length ends the session")
+      ->capture_default_str();
+  app.add_option("--connect-timeout-ms", connect_timeout_ms, "How long to wait for a PostgreSQL server to accept")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace-ms", shutdown_grace_ms,
+                 "How long SIGTERM waits for open sessions to end before ending them")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.set_config("--config", "", "A TOML file with any of these options");
+  CLI11_PARSE(app, argc, argv);
+
+  if (auto s = InitLogging(log_level); !s.ok()) {
+    std::cerr << s.ToString() << "\n";
+    return 2;
+  }
+  auto parsed = ParseBackendAddress(server);
+  if (!parsed.ok()) {
+    std::cerr << "--server: " << parsed.status().message() << "\n";
+    return 2;
+  }
+  options.default_backend = *parsed;
+  for (const auto& entry : backends) {
+    const auto eq = entry.find('=');
+    auto address = eq == std::string::npos ? Result<BackendAddress>(InvalidArgument("want database=host:port"))
+                                           : ParseBackendAddress(entry.substr(eq + 1));
+    if (eq == 0 || !address.ok()) {
+      std::cerr << "--backend '" << entry << "': " << address.status().message() << "\n";
+      return 2;
+    }
+    options.backends[entry.substr(0, eq)] = *address;
+  }
+  if (options.max_message_size < 1024) {
+    std::cerr << "--max-message-size must be at least 1024\n";
+    return 2;
+  }
+  options.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // every thread started below inherits the mask
+  signal(SIGPIPE, SIG_IGN);
+
+  ProxyServer proxy(options);
+  if (auto s = proxy.Start(); !s.ok()) {
+    spdlog::critical("{}", s.ToString());
+    return 1;
+  }
+  std::unique_ptr<MetricsHttpServer> metrics_server;
+  if (!admin.empty()) {
+    auto address = ParseBackendAddress(admin);
+    if (!address.ok() && admin.ends_with(":0")) address = BackendAddress{admin.substr(0, admin.size() - 2), 0};
+    if (!address.ok()) {
+      spdlog::critical("--admin wants host:port, not '{}'", admin);
+      return 2;
+    }
+    metrics_server = std::make_unique<MetricsHttpServer>(address->host, address->port,
+                                                         [&proxy] { return proxy.metrics().Render(); });
+    if (auto s = metrics_server->Start(); !s.ok()) {
+      spdlog::critical("{}", s.ToString());
+      return 1;
+    }
+  }
+  spdlog::info("dtx-sql-proxy ready on {}:{}, forwarding to {} ({} database(s) routed apart){}", options.host,
+               proxy.port(), options.default_backend.ToString(), options.backends.size(),
+               metrics_server ? ", metrics on http://" + admin.substr(0, admin.rfind(':')) + ":" +
+                                    std::to_string(metrics_server->port()) + "/metrics"
+                              : std::string());
+  std::cout << "LISTENING " << proxy.port() << std::endl;
+  if (metrics_server) std::cout << "ADMIN " << metrics_server->port() << std::endl;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: no new sessions; open ones get {} ms to finish", sig, shutdown_grace_ms);
+  const size_t ended = proxy.Shutdown(std::chrono::milliseconds(shutdown_grace_ms));
+  if (metrics_server) metrics_server->Stop();
+  spdlog::info("stopped ({} session(s) ended by the shutdown)", ended);
+  return 0;
+}

@@ -1,0 +1,63 @@
+#include "dtx/sql_proxy/proxy_metrics.h"
+
+namespace dtx::sql_proxy {
+namespace {
+
+void Metric(std::string& out, const char* name, const char* type, const char* help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+template <typename T>
+void Sample(std::string& out, const char* name, const char* labels, const std::atomic<T>& v) {
+  out += name;
+  out += labels;
+  out += ' ';
+  out += std::to_string(v.load(std::memory_order_relaxed));
+  out += '\n';
+}
+
+}  // namespace
+
+std::string ProxyMetrics::Render() const {
+  std::string out;
+  Metric(out, "dtx_sql_proxy_connections_total", "counter", "TCP connections accepted (sessions and cancel requests).");
+  Sample(out, "dtx_sql_proxy_connections_total", "", connections_total);
+  Metric(out, "dtx_sql_proxy_sessions_total", "counter", "Sessions whose startup was relayed to a PostgreSQL server.");
+  Sample(out, "dtx_sql_proxy_sessions_total", "", sessions_total);
+  Metric(out, "dtx_sql_proxy_sessions_active", "gauge", "Client connections open now.");
+  Sample(out, "dtx_sql_proxy_sessions_active", "", sessions_active);
+  Metric(out, "dtx_sql_proxy_bytes_total", "counter", "Bytes relayed, by direction.");
+  Sample(out, "dtx_sql_proxy_bytes_total", "{direction=\"client_to_server\"}", bytes_client_to_server);
+  Sample(out, "dtx_sql_proxy_bytes_total", "{direction=\"server_to_client\"}", bytes_server_to_client);
+  Metric(out, "dtx_sql_proxy_messages_total", "counter", "Protocol messages relayed, by direction.");
+  Sample(out, "dtx_sql_proxy_messages_total", "{direction=\"client_to_server\"}", messages_client_to_server);
+  Sample(out, "dtx_sql_proxy_messages_total", "{direction=\"server_to_client\"}", messages_server_to_client);
+  Metric(out, "dtx_sql_proxy_server_error_responses_total", "counter", "ErrorResponse messages relayed from PostgreSQL.");
+  Sample(out, "dtx_sql_proxy_server_error_responses_total", "", server_error_responses);
+  Metric(out, "dtx_sql_proxy_auth_failures_total", "counter", "Sessions whose server refused the startup or the password.");
+  Sample(out, "dtx_sql_proxy_auth_failures_total", "", auth_failures);
+  Metric(out, "dtx_sql_proxy_cancel_requests_total", "counter", "CancelRequest packets received.");
+  Sample(out, "dtx_sql_proxy_cancel_requests_total", "", cancel_requests);
+  Metric(out, "dtx_sql_proxy_cancel_requests_unmatched_total", "counter", "CancelRequests whose key matched no session.");
+  Sample(out, "dtx_sql_proxy_cancel_requests_unmatched_total", "", cancel_requests_unmatched);
+  Metric(out, "dtx_sql_proxy_xid_commands_total", "counter", "SET/RESET/SHOW dtx.xid statements answered by the proxy.");
+  Sample(out, "dtx_sql_proxy_xid_commands_total", "", xid_commands);
+  Metric(out, "dtx_sql_proxy_xid_comment_statements_total", "counter", "Statements bound by a leading dtx.xid comment.");
+  Sample(out, "dtx_sql_proxy_xid_comment_statements_total", "", xid_comment_statements);
+  Metric(out, "dtx_sql_proxy_errors_total", "counter", "Sessions ended or refused by an error, by kind.");
+  Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"client_protocol\"}", errors_client_protocol);
+  Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"backend_connect\"}", errors_backend_connect);
+  Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"backend_lost\"}", errors_backend_lost);
+  Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"client_lost\"}", errors_client_lost);
+  return out;
+}
+
+}  // namespace dtx::sql_proxy

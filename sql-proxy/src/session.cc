@@ -1,0 +1,283 @@
+#include "session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <cstring>
+
+namespace dtx::sql_proxy {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// Something safe to quote in SQL and in a log: printable ASCII without quotes, '$' or '\'.
+std::string Sanitize(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e || c == '\'' || c == '$' || c == '\\') c = '?';
+  }
+  return out;
+}
+
+}  // namespace
+
+Session::Session(tcp::socket client, SessionContext& context, std::function<void(Session*)> on_end)
+    : client_(std::move(client)),
+      server_(client_.get_executor()),
+      context_(context),
+      on_end_(std::move(on_end)),
+      cbuf_(new char[kBufferSize]),
+      sbuf_(new char[kBufferSize]),
+      back_wake_(client_.get_executor()),
+      front_wake_(client_.get_executor()) {
+  context_.metrics.sessions_active.fetch_add(1, std::memory_order_relaxed);
+}
+
+Session::~Session() {
+  if (proxy_key_) context_.cancels.Remove(*proxy_key_);
+  context_.metrics.sessions_active.fetch_sub(1, std::memory_order_relaxed);
+  if (on_end_) on_end_(this);
+}
+
+void Session::Start() {
+  asio::co_spawn(client_.get_executor(), [self = shared_from_this()]() { return self->Run(); },
+                 [](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     spdlog::error("session ended by an exception: {}", ex.what());
+                   }
+                 });
+}
+
+void Session::Terminate() {
+  if (phase_ == Phase::kEnding) return;
+  EndWithFatal("57P01", "terminating connection due to administrator command (dtx-sql-proxy is shutting down)");
+}
+
+void Session::EndWithFatal(std::string sqlstate, std::string message) {
+  if (!fatal_) fatal_.emplace(std::move(sqlstate), std::move(message));
+  phase_ = Phase::kEnding;
+  boost::system::error_code ignored;
+  // The back loop ends on the closed server socket and tells the client; a session still in
+  // its startup has no back loop, so its client socket is closed here.
+  if (server_.is_open()) {
+    server_.close(ignored);
+  } else {
+    client_.close(ignored);
+  }
+  back_wake_.cancel();
+  front_wake_.cancel();
+}
+
+void Session::CloseSockets() {
+  boost::system::error_code ignored;
+  client_.shutdown(tcp::socket::shutdown_both, ignored);
+  client_.close(ignored);
+  server_.close(ignored);
+}
+
+const std::string& Session::EffectiveXid() const {
+  if (local_xid_) return *local_xid_;
+  if (tx_session_xid_) return *tx_session_xid_;
+  return session_xid_;
+}
+
+asio::awaitable<bool> Session::WriteClient(std::string_view bytes) {
+  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), kTuple);
+  co_return !ec;
+}
+
+asio::awaitable<bool> Session::WriteServer(std::string_view bytes) {
+  auto [ec, n] = co_await asio::async_write(server_, asio::buffer(bytes.data(), bytes.size()), kTuple);
+  co_return !ec;
+}
+
+// ---- startup ----
+
+asio::awaitable<void> Session::Run() {
+  auto self = shared_from_this();
+  boost::system::error_code ignored;
+  client_.set_option(tcp::no_delay(true), ignored);
+  if (!co_await ReadStartup()) {
+    CloseSockets();
+    co_return;
+  }
+  phase_ = Phase::kRelay;
+  asio::co_spawn(client_.get_executor(), [self]() { return self->BackLoop(); }, asio::detached);
+  co_await FrontLoop();
+  // The back loop closes the client when the server's side ends; wait for it so that the
+  // session (and its cancel key) lives as long as either side is open.
+  while (!back_done_) {
+    front_wake_.expires_at(asio::steady_timer::time_point::max());
+    co_await front_wake_.async_wait(kTuple);
+  }
+}
+
+asio::awaitable<bool> Session::ReadStartup() {
+  auto& metrics = context_.metrics;
+  int negotiations = 0;
+  while (true) {
+    Frame f = ReadStartupPacket(std::string_view(cbuf_.get(), clen_));
+    if (f.status == FrameStatus::kError) {
+      metrics.errors_client_protocol.fetch_add(1, std::memory_order_relaxed);
+      spdlog::info("invalid startup packet: {}", f.error);
+      std::string out;
+      AppendErrorResponse(out, "FATAL", "08P01", "invalid startup packet: " + f.error);
+      co_await WriteClient(out);
+      co_return false;
+    }
+    if (f.status == FrameStatus::kNeedMore) {
+      auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.get() + clen_, kBufferSize - clen_), kTuple);
+      if (ec || n == 0) {
+        if (clen_ > 0) metrics.errors_client_lost.fetch_add(1, std::memory_order_relaxed);
+        co_return false;
+      }
+      clen_ += n;
+      continue;
+    }
+    const std::string packet(cbuf_.get(), f.size);
+    const std::string_view body = std::string_view(packet).substr(8);
+    std::memmove(cbuf_.get(), cbuf_.get() + f.size, clen_ - f.size);
+    clen_ -= f.size;
+
+    if (f.code == kSslRequestCode || f.code == kGssEncRequestCode) {
+      // No TLS or GSSAPI encryption here: 'N' tells the client to go on in the clear (or give up).
+      if (++negotiations > 2 || clen_ != 0) {
+        metrics.errors_client_protocol.fetch_add(1, std::memory_order_relaxed);
+        co_return false;
+      }
+      if (!co_await WriteClient("N")) co_return false;
+      continue;
+    }
+    if (f.code == kCancelRequestCode) {
+      auto key = ParseBackendKey(body);
+      if (key) co_await HandleCancel(*key);
+      co_return false;
+    }
+    if ((f.code >> 16) != 3) {
+      metrics.errors_client_protocol.fetch_add(1, std::memory_order_relaxed);
+      std::string out;
+      AppendErrorResponse(out, "FATAL", "0A000",
+                          "unsupported frontend protocol " + std::to_string(f.code >> 16) + "." +
+                              std::to_string(f.code & 0xffff) + ": dtx-sql-proxy speaks 3.0");
+      co_await WriteClient(out);
+      co_return false;
+    }
+    auto params = ParseStartupParameters(body);
+    if (!params) {
+      metrics.errors_client_protocol.fetch_add(1, std::memory_order_relaxed);
+      std::string out;
+      AppendErrorResponse(out, "FATAL", "08P01", "invalid startup packet: malformed parameter list");
+      co_await WriteClient(out);
+      co_return false;
+    }
+    std::string user, database;
+    for (auto& [name, value] : *params) {
+      if (name == "user") user = value;
+      if (name == "database") database = value;
+    }
+    if (database.empty()) database = user;  // as PostgreSQL does
+    if (!co_await ConnectBackend(database)) co_return false;
+    metrics.sessions_total.fetch_add(1, std::memory_order_relaxed);
+    outstanding_ = 1;  // the ReadyForQuery that ends the startup
+    // The startup goes on unchanged: the server authenticates the client through us.
+    co_return co_await WriteServer(packet);
+  }
+}
+
+asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
+  const auto& options = context_.options;
+  auto it = options.backends.find(database);
+  backend_ = it != options.backends.end() ? it->second : options.default_backend;
+
+  auto executor = client_.get_executor();
+  tcp::resolver resolver(executor);
+  asio::steady_timer timer(executor, options.connect_timeout);
+  std::string why;
+  auto [rec, endpoints] = co_await resolver.async_resolve(backend_.host, std::to_string(backend_.port), kTuple);
+  if (rec) {
+    why = rec.message();
+  } else {
+    auto result = co_await (asio::async_connect(server_, endpoints, kTuple) || timer.async_wait(kTuple));
+    if (result.index() == 1) {
+      why = "timed out after " + std::to_string(options.connect_timeout.count()) + " ms";
+      boost::system::error_code ignored;
+      server_.close(ignored);
+    } else if (auto [ec, endpoint] = std::get<0>(result); ec) {
+      why = ec.message();
+    }
+  }
+  if (!why.empty()) {
+    context_.metrics.errors_backend_connect.fetch_add(1, std::memory_order_relaxed);
+    const std::string message = "dtx-sql-proxy: cannot reach the PostgreSQL server for database \"" +
+                                Sanitize(database) + "\" at " + backend_.ToString() + ": " + why;
+    spdlog::warn("{}", message);
+    std::string out;
+    AppendErrorResponse(out, "FATAL", "08006", message);
+    co_await WriteClient(out);
+    co_return false;
+  }
+  boost::system::error_code ignored;
+  server_.set_option(tcp::no_delay(true), ignored);
+  co_return true;
+}
+
+asio::awaitable<void> Session::HandleCancel(BackendKey key) {
+  context_.metrics.cancel_requests.fetch_add(1, std::memory_order_relaxed);
+  auto target = context_.cancels.Find(key);
+  if (!target) {
+    context_.metrics.cancel_requests_unmatched.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("cancel request for unknown key {}", key.pid);
+    co_return;
+  }
+  auto executor = client_.get_executor();
+  tcp::resolver resolver(executor);
+  auto [rec, endpoints] = co_await resolver.async_resolve(target->server.host, std::to_string(target->server.port), kTuple);
+  if (rec) co_return;
+  tcp::socket socket(executor);
+  asio::steady_timer timer(executor, context_.options.connect_timeout);
+  auto result = co_await (asio::async_connect(socket, endpoints, kTuple) || timer.async_wait(kTuple));
+  if (result.index() == 1 || std::get<0>(std::get<0>(result))) {
+    spdlog::warn("cancel request: cannot reach {}", target->server.ToString());
+    co_return;
+  }
+  const std::string packet = CancelRequestPacket(target->key);
+  co_await asio::async_write(socket, asio::buffer(packet), kTuple);
+  // The server reads the packet and closes; wait for that so the request is not cut short.
+  char byte;
+  timer.expires_after(std::chrono::seconds(2));
+  co_await (socket.async_read_some(asio::buffer(&byte, 1), kTuple) || timer.async_wait(kTuple));
+}
+
+// ---- taking over the server connection ----
+
+asio::awaitable<bool> Session::AcquireBackend() {
+  pause_requested_ = true;
+  while (!back_parked_) {
+    if (phase_ == Phase::kEnding || back_done_) co_return false;
+    if (back_reading_ && outstanding_ == 0) {
+      boost::system::error_code ignored;
+      server_.cancel(ignored);  // the back loop sees operation_aborted and parks
+    }
+    front_wake_.expires_at(asio::steady_timer::time_point::max());
+    co_await front_wake_.async_wait(kTuple);
+  }
+  co_return phase_ != Phase::kEnding;
+}
+
+void Session::ReleaseBackend() {
+  pause_requested_ = false;
+  back_wake_.cancel();
+}
+
+}  // namespace dtx::sql_proxy

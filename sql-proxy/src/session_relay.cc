@@ -1,0 +1,437 @@
+// The relay half of Session: the front and back loops and what they look at in passing.
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <cstring>
+
+#include "session.h"
+
+namespace dtx::sql_proxy {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+constexpr size_t kWholeQueryLimit = 4096;
+constexpr size_t kPrefixBytes = 1024;
+constexpr auto kFatalWriteTimeout = std::chrono::seconds(2);
+
+// How many bytes of a client message the front loop must see at once to judge it.
+size_t ClientNeed(char type, size_t size) {
+  switch (type) {
+    case 'Q':
+      return size <= kWholeQueryLimit ? size : kPrefixBytes;
+    case 'P':
+    case 'B':
+    case 'C':
+      return std::min(size, kPrefixBytes);
+    default:
+      return 5;
+  }
+}
+
+// The text of a message body up to its NUL, or all of `body` when the NUL is not in sight.
+std::string_view TextUpToNul(std::string_view body) {
+  const size_t nul = body.find('\0');
+  return nul == std::string_view::npos ? body : body.substr(0, nul);
+}
+
+// Something safe to quote in SQL: printable ASCII without quotes, '$' or '\'.
+std::string Sanitize(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e || c == '\'' || c == '$' || c == '\\') c = '?';
+  }
+  return out;
+}
+
+std::string QueryMessage(std::string_view sql) {
+  std::string out;
+  out.push_back('Q');
+  AppendInt32(out, static_cast<int32_t>(4 + sql.size() + 1));
+  out.append(sql);
+  out.push_back('\0');
+  return out;
+}
+
+}  // namespace
+
+// ---- client to server ----
+
+asio::awaitable<void> Session::FrontLoop() {
+  auto& metrics = context_.metrics;
+  const size_t max_message = context_.options.max_message_size;
+  bool client_lost = false;
+  while (phase_ == Phase::kRelay) {
+    const std::string_view buf(cbuf_.get(), clen_);
+    size_t i = 0, forward_from = 0;
+    uint64_t messages = 0;
+    if (cscan_.skip > 0) {
+      i = std::min(cscan_.skip, clen_);
+      cscan_.skip -= i;
+    }
+    bool failed = false;
+    while (i < clen_) {
+      Frame f = ReadMessage(buf.substr(i), max_message);
+      if (f.status == FrameStatus::kError) {
+        metrics.errors_client_protocol.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("session ended: invalid message from the client: {}", f.error);
+        // What came before the bad message is whole and goes on; then the session ends.
+        if (i > forward_from) co_await WriteServer(buf.substr(forward_from, i - forward_from));
+        EndWithFatal("08P01", "invalid message from the client: " + f.error);
+        failed = true;
+        break;
+      }
+      if (f.size == 0) break;  // not even a whole header yet
+      const size_t available = clen_ - i;
+      if (available < ClientNeed(f.type, f.size)) break;
+      ++messages;
+      const std::string_view seen = buf.substr(i, std::min(available, f.size));
+      if (OnClientMessage(f.type, seen, f.size)) {
+        if (i > forward_from && !co_await WriteServer(buf.substr(forward_from, i - forward_from))) {
+          failed = true;
+          break;
+        }
+        std::string message(seen);
+        i += f.size;
+        forward_from = i;
+        if (!co_await HandleDiverted(std::move(message))) {
+          failed = true;
+          break;
+        }
+        continue;
+      }
+      if (f.size <= available) {
+        i += f.size;
+      } else {
+        cscan_.skip = f.size - available;
+        i = clen_;
+      }
+    }
+    if (failed) break;
+    metrics.messages_client_to_server.fetch_add(messages, std::memory_order_relaxed);
+    if (i > forward_from && !co_await WriteServer(buf.substr(forward_from, i - forward_from))) break;
+    if (i > 0) {
+      std::memmove(cbuf_.get(), cbuf_.get() + i, clen_ - i);
+      clen_ -= i;
+    }
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.get() + clen_, kBufferSize - clen_), kTuple);
+    if (ec || n == 0) {
+      client_lost = clen_ > 0 || cscan_.skip > 0;
+      break;
+    }
+    clen_ += n;
+    metrics.bytes_client_to_server.fetch_add(n, std::memory_order_relaxed);
+  }
+  if (phase_ != Phase::kRelay) co_return;
+  // The client went away. Between messages, tell the server so it ends the session quietly.
+  if (client_lost) {
+    metrics.errors_client_lost.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("session ended: the client left in the middle of a message");
+  } else if (!client_terminated_ && authenticated_ && !pause_requested_) {
+    static constexpr char kTerminate[] = {'X', 0, 0, 0, 4};
+    co_await WriteServer(std::string_view(kTerminate, sizeof kTerminate));
+  }
+  phase_ = Phase::kEnding;
+  boost::system::error_code ignored;
+  server_.close(ignored);
+  back_wake_.cancel();
+}
+
+bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
+  switch (type) {
+    case 'Q': {
+      if (authenticated_ && seen.size() == size) {
+        if (auto sql = ReadCString(seen.substr(5))) {
+          XidCommand command = ParseXidCommand(*sql);
+          if (command.kind != XidCommandKind::kNone) {
+            diverted_ = std::move(command);
+            return true;
+          }
+        }
+      }
+      if (authenticated_) {
+        if (auto xid = LeadingXidComment(TextUpToNul(seen.substr(5)))) {
+          local_xid_ = std::string(*xid);
+          context_.metrics.xid_comment_statements.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      ++outstanding_;
+      return false;
+    }
+    case 'S':
+    case 'F':
+      ++outstanding_;
+      return false;
+    case 'P': {
+      const std::string_view body = seen.substr(5);
+      auto name = ReadCString(body);
+      if (!name) return false;  // the server will refuse it
+      auto xid = LeadingXidComment(TextUpToNul(body.substr(name->size() + 1)));
+      PreparedStatement* slot = &unnamed_;
+      if (!name->empty()) slot = &prepared_[std::string(*name)];
+      if (!slot->xid.empty()) --prepared_with_xid_;
+      slot->xid = xid ? std::string(*xid) : std::string();
+      if (!slot->xid.empty()) ++prepared_with_xid_;
+      return false;
+    }
+    case 'B': {
+      if (prepared_with_xid_ == 0) return false;
+      std::string_view body = seen.substr(5);
+      auto portal = ReadCString(body);
+      if (!portal) return false;
+      body.remove_prefix(portal->size() + 1);
+      auto statement = ReadCString(body);
+      if (!statement) return false;
+      const PreparedStatement* slot = &unnamed_;
+      if (!statement->empty()) {
+        auto it = prepared_.find(std::string(*statement));
+        if (it == prepared_.end()) return false;
+        slot = &it->second;
+      }
+      if (!slot->xid.empty()) {
+        local_xid_ = slot->xid;
+        context_.metrics.xid_comment_statements.fetch_add(1, std::memory_order_relaxed);
+      }
+      return false;
+    }
+    case 'C': {
+      if (seen.size() < 6 || seen[5] != 'S') return false;
+      auto name = ReadCString(seen.substr(6));
+      if (!name) return false;
+      if (name->empty()) {
+        if (!unnamed_.xid.empty()) --prepared_with_xid_;
+        unnamed_ = {};
+      } else if (auto it = prepared_.find(std::string(*name)); it != prepared_.end()) {
+        if (!it->second.xid.empty()) --prepared_with_xid_;
+        prepared_.erase(it);
+      }
+      return false;
+    }
+    case 'X':
+      client_terminated_ = true;
+      return false;
+    default:
+      return false;
+  }
+}
+
+asio::awaitable<bool> Session::HandleDiverted(std::string message) {
+  co_return co_await AnswerXidCommand(diverted_, message);
+}
+
+asio::awaitable<bool> Session::AnswerXidCommand(const XidCommand& command, std::string_view message) {
+  context_.metrics.xid_commands.fetch_add(1, std::memory_order_relaxed);
+  // Wait until every earlier request is answered, so the answer lands in its place.
+  if (!co_await AcquireBackend()) co_return false;
+  if (tx_status_ == 'E' || command.kind == XidCommandKind::kMalformed) {
+    // The server must see the error too: in a transaction block it fails the transaction, as
+    // PostgreSQL would. A failed block rejects the statement itself (25P02); a malformed one
+    // becomes a statement that raises the proxy's error.
+    ReleaseBackend();
+    const std::string query =
+        tx_status_ == 'E'
+            ? std::string(message)
+            : QueryMessage("DO $dtx$BEGIN RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'dtx-sql-proxy: " +
+                           Sanitize(command.error) + "'; END$dtx$");
+    ++outstanding_;
+    co_return co_await WriteServer(query);
+  }
+  const bool in_block = tx_status_ == 'T';
+  std::string out;
+  auto set_local = [&](std::string xid) {
+    if (in_block) {
+      local_xid_ = std::move(xid);
+    } else {
+      AppendNoticeResponse(out, "WARNING", "25P01", "SET LOCAL can only be used in transaction blocks");
+    }
+  };
+  auto set_session = [&](std::string xid) {
+    local_xid_.reset();
+    if (in_block) {
+      tx_session_xid_ = std::move(xid);  // kept at COMMIT, dropped at ROLLBACK
+      watch_tags_ = true;
+    } else {
+      session_xid_ = std::move(xid);
+    }
+  };
+  switch (command.kind) {
+    case XidCommandKind::kSet:
+      set_session(command.xid);
+      AppendCommandComplete(out, "SET");
+      break;
+    case XidCommandKind::kSetLocal:
+      set_local(command.xid);
+      AppendCommandComplete(out, "SET");
+      break;
+    case XidCommandKind::kReset:
+      if (command.local) {
+        set_local("");
+        AppendCommandComplete(out, "SET");
+      } else {
+        set_session("");
+        AppendCommandComplete(out, "RESET");
+      }
+      break;
+    case XidCommandKind::kShow:
+      AppendRowDescriptionText(out, "dtx.xid");
+      AppendDataRowText(out, EffectiveXid());
+      AppendCommandComplete(out, "SHOW");
+      break;
+    default:
+      break;
+  }
+  AppendReadyForQuery(out, tx_status_);
+  spdlog::debug("dtx.xid now '{}'", EffectiveXid());
+  const bool ok = co_await WriteClient(out);
+  ReleaseBackend();
+  co_return ok;
+}
+
+// ---- server to client ----
+
+asio::awaitable<void> Session::BackLoop() {
+  auto self = shared_from_this();
+  auto& metrics = context_.metrics;
+  while (true) {
+    if (pause_requested_ && outstanding_ == 0 && slen_ == 0 && sscan_.skip == 0 && phase_ == Phase::kRelay) {
+      back_parked_ = true;
+      front_wake_.cancel();
+      while (pause_requested_ && phase_ == Phase::kRelay) {
+        back_wake_.expires_at(asio::steady_timer::time_point::max());
+        co_await back_wake_.async_wait(kTuple);
+      }
+      back_parked_ = false;
+      continue;
+    }
+    back_reading_ = true;
+    auto [ec, n] = co_await server_.async_read_some(asio::buffer(sbuf_.get() + slen_, kBufferSize - slen_), kTuple);
+    back_reading_ = false;
+    if (ec == asio::error::operation_aborted && pause_requested_ && phase_ == Phase::kRelay) continue;
+    if (ec || n == 0) break;
+    slen_ += n;
+    metrics.bytes_server_to_client.fetch_add(n, std::memory_order_relaxed);
+
+    const std::string_view buf(sbuf_.get(), slen_);
+    size_t i = 0;
+    uint64_t messages = 0;
+    if (sscan_.skip > 0) {
+      i = std::min(sscan_.skip, slen_);
+      sscan_.skip -= i;
+    }
+    bool bad = false;
+    while (i < slen_) {
+      Frame f = ReadMessage(buf.substr(i), SIZE_MAX);
+      if (f.status == FrameStatus::kError) {
+        bad = true;
+        break;
+      }
+      if (f.size == 0) break;
+      const size_t available = slen_ - i;
+      size_t need = 5;
+      if (f.type == 'Z') need = 6;
+      if (f.type == 'K') need = 13;
+      if (f.type == 'E') need = kPrefixBytes;
+      if (f.type == 'C' && watch_tags_) need = 64;
+      if (available < std::min(need, f.size)) break;
+      ++messages;
+      OnServerMessage(f.type, buf.substr(i, std::min(available, f.size)), sbuf_.get() + i);
+      if (f.size <= available) {
+        i += f.size;
+      } else {
+        sscan_.skip = f.size - available;
+        i = slen_;
+      }
+    }
+    metrics.messages_server_to_client.fetch_add(messages, std::memory_order_relaxed);
+    if (i > 0 && !co_await WriteClient(buf.substr(0, i))) {
+      phase_ = Phase::kEnding;  // the client is gone
+      break;
+    }
+    std::memmove(sbuf_.get(), sbuf_.get() + i, slen_ - i);
+    slen_ -= i;
+    if (bad) {
+      metrics.errors_backend_lost.fetch_add(1, std::memory_order_relaxed);
+      EndWithFatal("08P01", "dtx-sql-proxy: invalid message from the PostgreSQL server");
+      break;
+    }
+  }
+
+  back_done_ = true;
+  if (phase_ == Phase::kRelay && !client_terminated_ && !server_sent_fatal_) {
+    metrics.errors_backend_lost.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("session ended: the PostgreSQL server at {} closed the connection", backend_.ToString());
+    fatal_.emplace("08006", "dtx-sql-proxy: the PostgreSQL server closed the connection unexpectedly");
+  }
+  phase_ = Phase::kEnding;
+  if (fatal_ && sscan_.skip == 0 && !server_sent_fatal_ && client_.is_open()) {
+    std::string out;
+    AppendErrorResponse(out, "FATAL", fatal_->first, fatal_->second);
+    asio::steady_timer timer(client_.get_executor(), kFatalWriteTimeout);
+    co_await (WriteClient(out) || timer.async_wait(asio::use_awaitable));
+  }
+  CloseSockets();
+  front_wake_.cancel();
+}
+
+void Session::OnServerMessage(char type, std::string_view seen, char* writable) {
+  const bool was_fatal = server_sent_fatal_;
+  server_sent_fatal_ = false;
+  switch (type) {
+    case 'Z':
+      if (seen.size() >= 6) OnReadyForQuery(seen[5]);
+      break;
+    case 'K':
+      if (seen.size() == 13 && !proxy_key_) {
+        if (auto key = ParseBackendKey(seen.substr(5))) {
+          // The client gets a key of ours, which the CancelRequest path maps back.
+          proxy_key_ = context_.cancels.Add({backend_, *key});
+          std::string bytes;
+          AppendInt32(bytes, proxy_key_->pid);
+          AppendInt32(bytes, proxy_key_->secret);
+          std::memcpy(writable + 5, bytes.data(), 8);
+        }
+      }
+      break;
+    case 'E': {
+      context_.metrics.server_error_responses.fetch_add(1, std::memory_order_relaxed);
+      if (watch_tags_) last_tag_rollback_ = true;
+      auto fields = ParseErrorFields(seen.substr(5, seen.size() - 5));
+      if (fields && (fields->severity == "FATAL" || fields->severity == "PANIC")) server_sent_fatal_ = true;
+      if (!authenticated_) {
+        context_.metrics.auth_failures.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("the server refused a session: {}", fields ? fields->message : std::string("(unreadable error)"));
+      }
+      break;
+    }
+    case 'C':
+      if (watch_tags_) last_tag_rollback_ = seen.substr(5).starts_with("ROLLBACK");
+      break;
+    case 'N':
+      server_sent_fatal_ = was_fatal;  // a notice after a FATAL does not change what ended the session
+      break;
+    default:
+      break;
+  }
+}
+
+void Session::OnReadyForQuery(char status) {
+  if (outstanding_ > 0) --outstanding_;
+  authenticated_ = true;
+  tx_status_ = status;
+  if (status == 'I') {
+    local_xid_.reset();
+    if (tx_session_xid_) {
+      if (!last_tag_rollback_) session_xid_ = *tx_session_xid_;
+      tx_session_xid_.reset();
+    }
+    watch_tags_ = false;
+    last_tag_rollback_ = false;
+  }
+}
+
+}  // namespace dtx::sql_proxy
