@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang and runs each for a while over its seed corpus.
-#   scripts/fuzz.sh [SECONDS]     (default 60; CI runs it briefly)
+#   scripts/fuzz.sh [SECONDS [TARGET...]]   (default 60 s, every target: bolt pgwire; CI runs each briefly)
 # New inputs found go to build-fuzz/corpus/<target>, not into the committed seed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
+targets=("${@:2}")
+[ ${#targets[@]} -gt 0 ] || targets=(bolt pgwire)
 cmake -S . -B build-fuzz -G Ninja -DDTX_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
-ninja -C build-fuzz -j2 bolt_decode_fuzz
-for target in bolt; do
+ninja -C build-fuzz -j2 bolt_decode_fuzz pgwire_decode_fuzz
+for target in "${targets[@]}"; do
   work=build-fuzz/corpus/$target
   mkdir -p "$work"
   echo "fuzz: ${target}_decode_fuzz for ${seconds}s"
