@@ -238,6 +238,13 @@ BranchAnswer Participant::RunPhaseTwo(const BranchCall& call) {
   const auto& method = call.commit ? action->confirm : action->cancel;
   if (!method) return Answer(call.commit, FailedPrecondition(action->name + ": no " + phase + " declared"), false);
   const auto& args = data["args"];
+  if (action->check_args) {
+    if (std::string why = action->check_args(args); !why.empty()) {
+      return Answer(call.commit,
+                    InvalidArgument(action->name + ": application data does not decode to the action's arguments: " + why),
+                    true);
+    }
+  }
 
   bool final = false;
   if (!options_.database) {

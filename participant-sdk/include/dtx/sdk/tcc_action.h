@@ -82,6 +82,8 @@ struct ActionState {
   std::string name;
   ErasedPhase confirm;
   ErasedPhase cancel;
+  // Empty when `args` decode to the action's argument type, else why not.
+  std::function<std::string(const nlohmann::json& args)> check_args;
   std::vector<StatusCode> final_codes;
 };
 
@@ -102,6 +104,14 @@ class TccAction {
   TccAction(Participant* participant, std::shared_ptr<detail::ActionState> state)
       : participant_(participant), shared_(std::make_shared<Shared>()) {
     shared_->state = std::move(state);
+    shared_->state->check_args = [](const nlohmann::json& j) -> std::string {
+      try {
+        (void)j.get<Args>();
+        return {};
+      } catch (const std::exception& e) {
+        return e.what();
+      }
+    };
   }
 
   template <typename F>
