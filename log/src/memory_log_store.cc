@@ -135,14 +135,12 @@ WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
   return r;
 }
 
-void MemoryLogStore::Write(Batch batch, WriteCallback done) {
-  WriteResult result;
-  {
-    std::lock_guard lock(mu_);
-    result = closed_ ? WriteResult{FailedPrecondition("the log store is closed"), std::nullopt} : Apply(state_, batch);
-  }
-  done(result);
+WriteResult MemoryLogStore::ApplyNow(const Batch& batch) {
+  std::lock_guard lock(mu_);
+  return closed_ ? WriteResult{FailedPrecondition("the log store is closed"), std::nullopt} : Apply(state_, batch);
 }
+
+void MemoryLogStore::Write(Batch batch, WriteCallback done) { done(ApplyNow(batch)); }
 
 TransactionSnapshot MemoryLogStore::Snapshot(const Txn& txn) const {
   TransactionSnapshot snap{txn.global, txn.branches, {}};

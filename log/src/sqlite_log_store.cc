@@ -11,57 +11,30 @@
 #include <mutex>
 #include <thread>
 
+#include "batch_codec.h"
+#include "dtx/log/memory_log_store.h"
 #include "log_store_util.h"
 
 namespace dtx::log {
 namespace {
 
+// Version 2: the journal of batches. Version 1 kept one row per transaction, branch and lock;
+// Open migrates it.
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS dtx_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS dtx_global (
-  xid              TEXT PRIMARY KEY,
-  status           INTEGER NOT NULL,
-  name             TEXT NOT NULL,
-  application      TEXT NOT NULL,
-  timeout_ms       INTEGER NOT NULL,
-  begin_time_ms    INTEGER NOT NULL,
-  owner_node       TEXT NOT NULL,
-  application_data BLOB NOT NULL,
-  updated_time_ms  INTEGER NOT NULL
-) WITHOUT ROWID;
-DROP INDEX IF EXISTS dtx_global_status;
-CREATE TABLE IF NOT EXISTS dtx_branch (
-  xid                TEXT NOT NULL,
-  branch_id          INTEGER NOT NULL,
-  resource_id        TEXT NOT NULL,
-  branch_type        INTEGER NOT NULL,
-  status             INTEGER NOT NULL,
-  lock_keys          TEXT NOT NULL,
-  application_data   BLOB NOT NULL,
-  client_id          TEXT NOT NULL,
-  registered_time_ms INTEGER NOT NULL,
-  PRIMARY KEY (xid, branch_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dtx_row_lock (
-  row_key   TEXT PRIMARY KEY,
-  xid       TEXT NOT NULL,
-  branch_id INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dtx_row_lock_xid ON dtx_row_lock (xid);
+CREATE TABLE IF NOT EXISTS dtx_journal (
+  seq   INTEGER PRIMARY KEY,
+  batch BLOB NOT NULL
+);
 )sql";
-
-constexpr const char* kGlobalColumns =
-    "xid, status, name, application, timeout_ms, begin_time_ms, owner_node, application_data, updated_time_ms";
-constexpr const char* kBranchColumns =
-    "branch_id, xid, resource_id, branch_type, status, lock_keys, application_data, client_id, registered_time_ms";
 
 // Errors that mean the database, not the batch, is in trouble.
 bool IsFatal(int rc) {
   const int primary = rc & 0xff;
-  return primary != SQLITE_OK && primary != SQLITE_ROW && primary != SQLITE_DONE && primary != SQLITE_CONSTRAINT;
+  return primary != SQLITE_OK && primary != SQLITE_ROW && primary != SQLITE_DONE;
 }
 
 Status SqliteError(sqlite3* db, int rc, std::string_view what) {
@@ -86,20 +59,8 @@ class Stmt {
     sqlite3_finalize(stmt_);
     return sqlite3_prepare_v3(db, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
   }
-  Stmt& Text(int i, std::string_view s) {
-    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
-    return *this;
-  }
   Stmt& Blob(int i, std::string_view s) {
     sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Stmt& Null(int i) {
-    sqlite3_bind_null(stmt_, i);
-    return *this;
-  }
-  Stmt& Int(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
     return *this;
   }
   int Step() { return sqlite3_step(stmt_); }
@@ -116,6 +77,10 @@ class Stmt {
     auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(stmt_, i));
     return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, i))) : std::string();
   }
+  std::string_view ColView(int i) const {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(stmt_, i));
+    return p ? std::string_view(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, i))) : std::string_view();
+  }
   int64_t ColInt(int i) const { return sqlite3_column_int64(stmt_, i); }
 
  private:
@@ -123,34 +88,6 @@ class Stmt {
 };
 
 int Exec(sqlite3* db, const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr); }
-
-GlobalRecord ReadGlobal(const Stmt& s) {
-  GlobalRecord g;
-  g.xid = s.ColText(0);
-  g.status = static_cast<GlobalStatus>(s.ColInt(1));
-  g.name = s.ColText(2);
-  g.application = s.ColText(3);
-  g.timeout_ms = s.ColInt(4);
-  g.begin_time_ms = s.ColInt(5);
-  g.owner_node = s.ColText(6);
-  g.application_data = s.ColText(7);
-  g.updated_time_ms = s.ColInt(8);
-  return g;
-}
-
-BranchRecord ReadBranch(const Stmt& s) {
-  BranchRecord b;
-  b.branch_id = s.ColInt(0);
-  b.xid = s.ColText(1);
-  b.resource_id = s.ColText(2);
-  b.type = static_cast<BranchType>(s.ColInt(3));
-  b.status = static_cast<BranchStatus>(s.ColInt(4));
-  b.lock_keys = s.ColText(5);
-  b.application_data = s.ColText(6);
-  b.client_id = s.ColText(7);
-  b.registered_time_ms = s.ColInt(8);
-  return b;
-}
 
 Result<sqlite3*> OpenConnection(const SqliteOptions& options) {
   sqlite3* db = nullptr;
@@ -166,21 +103,66 @@ Result<sqlite3*> OpenConnection(const SqliteOptions& options) {
   return db;
 }
 
+// The batch that recreates one transaction as it stands: for compaction and migration.
+Batch SnapshotBatch(const TransactionSnapshot& snap) {
+  Batch b;
+  b.Insert(snap.global);
+  std::map<int64_t, std::vector<std::string>> locks;
+  for (const auto& l : snap.locks) locks[l.branch_id].push_back(l.row_key);
+  for (const auto& branch : snap.branches) b.Insert(branch);
+  for (auto& [branch_id, keys] : locks) b.Lock(snap.global.xid, branch_id, std::move(keys));
+  return b;
+}
+
+bool TableExists(sqlite3* db, const char* name) {
+  Stmt s;
+  s.Prepare(db, std::string("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '") + name + "'");
+  return s.Step() == SQLITE_ROW;
+}
+
+// Reads a version-1 database (a row per transaction, branch and lock) into snapshots.
+Result<std::vector<TransactionSnapshot>> ReadVersion1(sqlite3* db) {
+  std::vector<TransactionSnapshot> all;
+  std::map<std::string, size_t> index;
+  Stmt s;
+  s.Prepare(db,
+            "SELECT xid, status, name, application, timeout_ms, begin_time_ms, owner_node, application_data, "
+            "updated_time_ms FROM dtx_global ORDER BY xid");
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    GlobalRecord g{s.ColText(0), static_cast<GlobalStatus>(s.ColInt(1)), s.ColText(2), s.ColText(3), s.ColInt(4),
+                   s.ColInt(5),  s.ColText(6), s.ColText(7), s.ColInt(8)};
+    index.emplace(g.xid, all.size());
+    all.push_back({std::move(g), {}, {}});
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "read version-1 transactions");
+  s.Prepare(db,
+            "SELECT branch_id, xid, resource_id, branch_type, status, lock_keys, application_data, client_id, "
+            "registered_time_ms FROM dtx_branch ORDER BY xid, branch_id");
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    BranchRecord b{s.ColInt(0),  s.ColText(1), s.ColText(2), static_cast<BranchType>(s.ColInt(3)),
+                   static_cast<BranchStatus>(s.ColInt(4)), s.ColText(5), s.ColText(6), s.ColText(7), s.ColInt(8)};
+    if (auto it = index.find(b.xid); it != index.end()) all[it->second].branches.push_back(std::move(b));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "read version-1 branches");
+  s.Prepare(db, "SELECT row_key, xid, branch_id FROM dtx_row_lock ORDER BY row_key");
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    RowLock l{s.ColText(0), s.ColText(1), s.ColInt(2)};
+    if (auto it = index.find(l.xid); it != index.end()) all[it->second].locks.push_back(std::move(l));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, rc, "read version-1 row locks");
+  return all;
+}
+
 }  // namespace
 
 struct SqliteLogStore::Impl {
   SqliteOptions options;
-  sqlite3* writer = nullptr;  // used by the writer thread only
-  sqlite3* reader = nullptr;  // guarded by read_mu
-
-  // The writer's statements.
-  Stmt begin, commit, rollback, savepoint, release, rollback_to;
-  Stmt insert_global, set_global_status, global_exists, insert_branch, set_branch_status;
-  Stmt insert_lock, lock_holder, release_locks, remove_branches, remove_global;
-  Stmt release_locks_many, remove_branches_many, remove_global_many;
-
-  std::mutex read_mu;
-  Stmt get_global, get_branches, get_locks, find_lock;
+  sqlite3* db = nullptr;  // the writer thread's, once it runs
+  MemoryLogStore state;   // every transaction in the journal, as it stands
+  Stmt begin, commit, rollback, append, clear;
+  uint64_t journal_entries = 0;  // writer thread only
+  uint64_t compact_at = 0;  // writer thread only
 
   struct Queued {
     Batch batch;
@@ -190,230 +172,85 @@ struct SqliteLogStore::Impl {
   std::condition_variable wake;
   std::vector<Queued> queue;  // guarded by mu
   bool closing = false;       // guarded by mu
-  Status failed;              // guarded by mu: set once a commit fails; refuses writes after
+  Status failed;              // guarded by mu: set once a commit or fsync fails; refuses writes after
   std::thread thread;
   std::atomic<uint64_t> commits{0}, batches{0}, failed_batches{0};
 
-  ~Impl() {
-    sqlite3_close_v2(writer);
-    sqlite3_close_v2(reader);
-  }
+  ~Impl() { sqlite3_close_v2(db); }
 
   Status PrepareAll() {
     struct {
       Stmt* stmt;
-      std::string sql;
+      const char* sql;
     } const statements[] = {
         {&begin, "BEGIN IMMEDIATE"},
         {&commit, "COMMIT"},
         {&rollback, "ROLLBACK"},
-        {&savepoint, "SAVEPOINT batch"},
-        {&release, "RELEASE batch"},
-        {&rollback_to, "ROLLBACK TO batch"},
-        {&insert_global, std::string("INSERT INTO dtx_global (") + kGlobalColumns + ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"},
-        {&set_global_status,
-         "UPDATE dtx_global SET status = ?2, updated_time_ms = CASE WHEN ?3 <> 0 THEN ?3 ELSE updated_time_ms END "
-         "WHERE xid = ?1"},
-        {&global_exists, "SELECT 1 FROM dtx_global WHERE xid = ?1"},
-        // Inserts nothing when the global transaction is not there: one statement, not two.
-        {&insert_branch, std::string("INSERT INTO dtx_branch (") + kBranchColumns +
-                             ") SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9 WHERE EXISTS (SELECT 1 FROM dtx_global WHERE xid = ?2)"},
-        {&set_branch_status, "UPDATE dtx_branch SET status = ?3 WHERE xid = ?1 AND branch_id = ?2"},
-        {&insert_lock, "INSERT INTO dtx_row_lock (row_key, xid, branch_id) VALUES (?1,?2,?3) ON CONFLICT (row_key) DO NOTHING"},
-        {&lock_holder, "SELECT xid, branch_id FROM dtx_row_lock WHERE row_key = ?1"},
-        {&release_locks, "DELETE FROM dtx_row_lock WHERE xid = ?1"},
-        {&remove_branches, "DELETE FROM dtx_branch WHERE xid = ?1"},
-        {&remove_global, "DELETE FROM dtx_global WHERE xid = ?1"},
+        {&append, "INSERT INTO dtx_journal (batch) VALUES (?1)"},
+        {&clear, "DELETE FROM dtx_journal"},
     };
     for (const auto& s : statements) {
-      if (int rc = s.stmt->Prepare(writer, s.sql); rc != SQLITE_OK) return SqliteError(writer, rc, "prepare " + s.sql);
-    }
-    std::string in_list = "(?1";
-    for (int i = 2; i <= kRemoveMany; ++i) in_list += ",?" + std::to_string(i);
-    in_list += ")";
-    for (auto [stmt, table] : {std::pair{&release_locks_many, "dtx_row_lock"}, std::pair{&remove_branches_many, "dtx_branch"},
-                               std::pair{&remove_global_many, "dtx_global"}}) {
-      const std::string sql = std::string("DELETE FROM ") + table + " WHERE xid IN " + in_list;
-      if (int rc = stmt->Prepare(writer, sql); rc != SQLITE_OK) return SqliteError(writer, rc, "prepare " + sql);
-    }
-    struct {
-      Stmt* stmt;
-      std::string sql;
-    } const reads[] = {
-        {&get_global, std::string("SELECT ") + kGlobalColumns + " FROM dtx_global WHERE xid = ?1"},
-        {&get_branches, std::string("SELECT ") + kBranchColumns + " FROM dtx_branch WHERE xid = ?1 ORDER BY branch_id"},
-        {&get_locks, "SELECT row_key, xid, branch_id FROM dtx_row_lock WHERE xid = ?1 ORDER BY row_key"},
-        {&find_lock, "SELECT row_key, xid, branch_id FROM dtx_row_lock WHERE row_key = ?1"},
-    };
-    for (const auto& s : reads) {
-      if (int rc = s.stmt->Prepare(reader, s.sql); rc != SQLITE_OK) return SqliteError(reader, rc, "prepare " + s.sql);
+      if (int rc = s.stmt->Prepare(db, s.sql); rc != SQLITE_OK) return SqliteError(db, rc, std::string("prepare ") + s.sql);
     }
     return Status::Ok();
   }
 
-  // Runs one statement of a batch. Logical failures come back in `result`; a fatal SQLite error
-  // comes back as the returned status.
-  Status Check(int rc, std::string_view what) {
-    if (IsFatal(rc)) return SqliteError(writer, rc, what);
-    return Status::Ok();
-  }
-
-  // Applies one batch inside the open transaction. Returns a fatal error, or OK with the batch's
-  // own outcome in `result`.
-  // Removes many finished transactions with a few statements: kRemoveMany xids a statement.
-  static constexpr int kRemoveMany = 32;
-  static bool OnlyRemovals(const Batch& batch) {
-    return batch.ops().size() > 1 && std::all_of(batch.ops().begin(), batch.ops().end(), [](const auto& op) {
-             return std::holds_alternative<Batch::RemoveGlobal>(op);
-           });
-  }
-  Status RemoveMany(const Batch& batch) {
-    const auto& ops = batch.ops();
-    for (size_t first = 0; first < ops.size(); first += kRemoveMany) {
-      for (Stmt* stmt : {&release_locks_many, &remove_branches_many, &remove_global_many}) {
-        for (int i = 0; i < kRemoveMany; ++i) {
-          if (first + i < ops.size()) {
-            stmt->Text(i + 1, std::get<Batch::RemoveGlobal>(ops[first + i]).xid);
-          } else {
-            stmt->Null(i + 1);
-          }
-        }
-        if (auto fatal = Check(stmt->Run(), "remove finished transactions"); !fatal.ok()) return fatal;
+  // Replays the journal into `state`. Every entry applied when it was written, so one that does
+  // not apply now means the file is damaged.
+  Status Replay() {
+    Stmt s;
+    s.Prepare(db, "SELECT seq, batch FROM dtx_journal ORDER BY seq");
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      auto batch = DecodeBatch(s.ColView(1));
+      if (!batch.ok()) return Corruption("journal entry " + std::to_string(s.ColInt(0)) + ": " + batch.status().ToString());
+      if (auto r = state.ApplyNow(*batch); !r.ok()) {
+        return Corruption("journal entry " + std::to_string(s.ColInt(0)) + " does not apply: " + r.status.ToString());
       }
+      ++journal_entries;
     }
+    if (rc != SQLITE_DONE) return SqliteError(db, rc, "read the journal");
     return Status::Ok();
   }
 
-  Status ApplyBatch(const Batch& batch, WriteResult& result) {
-    if (OnlyRemovals(batch)) return RemoveMany(batch);
-    const std::string* known_xid = nullptr;  // a global transaction this batch has seen exist
-    for (const auto& op : batch.ops()) {
-      Status fatal;
-      std::visit(
-          Overloaded{
-              [&](const Batch::InsertGlobal& o) {
-                const auto& g = o.record;
-                int rc = insert_global.Text(1, g.xid)
-                             .Int(2, static_cast<int64_t>(g.status))
-                             .Text(3, g.name)
-                             .Text(4, g.application)
-                             .Int(5, g.timeout_ms)
-                             .Int(6, g.begin_time_ms)
-                             .Text(7, g.owner_node)
-                             .Blob(8, g.application_data)
-                             .Int(9, g.updated_time_ms)
-                             .Run();
-                if ((rc & 0xff) == SQLITE_CONSTRAINT) result.status = AlreadyExists(g.xid);
-                fatal = Check(rc, "insert global transaction");
-                if (fatal.ok() && result.ok()) known_xid = &g.xid;
-              },
-              [&](const Batch::SetGlobalStatus& o) {
-                int rc = set_global_status.Text(1, o.xid).Int(2, static_cast<int64_t>(o.status)).Int(3, o.updated_time_ms).Run();
-                fatal = Check(rc, "update global status");
-                if (fatal.ok() && sqlite3_changes(writer) == 0) result.status = NoSuchTransaction(o.xid);
-              },
-              [&](const Batch::InsertBranch& o) {
-                const auto& b = o.record;
-                int rc = insert_branch.Int(1, b.branch_id)
-                             .Text(2, b.xid)
-                             .Text(3, b.resource_id)
-                             .Int(4, static_cast<int64_t>(b.type))
-                             .Int(5, static_cast<int64_t>(b.status))
-                             .Text(6, b.lock_keys)
-                             .Blob(7, b.application_data)
-                             .Text(8, b.client_id)
-                             .Int(9, b.registered_time_ms)
-                             .Run();
-                if ((rc & 0xff) == SQLITE_CONSTRAINT) result.status = AlreadyExists("branch " + std::to_string(b.branch_id));
-                fatal = Check(rc, "insert branch");
-                if (fatal.ok() && result.ok()) {
-                  if (sqlite3_changes(writer) == 0) {
-                    result.status = NoSuchTransaction(b.xid);
-                  } else {
-                    known_xid = &b.xid;
-                  }
-                }
-              },
-              [&](const Batch::SetBranchStatus& o) {
-                int rc = set_branch_status.Text(1, o.xid).Int(2, o.branch_id).Int(3, static_cast<int64_t>(o.status)).Run();
-                fatal = Check(rc, "update branch status");
-                if (fatal.ok() && sqlite3_changes(writer) == 0) result.status = NoSuchBranch(o.xid, o.branch_id);
-              },
-              [&](const Batch::AcquireLocks& o) {
-                if ((!known_xid || *known_xid != o.xid) && !GlobalExists(o.xid, fatal, result)) return;
-                for (const auto& key : o.row_keys) {
-                  int rc = insert_lock.Text(1, key).Text(2, o.xid).Int(3, o.branch_id).Run();
-                  if (fatal = Check(rc, "insert row lock"); !fatal.ok()) return;
-                  if (sqlite3_changes(writer) != 0) continue;
-                  lock_holder.Text(1, key);
-                  rc = lock_holder.Step();
-                  RowLock holder{key, rc == SQLITE_ROW ? lock_holder.ColText(0) : std::string(),
-                                 rc == SQLITE_ROW ? lock_holder.ColInt(1) : 0};
-                  lock_holder.Reset();
-                  if (fatal = Check(rc, "read row lock"); !fatal.ok()) return;
-                  if (holder.xid != o.xid) {
-                    result = LockConflictResult(std::move(holder));
-                    return;
-                  }
-                }
-              },
-              [&](const Batch::ReleaseLocks& o) { fatal = Check(release_locks.Text(1, o.xid).Run(), "release row locks"); },
-              [&](const Batch::RemoveGlobal& o) {
-                if (fatal = Check(release_locks.Text(1, o.xid).Run(), "remove row locks"); !fatal.ok()) return;
-                if (fatal = Check(remove_branches.Text(1, o.xid).Run(), "remove branches"); !fatal.ok()) return;
-                fatal = Check(remove_global.Text(1, o.xid).Run(), "remove global transaction");
-              },
-          },
-          op);
-      if (!fatal.ok()) return fatal;
-      if (!result.ok()) return Status::Ok();
+  // Writes every transaction as it stands and drops the entries that led there, in one
+  // transaction: a crash leaves the old journal or the new one.
+  Status Compact() {
+    auto all = state.LoadAll();
+    if (!all.ok()) return all.status();
+    if (int rc = begin.Run(); IsFatal(rc)) return SqliteError(db, rc, "begin compaction");
+    int rc = clear.Run();
+    for (size_t i = 0; i < all->size() && !IsFatal(rc); ++i) rc = append.Blob(1, EncodeBatch(SnapshotBatch((*all)[i]))).Run();
+    if (!IsFatal(rc)) rc = commit.Run();
+    if (IsFatal(rc)) {
+      Status s = SqliteError(db, rc, "compact the journal");
+      (void)rollback.Run();
+      return s;
     }
+    journal_entries = all->size();
+    compact_at = std::max<uint64_t>(options.compact_min, 4 * journal_entries);
     return Status::Ok();
   }
 
-  bool GlobalExists(const std::string& xid, Status& fatal, WriteResult& result) {
-    global_exists.Text(1, xid);
-    int rc = global_exists.Step();
-    global_exists.Reset();
-    fatal = Check(rc, "look up global transaction");
-    if (!fatal.ok()) return false;
-    if (rc != SQLITE_ROW) {
-      result.status = NoSuchTransaction(xid);
-      return false;
-    }
-    return true;
-  }
-
-  // Whether a failure of the batch could leave part of it applied: an operation that can fail
-  // after one that changed something, or a lock set of several keys. A statement that fails
-  // changes nothing by itself, so other batches need no savepoint (most batches: begin, decide,
-  // remove).
-  static bool NeedsSavepoint(const Batch& batch) {
-    bool changed = false;
-    for (const auto& op : batch.ops()) {
-      const bool can_fail = !std::holds_alternative<Batch::ReleaseLocks>(op) && !std::holds_alternative<Batch::RemoveGlobal>(op);
-      if (can_fail && changed) return true;
-      if (auto* locks = std::get_if<Batch::AcquireLocks>(&op); locks && locks->row_keys.size() > 1) return true;
-      changed = true;
-    }
-    return false;
-  }
-
-  // Commits one group. Returns each batch's result; a fatal error fails them all.
+  // Commits one group: each batch applies to `state` (all or nothing; a lock conflict, say,
+  // fails it alone) and the ones that applied go into the journal. Returns each batch's result;
+  // a fatal error fails them all.
   std::vector<WriteResult> CommitGroup(const std::vector<Queued>& group, Status& fatal) {
     std::vector<WriteResult> results(group.size());
-    if (fatal = Check(begin.Run(), "begin"); !fatal.ok()) return results;
-    for (size_t i = 0; i < group.size() && fatal.ok(); ++i) {
-      const bool guard = NeedsSavepoint(group[i].batch);
-      if (guard && (fatal = Check(savepoint.Run(), "savepoint"), !fatal.ok())) break;
-      fatal = ApplyBatch(group[i].batch, results[i]);
-      if (!guard) continue;
-      if (fatal.ok() && !results[i].ok()) fatal = Check(rollback_to.Run(), "rollback to savepoint");
-      if (fatal.ok()) fatal = Check(release.Run(), "release savepoint");
+    int rc = begin.Run();
+    uint64_t appended = 0;
+    for (size_t i = 0; i < group.size() && !IsFatal(rc); ++i) {
+      results[i] = state.ApplyNow(group[i].batch);
+      if (!results[i].ok()) continue;
+      rc = append.Blob(1, EncodeBatch(group[i].batch)).Run();
+      ++appended;
     }
-    if (fatal.ok()) fatal = Check(commit.Run(), "commit");
-    if (!fatal.ok()) {
+    if (!IsFatal(rc)) rc = commit.Run();
+    if (IsFatal(rc)) {
+      fatal = SqliteError(db, rc, "commit");
       (void)rollback.Run();  // may fail if SQLite rolled back already; the store is failed either way
+    } else {
+      journal_entries += appended;
     }
     return results;
   }
@@ -444,6 +281,14 @@ struct SqliteLogStore::Impl {
   bool writer_done = false;          // guarded by sync_mu
   std::thread syncer;
 
+  void Refuse(const Status& cause) {
+    std::lock_guard lock(mu);
+    if (failed.ok()) {
+      failed = Status(cause.code(), "the log store failed and refuses writes until it is reopened: " +
+                                        std::string(cause.message()));
+    }
+  }
+
   // The writer's hand-off of a group it committed, or failed.
   void Committed(std::vector<Queued> group, std::vector<WriteResult> results) {
     if (!wal_file) return Complete(std::move(group), std::move(results));
@@ -469,9 +314,7 @@ struct SqliteLogStore::Impl {
         if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
           sync_failed = SqliteError(nullptr, rc, "fsync of the write-ahead log");
           SPDLOG_ERROR("log: {}; refusing further writes until reopened", sync_failed.ToString());
-          std::lock_guard lock(mu);
-          failed = Status(sync_failed.code(), "the log store failed and refuses writes until it is reopened: " +
-                                                  std::string(sync_failed.message()));
+          Refuse(sync_failed);
         }
       }
       for (auto& c : synced) {
@@ -536,14 +379,10 @@ struct SqliteLogStore::Impl {
       }
       Status fatal;
       auto results = CommitGroup(group, fatal);
+      if (fatal.ok() && journal_entries >= compact_at) fatal = Compact();
       if (!fatal.ok()) {
         SPDLOG_ERROR("log: SQLite commit failed, refusing further writes until reopened: {}", fatal.ToString());
-        Status refusal(fatal.code(), "the log store failed and refuses writes until it is reopened: " +
-                                         std::string(fatal.message()));
-        {
-          std::lock_guard lock(mu);
-          failed = refusal;
-        }
+        Refuse(fatal);
         failed_batches += group.size();
         results.assign(group.size(), WriteResult{fatal, std::nullopt});
       } else {
@@ -562,37 +401,6 @@ struct SqliteLogStore::Impl {
     writer_finished = true;
     done_wake.notify_one();
   }
-
-  Result<std::vector<RowLock>> ReadLocks(Stmt& stmt, const std::string& key) {
-    std::vector<RowLock> out;
-    stmt.Text(1, key);
-    int rc;
-    while ((rc = stmt.Step()) == SQLITE_ROW) out.push_back(RowLock{stmt.ColText(0), stmt.ColText(1), stmt.ColInt(2)});
-    stmt.Reset();
-    if (rc != SQLITE_DONE) return SqliteError(reader, rc, "read row locks");
-    return out;
-  }
-
-  Result<std::optional<TransactionSnapshot>> ReadOne(const std::string& xid) {
-    get_global.Text(1, xid);
-    int rc = get_global.Step();
-    if (rc != SQLITE_ROW) {
-      get_global.Reset();
-      if (rc == SQLITE_DONE) return std::optional<TransactionSnapshot>();
-      return SqliteError(reader, rc, "read global transaction");
-    }
-    TransactionSnapshot snap;
-    snap.global = ReadGlobal(get_global);
-    get_global.Reset();
-    get_branches.Text(1, xid);
-    while ((rc = get_branches.Step()) == SQLITE_ROW) snap.branches.push_back(ReadBranch(get_branches));
-    get_branches.Reset();
-    if (rc != SQLITE_DONE) return SqliteError(reader, rc, "read branches");
-    auto locks = ReadLocks(get_locks, xid);
-    if (!locks.ok()) return locks.status();
-    snap.locks = std::move(*locks);
-    return std::optional<TransactionSnapshot>(std::move(snap));
-  }
 };
 
 SqliteLogStore::SqliteLogStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -605,47 +413,52 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
     return InvalidArgument("synchronous must be FULL, NORMAL or OFF, not '" + options.synchronous + "'");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  auto writer = OpenConnection(options);
-  if (!writer.ok()) return writer.status();
-  impl->writer = *writer;
-  sqlite3* db = impl->writer;
+  auto opened = OpenConnection(options);
+  if (!opened.ok()) return opened.status();
+  impl->db = *opened;
+  sqlite3* db = impl->db;
 
-  // 64 MiB of page cache: the hot end of every table stays in memory between commits.
   // FULL: commits run at NORMAL and the syncer makes each one durable before it is acknowledged.
   const bool sync_behind = options.synchronous == "FULL";
   const std::string pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=" +
-                              std::string(sync_behind ? "NORMAL" : options.synchronous) +
-                              "; PRAGMA cache_size=-65536;";
+                              std::string(sync_behind ? "NORMAL" : options.synchronous) + ";";
   if (int rc = Exec(db, pragmas.c_str()); rc != SQLITE_OK) return SqliteError(db, rc, "set up " + options.path);
   if (int rc = Exec(db, "BEGIN IMMEDIATE"); rc != SQLITE_OK) return SqliteError(db, rc, "lock " + options.path);
-  if (int rc = Exec(db, kSchema); rc != SQLITE_OK) {
+  auto abandon = [db](Status s) {
     Exec(db, "ROLLBACK");
-    return SqliteError(db, rc, "create the log schema");
-  }
+    return s;
+  };
+  if (int rc = Exec(db, kSchema); rc != SQLITE_OK) return abandon(SqliteError(db, rc, "create the log schema"));
   {
     Stmt version;
     version.Prepare(db, "SELECT value FROM dtx_meta WHERE key = 'schema_version'");
-    int rc = version.Step();
-    if (rc == SQLITE_ROW) {
-      const int found = std::stoi(version.ColText(0));
-      if (found > kSchemaVersion) {
-        version.Reset();
-        Exec(db, "ROLLBACK");
-        return FailedPrecondition(options.path + " has log schema version " + std::to_string(found) +
-                                  ", newer than this build's " + std::to_string(kSchemaVersion) +
-                                  ": run a newer dtx-coordinator");
-      }
-      // Migrations from older versions go here, one step per version.
-    }
+    const int found = version.Step() == SQLITE_ROW ? std::stoi(version.ColText(0)) : 0;
     version.Reset();
+    if (found > kSchemaVersion) {
+      return abandon(FailedPrecondition(options.path + " has log schema version " + std::to_string(found) +
+                                        ", newer than this build's " + std::to_string(kSchemaVersion) +
+                                        ": run a newer dtx-coordinator"));
+    }
+    if (found == 1 && TableExists(db, "dtx_global")) {
+      // Version 1 to 2: each transaction becomes one journal entry.
+      auto all = ReadVersion1(db);
+      if (!all.ok()) return abandon(all.status());
+      Stmt append;
+      append.Prepare(db, "INSERT INTO dtx_journal (batch) VALUES (?1)");
+      for (const auto& snap : *all) {
+        if (int rc = append.Blob(1, EncodeBatch(SnapshotBatch(snap))).Run(); IsFatal(rc))
+          return abandon(SqliteError(db, rc, "migrate the log to version 2"));
+      }
+      if (int rc = Exec(db, "DROP TABLE dtx_row_lock; DROP TABLE dtx_branch; DROP TABLE dtx_global;"); rc != SQLITE_OK)
+        return abandon(SqliteError(db, rc, "migrate the log to version 2"));
+      SPDLOG_INFO("log: migrated {} transactions of {} to log schema version 2", all->size(), options.path);
+    }
   }
   const std::string set_version =
       "INSERT INTO dtx_meta (key, value) VALUES ('schema_version', '" + std::to_string(kSchemaVersion) +
       "') ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-  if (int rc = Exec(db, set_version.c_str()); rc != SQLITE_OK) {
-    Exec(db, "ROLLBACK");
-    return SqliteError(db, rc, "record the schema version");
-  }
+  if (int rc = Exec(db, set_version.c_str()); rc != SQLITE_OK)
+    return abandon(SqliteError(db, rc, "record the schema version"));
   if (int rc = Exec(db, "COMMIT"); rc != SQLITE_OK) return SqliteError(db, rc, "commit the log schema");
   if (sync_behind) {
     sqlite3_file* wal = nullptr;
@@ -658,17 +471,16 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
     }
     impl->wal_file = wal;
   }
-
-  auto reader = OpenConnection(options);
-  if (!reader.ok()) return reader.status();
-  impl->reader = *reader;
   if (auto s = impl->PrepareAll(); !s.ok()) return s;
+  if (auto s = impl->Replay(); !s.ok()) return Status(s.code(), options.path + ": " + std::string(s.message()));
+  impl->compact_at = std::max<uint64_t>(options.compact_min, 4 * impl->journal_entries);
 
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->WriterLoop(); });
   impl->completer = std::thread([raw] { raw->CompleterLoop(); });
   if (impl->wal_file) impl->syncer = std::thread([raw] { raw->SyncerLoop(); });
-  SPDLOG_INFO("log: SQLite log at {} (synchronous={})", options.path, options.synchronous);
+  SPDLOG_INFO("log: SQLite log at {} (synchronous={}, {} journal entries)", options.path, options.synchronous,
+              impl->journal_entries);
   return std::unique_ptr<SqliteLogStore>(new SqliteLogStore(std::move(impl)));
 }
 
@@ -706,90 +518,13 @@ void SqliteLogStore::Close() {
   }
 }
 
-Result<std::optional<TransactionSnapshot>> SqliteLogStore::Get(const std::string& xid) {
-  std::lock_guard lock(impl_->read_mu);
-  Exec(impl_->reader, "BEGIN");
-  auto r = impl_->ReadOne(xid);
-  Exec(impl_->reader, "COMMIT");
-  return r;
-}
-
-Result<std::vector<TransactionSnapshot>> SqliteLogStore::LoadAll() {
-  std::lock_guard lock(impl_->read_mu);
-  sqlite3* db = impl_->reader;
-  Exec(db, "BEGIN");
-  std::vector<TransactionSnapshot> all;
-  std::map<std::string, size_t> index;
-  Status status;
-  {
-    Stmt s;
-    s.Prepare(db, std::string("SELECT ") + kGlobalColumns + " FROM dtx_global ORDER BY xid");
-    int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) {
-      all.push_back({ReadGlobal(s), {}, {}});
-      index.emplace(all.back().global.xid, all.size() - 1);
-    }
-    if (rc != SQLITE_DONE) status = SqliteError(db, rc, "read global transactions");
-  }
-  if (status.ok()) {
-    Stmt s;
-    s.Prepare(db, std::string("SELECT ") + kBranchColumns + " FROM dtx_branch ORDER BY xid, branch_id");
-    int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) {
-      BranchRecord b = ReadBranch(s);
-      if (auto it = index.find(b.xid); it != index.end()) all[it->second].branches.push_back(std::move(b));
-    }
-    if (rc != SQLITE_DONE) status = SqliteError(db, rc, "read branches");
-  }
-  if (status.ok()) {
-    Stmt s;
-    s.Prepare(db, "SELECT row_key, xid, branch_id FROM dtx_row_lock ORDER BY row_key");
-    int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) {
-      RowLock l{s.ColText(0), s.ColText(1), s.ColInt(2)};
-      if (auto it = index.find(l.xid); it != index.end()) all[it->second].locks.push_back(std::move(l));
-    }
-    if (rc != SQLITE_DONE) status = SqliteError(db, rc, "read row locks");
-  }
-  Exec(db, "COMMIT");
-  if (!status.ok()) return status;
-  return all;
-}
-
-Result<ListPage> SqliteLogStore::List(const ListFilter& filter) {
-  std::string sql = std::string("SELECT ") + kGlobalColumns + " FROM dtx_global WHERE xid > ?1";
-  if (!filter.statuses.empty()) {
-    sql += " AND status IN (";
-    for (size_t i = 0; i < filter.statuses.size(); ++i)
-      sql += (i ? "," : "") + std::to_string(static_cast<int>(filter.statuses[i]));
-    sql += ")";
-  }
-  if (filter.begun_before_ms) sql += " AND begin_time_ms < ?2";
-  sql += " ORDER BY xid LIMIT ?3";
-  std::lock_guard lock(impl_->read_mu);
-  Stmt s;
-  if (int rc = s.Prepare(impl_->reader, sql); rc != SQLITE_OK) return SqliteError(impl_->reader, rc, "list");
-  s.Text(1, filter.after_xid).Int(2, filter.begun_before_ms).Int(3, static_cast<int64_t>(filter.limit) + 1);
-  ListPage page;
-  int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) page.transactions.push_back(ReadGlobal(s));
-  if (rc != SQLITE_DONE) return SqliteError(impl_->reader, rc, "list");
-  if (page.transactions.size() > filter.limit) {
-    page.transactions.pop_back();
-    page.next_after_xid = page.transactions.back().xid;
-  }
-  return page;
-}
-
+// Reads come from the replayed state: what the store has accepted (once a commit fails, until
+// the store is reopened, that may be more than what is on disk).
+Result<std::optional<TransactionSnapshot>> SqliteLogStore::Get(const std::string& xid) { return impl_->state.Get(xid); }
+Result<std::vector<TransactionSnapshot>> SqliteLogStore::LoadAll() { return impl_->state.LoadAll(); }
+Result<ListPage> SqliteLogStore::List(const ListFilter& filter) { return impl_->state.List(filter); }
 Result<std::vector<RowLock>> SqliteLogStore::FindLocks(const std::vector<std::string>& row_keys) {
-  std::lock_guard lock(impl_->read_mu);
-  std::vector<RowLock> held;
-  for (const auto& key : row_keys) {
-    auto r = impl_->ReadLocks(impl_->find_lock, key);
-    if (!r.ok()) return r.status();
-    held.insert(held.end(), r->begin(), r->end());
-  }
-  return held;
+  return impl_->state.FindLocks(row_keys);
 }
 
 }  // namespace dtx::log

@@ -1,6 +1,7 @@
 // A dtx-coordinator process for integration tests: its own data folder, ephemeral ports.
 #pragma once
 
+#include <csignal>
 #include <unistd.h>
 
 #include <filesystem>

@@ -194,5 +194,136 @@ TEST(SqliteLogStore, RefusesANewerSchemaAndBadOptions) {
   std::filesystem::remove_all(dir);
 }
 
+// A folder of its own for one test, removed afterwards.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() / ("dtx-" + name + "-" + std::to_string(getpid()))) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string File(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+int64_t QueryInt(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  int64_t v = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return v;
+}
+
+TEST(SqliteLogStore, CompactionKeepsWhatIsLiveAndDropsTheRest) {
+  TempDir dir("sqlite-compact");
+  const std::string path = dir.File("dtx.db");
+  {
+    auto store = SqliteLogStore::Open({.path = path, .compact_min = 16});
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int i = 0; i < 200; ++i) {
+      const std::string xid = "x:" + std::to_string(1000 + i);
+      ASSERT_TRUE((*store)->WriteSync(BranchBatch(xid, i + 1)).ok());
+      if (i % 10 == 0) {
+        ASSERT_TRUE((*store)->WriteSync(std::move(Batch().SetStatus(xid, GlobalStatus::kCommitting, 5))).ok());
+      } else {
+        ASSERT_TRUE((*store)->WriteSync(std::move(Batch().Remove(xid))).ok());
+      }
+    }
+  }
+  // 600 batches went in; compaction leaves about the 20 live transactions (one entry each) and
+  // what came after the last compaction.
+  EXPECT_LT(QueryInt(path, "SELECT count(*) FROM dtx_journal"), 100);
+  auto store = SqliteLogStore::Open({.path = path, .compact_min = 16});
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto all = (*store)->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 20u);
+  for (const auto& t : *all) {
+    EXPECT_EQ(t.global.status, GlobalStatus::kCommitting) << t.global.xid;
+    EXPECT_EQ(t.global.updated_time_ms, 5) << t.global.xid;
+    ASSERT_EQ(t.branches.size(), 1u) << t.global.xid;
+    ASSERT_EQ(t.locks.size(), 1u) << t.global.xid;
+    EXPECT_EQ(t.locks[0].branch_id, t.branches[0].branch_id);
+  }
+  // The locks of removed transactions are free, those of live ones held.
+  auto held = (*store)->FindLocks({"db1:t:1", "db1:t:2"});
+  ASSERT_TRUE(held.ok());
+  ASSERT_EQ(held->size(), 1u);
+  EXPECT_EQ(held->front().xid, "x:1000");
+}
+
+TEST(SqliteLogStore, OpensAVersionOneDatabase) {
+  TempDir dir("sqlite-v1");
+  const std::string path = dir.File("dtx.db");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const char* v1 = R"sql(
+    CREATE TABLE dtx_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO dtx_meta VALUES ('schema_version', '1');
+    CREATE TABLE dtx_global (xid TEXT PRIMARY KEY, status INTEGER NOT NULL, name TEXT NOT NULL,
+      application TEXT NOT NULL, timeout_ms INTEGER NOT NULL, begin_time_ms INTEGER NOT NULL,
+      owner_node TEXT NOT NULL, application_data BLOB NOT NULL, updated_time_ms INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE dtx_branch (xid TEXT NOT NULL, branch_id INTEGER NOT NULL, resource_id TEXT NOT NULL,
+      branch_type INTEGER NOT NULL, status INTEGER NOT NULL, lock_keys TEXT NOT NULL,
+      application_data BLOB NOT NULL, client_id TEXT NOT NULL, registered_time_ms INTEGER NOT NULL,
+      PRIMARY KEY (xid, branch_id)) WITHOUT ROWID;
+    CREATE TABLE dtx_row_lock (row_key TEXT PRIMARY KEY, xid TEXT NOT NULL, branch_id INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO dtx_global VALUES ('tc-1:7', 2, 'transfer', 'bank', 60000, 111, 'tc-1', x'0102', 222);
+    INSERT INTO dtx_branch VALUES ('tc-1:7', 8, 'db1', 0, 2, 'db1:t:1;db1:t:2', x'03', 'rm-1', 333);
+    INSERT INTO dtx_row_lock VALUES ('db1:t:1', 'tc-1:7', 8), ('db1:t:2', 'tc-1:7', 8);
+  )sql";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  {
+    auto store = SqliteLogStore::Open({.path = path});
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto t = (*store)->Get("tc-1:7");
+    ASSERT_TRUE(t.ok() && t->has_value());
+    const auto& snap = **t;
+    EXPECT_EQ(snap.global.status, GlobalStatus::kCommitting);
+    EXPECT_EQ(snap.global.name, "transfer");
+    EXPECT_EQ(snap.global.application_data, std::string("\x01\x02", 2));
+    EXPECT_EQ(snap.global.updated_time_ms, 222);
+    ASSERT_EQ(snap.branches.size(), 1u);
+    EXPECT_EQ(snap.branches[0].status, BranchStatus::kPhaseOneDone);
+    EXPECT_EQ(snap.branches[0].lock_keys, "db1:t:1;db1:t:2");
+    EXPECT_EQ(snap.branches[0].client_id, "rm-1");
+    EXPECT_EQ(snap.locks.size(), 2u);
+  }
+  EXPECT_EQ(QueryInt(path, "SELECT value FROM dtx_meta WHERE key = 'schema_version'"), 2);
+  EXPECT_EQ(QueryInt(path, "SELECT count(*) FROM sqlite_master WHERE name = 'dtx_global'"), 0);
+  // And it stays migrated across another open.
+  auto again = SqliteLogStore::Open({.path = path});
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto all = (*again)->LoadAll();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1u);
+}
+
+TEST(SqliteLogStore, ADamagedJournalEntryStopsTheOpenWithCorruption) {
+  TempDir dir("sqlite-damaged");
+  const std::string path = dir.File("dtx.db");
+  {
+    auto store = SqliteLogStore::Open({.path = path});
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->WriteSync(BranchBatch("x:1", 1)).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE dtx_journal SET batch = substr(batch, 1, 20)", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto store = SqliteLogStore::Open({.path = path});
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kCorruption) << store.status();
+  EXPECT_NE(store.status().message().find("journal entry 1"), std::string_view::npos) << store.status();
+}
+
 }  // namespace
 }  // namespace dtx::log

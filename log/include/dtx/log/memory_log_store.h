@@ -16,6 +16,8 @@ class MemoryLogStore final : public LogStore {
   MemoryLogStore() = default;
 
   void Write(Batch batch, WriteCallback done) override;
+  // Applies `batch` now, all or nothing, and says how it went (Write without the callback).
+  WriteResult ApplyNow(const Batch& batch);
   Result<std::vector<TransactionSnapshot>> LoadAll() override;
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
   Result<ListPage> List(const ListFilter& filter) override;

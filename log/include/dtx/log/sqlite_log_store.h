@@ -24,6 +24,9 @@ struct SqliteOptions {
   std::string synchronous = "FULL";    // FULL (durable before acknowledged), NORMAL or OFF (PRAGMA synchronous)
   size_t max_group = 4096;             // most batches one commit carries
   std::string vfs;                     // a registered SQLite VFS by name (tests inject faults); empty: default
+  // The journal is rewritten once it holds this many entries and four times as many as there
+  // are transactions in it.
+  uint64_t compact_min = 65'536;
 };
 
 class SqliteLogStore final : public LogStore {
@@ -41,7 +44,7 @@ class SqliteLogStore final : public LogStore {
   LogStoreStats Stats() const override;
 
   // The schema version this build writes (the `schema_version` row of dtx_meta).
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
  private:
   struct Impl;
