@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# TCC transfers per second end to end (client -> two bank participants -> dtx-coordinator, the
+# TCC fence on, every database durable), beside the same transfers as plain local transactions
+# of the same two banks without the coordinator. Prints both rates and their ratio.
+#
+#   bench/tcc/run_tcc_bench.sh [BUILD_DIR] [SECONDS] [CONCURRENCY]
+#
+# BUILD_DIR (default build) needs dtx-coordinator, dtx-tcc-bank and dtx-tcc-transfer
+# (`ninja -C BUILD_DIR dtx-tcc-bench` builds them). Everything runs on loopback in a temp folder,
+# removed at the end. DTX_BENCH_BANK_DB=postgresql://... puts both banks in PostgreSQL schemas
+# of that server instead of SQLite files (each bank gets the schema bank_a / bank_b, created).
+set -euo pipefail
+build=${1:-build}
+seconds=${2:-20}
+concurrency=${3:-16}
+bin=$(cd "$build/bin" && pwd)
+dir=$(mktemp -d /tmp/dtx-tcc-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# Starts a program whose stdout says "LISTENING <port>"; sets $port.
+start() {
+  local out=$1
+  shift
+  "$@" >"$out" 2>>"$dir/stderr.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    port=$(sed -n 's/^LISTENING \([0-9]*\)$/\1/p' "$out" | head -1)
+    [ -n "$port" ] && return 0
+    sleep 0.05
+  done
+  echo "run_tcc_bench: $1 did not start (see $dir/stderr.log)" >&2
+  cat "$dir/stderr.log" >&2
+  exit 1
+}
+
+start "$dir/tc.out" "$bin/dtx-coordinator" --port 0 --admin "" --data-dir "$dir/tc" --log-level warn
+tc=127.0.0.1:$port
+db_a="$dir/bank-a.db"
+db_b="$dir/bank-b.db"
+if [ -n "${DTX_BENCH_BANK_DB:-}" ]; then
+  psql "$DTX_BENCH_BANK_DB" -qc "DROP SCHEMA IF EXISTS bank_a CASCADE; DROP SCHEMA IF EXISTS bank_b CASCADE;
+                                 CREATE SCHEMA bank_a; CREATE SCHEMA bank_b" >/dev/null
+  sep='?'
+  case "$DTX_BENCH_BANK_DB" in *\?*) sep='&' ;; esac
+  db_a="${DTX_BENCH_BANK_DB}${sep}options=-csearch_path%3Dbank_a"
+  db_b="${DTX_BENCH_BANK_DB}${sep}options=-csearch_path%3Dbank_b"
+fi
+accounts=1000
+start "$dir/a.out" "$bin/dtx-tcc-bank" --name bank-a --db "$db_a" --coordinator "$tc" --port 0 \
+  --accounts $accounts --initial-balance 1000000 --threads "$concurrency"
+bank_a=127.0.0.1:$port
+start "$dir/b.out" "$bin/dtx-tcc-bank" --name bank-b --db "$db_b" --coordinator "$tc" --port 0 \
+  --accounts $accounts --initial-balance 1000000 --threads "$concurrency"
+bank_b=127.0.0.1:$port
+
+common=(--bank-a "$bank_a" --bank-b "$bank_b" --accounts $accounts --seconds "$seconds" --concurrency "$concurrency")
+echo "== TCC (coordinator, fence on), $concurrency in flight, ${seconds}s"
+tcc=$("$bin/dtx-tcc-transfer" --coordinator "$tc" "${common[@]}")
+echo "$tcc"
+echo "== plain local transactions (no coordinator), $concurrency in flight, ${seconds}s"
+plain=$("$bin/dtx-tcc-transfer" --plain true "${common[@]}")
+echo "$plain"
+rate() { sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$1"; }
+echo "$tcc$plain" | grep -q "CHECK OK" || { echo "run_tcc_bench: a balance check failed" >&2; exit 1; }
+awk -v t="$(rate "$tcc")" -v p="$(rate "$plain")" \
+  'BEGIN { printf "RESULT tcc=%.0f/s plain=%.0f/s ratio=%.2f (TCC reaches %.0f%% of plain)\n", t, p, t / p, 100 * t / p }'
