@@ -65,8 +65,11 @@ class ParticipantTest : public ::testing::Test {
                 }).ok());
   }
 
-  std::unique_ptr<Participant> MakeParticipant(Loyalty& svc, bool with_db = true) {
+  std::unique_ptr<Participant> MakeParticipant(Loyalty& svc, bool with_db = true,
+                                               std::chrono::milliseconds cleanup_interval = std::chrono::minutes(10)) {
     ParticipantOptions o;
+    o.fence_cleanup_interval = cleanup_interval;
+    o.fence_retention = cleanup_interval;
     o.coordinator.addresses = {tc_.address()};
     o.coordinator.application = "loyalty";
     o.database = with_db ? db_ : nullptr;
@@ -226,6 +229,18 @@ TEST_F(ParticipantTest, WithoutADatabaseTheActionsRunUnfenced) {
   fenced_without_db.coordinator.addresses = {tc_.address()};
   Participant bad(fenced_without_db);
   EXPECT_EQ(bad.Start().code(), StatusCode::kInvalidArgument) << "the fence is on by default and needs a database";
+}
+
+TEST_F(ParticipantTest, OldFenceRowsAreCleanedUpInTheBackground) {
+  Loyalty svc;
+  auto rm = MakeParticipant(svc, true, /*cleanup_interval (and retention)=*/200ms);
+  TransactionManager tm(rm->coordinator());
+  ASSERT_TRUE(GlobalTransactional(tm, {.name = "grant"}, [&](GlobalTx&) {
+                return (*action_)({.user = "hal", .points = 3});
+              }).ok());
+  ASSERT_TRUE(WaitFor([&] { return svc.confirms == 1; }));
+  EXPECT_TRUE(WaitFor([&] { return Count("dtx_tcc_fence") == 0; })) << "the Committed row goes after its retention";
+  EXPECT_EQ(Count("granted"), 1);
 }
 
 TEST_F(ParticipantTest, DamagedApplicationDataIsAFinalFailureNotACrash) {
