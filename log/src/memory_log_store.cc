@@ -10,17 +10,26 @@ namespace dtx::log {
 // Applies the batch in place; on failure, undoes what it had applied, newest first. Undo steps
 // look records up again by key: a later step of the batch may have moved them.
 WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
-  std::vector<std::function<void()>> undo;
+  // The last operation needs no undo step: nothing comes after it that could fail.
+  struct Undo {
+    std::vector<std::function<void()>> steps;
+    bool last = false;
+    void push_back(std::function<void()> step) {
+      if (!last) steps.push_back(std::move(step));
+    }
+  } undo;
   WriteResult r;
   for (const auto& op : batch.ops()) {
+    undo.last = &op == &batch.ops().back();
     std::visit(
         Overloaded{
             [&](const Batch::InsertGlobal& o) {
-              if (s.txns.count(o.record.xid)) {
+              auto [it, inserted] = s.txns.try_emplace(o.record.xid);
+              if (!inserted) {
                 r.status = AlreadyExists(o.record.xid);
                 return;
               }
-              s.txns[o.record.xid].global = o.record;
+              it->second.global = o.record;
               undo.push_back([&s, xid = o.record.xid] { s.txns.erase(xid); });
             },
             [&](const Batch::SetGlobalStatus& o) {
@@ -128,7 +137,7 @@ WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
         },
         op);
     if (!r.ok()) {
-      for (auto u = undo.rbegin(); u != undo.rend(); ++u) (*u)();
+      for (auto u = undo.steps.rbegin(); u != undo.steps.rend(); ++u) (*u)();
       return r;
     }
   }

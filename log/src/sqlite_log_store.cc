@@ -176,7 +176,10 @@ struct SqliteLogStore::Impl {
   std::thread thread;
   std::atomic<uint64_t> commits{0}, batches{0}, failed_batches{0};
 
-  ~Impl() { sqlite3_close_v2(db); }
+  ~Impl() {
+    sqlite3_close_v2(db);
+    sqlite3_close_v2(checkpoint_db);
+  }
 
   Status PrepareAll() {
     struct {
@@ -280,6 +283,45 @@ struct SqliteLogStore::Impl {
   std::deque<Completed> sync_queue;  // guarded by sync_mu
   bool writer_done = false;          // guarded by sync_mu
   std::thread syncer;
+
+  // Checkpoints (copying the WAL into the database file, then fsyncing it) run on a thread and
+  // a connection of their own, so that the writer never stalls on one: the WAL hook of the
+  // writer's connection says how long the WAL has grown, and past kCheckpointFrames the
+  // checkpointer runs a PASSIVE checkpoint beside the writer.
+  static constexpr int kCheckpointFrames = 1000;
+  sqlite3* checkpoint_db = nullptr;
+  std::mutex checkpoint_mu;
+  std::condition_variable checkpoint_wake;
+  bool checkpoint_due = false;       // guarded by checkpoint_mu
+  bool checkpoint_closing = false;   // guarded by checkpoint_mu
+  std::thread checkpointer;
+
+  static int OnWalCommit(void* arg, sqlite3*, const char*, int frames) {
+    auto* self = static_cast<Impl*>(arg);
+    if (frames >= kCheckpointFrames) {
+      std::lock_guard lock(self->checkpoint_mu);
+      self->checkpoint_due = true;
+      self->checkpoint_wake.notify_one();
+    }
+    return SQLITE_OK;
+  }
+
+  void CheckpointerLoop() {
+    while (true) {
+      {
+        std::unique_lock lock(checkpoint_mu);
+        checkpoint_wake.wait(lock, [&] { return checkpoint_due || checkpoint_closing; });
+        if (checkpoint_closing) return;
+        checkpoint_due = false;
+      }
+      int log_frames = 0, done_frames = 0;
+      int rc = sqlite3_wal_checkpoint_v2(checkpoint_db, "main", SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done_frames);
+      if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+        // The next commit's own I/O reports a failing disk; a checkpoint only keeps the WAL short.
+        SPDLOG_WARN("log: checkpoint failed: {}", sqlite3_errmsg(checkpoint_db));
+      }
+    }
+  }
 
   void Refuse(const Status& cause) {
     std::lock_guard lock(mu);
@@ -475,7 +517,12 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   if (auto s = impl->Replay(); !s.ok()) return Status(s.code(), options.path + ": " + std::string(s.message()));
   impl->compact_at = std::max<uint64_t>(options.compact_min, 4 * impl->journal_entries);
 
+  auto checkpoint_db = OpenConnection(options);
+  if (!checkpoint_db.ok()) return checkpoint_db.status();
+  impl->checkpoint_db = *checkpoint_db;
   Impl* raw = impl.get();
+  sqlite3_wal_hook(db, &Impl::OnWalCommit, raw);  // and no automatic checkpoints on the writer
+  impl->checkpointer = std::thread([raw] { raw->CheckpointerLoop(); });
   impl->thread = std::thread([raw] { raw->WriterLoop(); });
   impl->completer = std::thread([raw] { raw->CompleterLoop(); });
   if (impl->wal_file) impl->syncer = std::thread([raw] { raw->SyncerLoop(); });
@@ -509,6 +556,12 @@ void SqliteLogStore::Close() {
   }
   if (impl_->thread.joinable()) impl_->thread.join();  // commits what is queued
   if (impl_->syncer.joinable()) impl_->syncer.join();  // syncs what was committed
+  {
+    std::lock_guard lock(impl_->checkpoint_mu);
+    impl_->checkpoint_closing = true;
+    impl_->checkpoint_wake.notify_one();
+  }
+  if (impl_->checkpointer.joinable()) impl_->checkpointer.join();
   if (impl_->completer.joinable()) {
     if (impl_->completer.get_id() == std::this_thread::get_id()) {
       impl_->completer.detach();  // closed from a write callback: the loop ends by itself
