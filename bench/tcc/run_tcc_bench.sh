@@ -9,6 +9,8 @@
 # (`ninja -C BUILD_DIR dtx-tcc-bench` builds them). Everything runs on loopback in a temp folder,
 # removed at the end. DTX_BENCH_BANK_DB=postgresql://... puts both banks in PostgreSQL schemas
 # of that server instead of SQLite files (each bank gets the schema bank_a / bank_b, created).
+# DTX_BENCH_TC_FLAGS adds coordinator flags (e.g. "--store memory"); DTX_BENCH_BANK_FLAGS adds
+# bank flags (e.g. "--report-phase-one-done false").
 set -euo pipefail
 build=${1:-build}
 seconds=${2:-20}
@@ -39,7 +41,8 @@ start() {
   exit 1
 }
 
-start "$dir/tc.out" "$bin/dtx-coordinator" --port 0 --admin "" --data-dir "$dir/tc" --log-level warn
+start "$dir/tc.out" "$bin/dtx-coordinator" --port 0 --admin "" --data-dir "$dir/tc" --log-level warn \
+  ${DTX_BENCH_TC_FLAGS:-}
 tc=127.0.0.1:$port
 db_a="$dir/bank-a.db"
 db_b="$dir/bank-b.db"
@@ -53,10 +56,10 @@ if [ -n "${DTX_BENCH_BANK_DB:-}" ]; then
 fi
 accounts=1000
 start "$dir/a.out" "$bin/dtx-tcc-bank" --name bank-a --db "$db_a" --coordinator "$tc" --port 0 \
-  --accounts $accounts --initial-balance 1000000 --threads "$concurrency"
+  --accounts $accounts --initial-balance 1000000 --threads "$concurrency" ${DTX_BENCH_BANK_FLAGS:-}
 bank_a=127.0.0.1:$port
 start "$dir/b.out" "$bin/dtx-tcc-bank" --name bank-b --db "$db_b" --coordinator "$tc" --port 0 \
-  --accounts $accounts --initial-balance 1000000 --threads "$concurrency"
+  --accounts $accounts --initial-balance 1000000 --threads "$concurrency" ${DTX_BENCH_BANK_FLAGS:-}
 bank_b=127.0.0.1:$port
 
 common=(--bank-a "$bank_a" --bank-b "$bank_b" --accounts $accounts --seconds "$seconds" --concurrency "$concurrency")

@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   uint16_t port = 0;
   int64_t accounts = 100, initial = 1000, fence_retention_s = 86400, delay_after_register_ms = 0;
   unsigned threads = 8;
-  bool fence = true;
+  bool fence = true, report_done = true;
   dtx::examples::BankFaults faults;
   app.add_option("--name", name, "Bank name; its actions are <name>.debit and <name>.credit")->capture_default_str();
   app.add_option("--db", db_uri, "Database: a SQLite file (default <name>.db) or postgresql://... URI");
@@ -73,6 +73,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "Worker threads for legs and for phase 2")->capture_default_str();
   app.add_option("--client-id", client_id, "Stable participant id (default: the connection's address)");
   app.add_option("--fence", fence, "Keep the TCC fence (true/false)")->capture_default_str();
+  app.add_option("--report-phase-one-done", report_done, "Report each committed Try to the coordinator (true/false)")
+      ->capture_default_str();
   app.add_option("--fence-retention-s", fence_retention_s, "Seconds finished fence rows are kept")
       ->capture_default_str();
   app.add_option("--hang-in", faults.hang_in, "Test fault: hang forever in try, confirm or cancel");
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
   options.coordinator.token = token;
   options.database = *db;
   options.fence = fence;
+  options.report_phase_one_done = report_done;
   options.workers = threads;
   options.fence_retention = std::chrono::seconds(fence_retention_s);
   if (delay_after_register_ms > 0) {

@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   int64_t transfers = 1000, accounts = 100, max_amount = 50, timeout_ms = 30000;
   double seconds = 0;
   unsigned concurrency = 4;
+  int64_t leg_timeout_ms = 10000;
   bool plain = false, check = true;
   app.add_option("--coordinator", coordinators, "Coordinator address(es), host:port")->capture_default_str();
   app.add_option("--token", token, "The coordinator's --token");
@@ -75,6 +76,7 @@ int main(int argc, char** argv) {
   app.add_option("--accounts", accounts, "Accounts per bank to pick from (1..n)")->capture_default_str();
   app.add_option("--max-amount", max_amount, "Largest amount of one transfer")->capture_default_str();
   app.add_option("--timeout-ms", timeout_ms, "Global transaction timeout")->capture_default_str();
+  app.add_option("--leg-timeout-ms", leg_timeout_ms, "Timeout of one call to a bank")->capture_default_str();
   app.add_option("--plain", plain, "Plain local transactions, no coordinator (true/false)")->capture_default_str();
   app.add_option("--check", check, "Check the total before and after (true/false)")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
@@ -125,16 +127,18 @@ int main(int argc, char** argv) {
         const int64_t to_account = 1 + static_cast<int64_t>(rng() % accounts);
         const int64_t amount = 1 + static_cast<int64_t>(rng() % max_amount);
         dtx::Status s;
+        dtx::rpc::CallOptions call;
+        call.timeout = std::chrono::milliseconds(leg_timeout_ms);
         if (plain) {
-          s = Leg(from, "Debit", from_account, amount, {});
-          if (s.ok()) s = Leg(to, "Credit", to_account, amount, {});
+          s = Leg(from, "Debit", from_account, amount, call);
+          if (s.ok()) s = Leg(to, "Credit", to_account, amount, call);
         } else {
           s = dtx::sdk::GlobalTransactional(
               *tm, {.name = "transfer", .timeout = std::chrono::milliseconds(timeout_ms)},
               [&](dtx::sdk::GlobalTx&) -> dtx::Status {
                 // WithXid() puts the thread's XID in the call's header: the bank joins this transaction.
-                DTX_RETURN_IF_ERROR(Leg(from, "Debit", from_account, amount, dtx::sdk::WithXid()));
-                return Leg(to, "Credit", to_account, amount, dtx::sdk::WithXid());
+                DTX_RETURN_IF_ERROR(Leg(from, "Debit", from_account, amount, dtx::sdk::WithXid(call)));
+                return Leg(to, "Credit", to_account, amount, dtx::sdk::WithXid(call));
               });
         }
         if (s.ok()) {
