@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <thread>
+#include <stdexcept>
 
 #include "dtx/sdk/participant.h"
 #include "dtx/sdk/transaction_manager.h"
@@ -26,6 +27,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Points, user, points)
 struct Loyalty {
   std::atomic<int> tries{0}, confirms{0}, cancels{0};
   std::atomic<int> confirm_failures_left{0};
+  std::atomic<int> confirm_throws_left{0};
   std::atomic<bool> confirm_final{false};
   std::atomic<int64_t> last_branch{0};
 
@@ -40,6 +42,7 @@ struct Loyalty {
   Status Confirm(TccContext& ctx, const Points& p) {
     if (confirm_final) throw FinalError("the account is closed");
     if (confirm_failures_left.fetch_sub(1) > 0) return Unavailable("ledger busy");
+    if (confirm_throws_left.fetch_sub(1) > 0) throw std::runtime_error("ledger crashed");
     ++confirms;
     if (!ctx.local()) return Status::Ok();
     DTX_RETURN_IF_ERROR(ctx.local()->Exec("DELETE FROM reserved WHERE xid = ?", {ctx.xid()}).status());
@@ -162,7 +165,8 @@ TEST_F(ParticipantTest, CallingAnActionOutsideATransactionIsRefused) {
 
 TEST_F(ParticipantTest, AFailingConfirmIsRetriedUntilItSucceeds) {
   Loyalty svc;
-  svc.confirm_failures_left = 3;
+  svc.confirm_failures_left = 2;  // two error statuses, then an exception: all "retry later"
+  svc.confirm_throws_left = 1;
   auto rm = MakeParticipant(svc);
   TransactionManager tm(rm->coordinator());
   ASSERT_TRUE(GlobalTransactional(tm, {.name = "grant"}, [&](GlobalTx&) {
@@ -171,6 +175,7 @@ TEST_F(ParticipantTest, AFailingConfirmIsRetriedUntilItSucceeds) {
   ASSERT_TRUE(WaitFor([&] { return svc.confirms == 1; }));
   ASSERT_TRUE(WaitNoneUnfinished(tc_.admin_port()));
   EXPECT_LE(svc.confirm_failures_left, 0);
+  EXPECT_LE(svc.confirm_throws_left, 0);
   EXPECT_EQ(Count("granted"), 1);
 }
 
