@@ -93,8 +93,12 @@ class TccE2E : public ::testing::Test {
     }
     EXPECT_EQ(a.in_flight, 0);
     EXPECT_EQ(b.in_flight, 0);
-    if (a_held >= 0) EXPECT_EQ(a.held, a_held);  // -1: moved at random, only the total counts
-    if (b_held >= 0) EXPECT_EQ(b.held, b_held);
+    if (a_held >= 0) {  // -1: moved at random, only the total counts
+      EXPECT_EQ(a.held, a_held);
+    }
+    if (b_held >= 0) {
+      EXPECT_EQ(b.held, b_held);
+    }
     EXPECT_EQ(a.held + b.held, 2 * kStart) << "money was made or lost";
   }
 
