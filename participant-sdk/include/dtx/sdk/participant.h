@@ -68,7 +68,8 @@ class Participant {
   // fence clean-up. An error when the fence cannot be set up. Not reaching a coordinator is not
   // an error: the participant registers once one answers.
   Status Start();
-  // Stops answering phase 2 (the coordinator retries elsewhere or later) and the workers.
+  // Stops answering phase 2 (the coordinator retries elsewhere or later), closes the coordinator
+  // client (also for a TransactionManager that shares it) and stops the workers.
   void Stop();
 
   // Phase 2 of one branch, synchronously on the calling thread (the coordinator's calls come
