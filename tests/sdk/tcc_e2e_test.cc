@@ -226,9 +226,9 @@ TEST_F(TccE2E, EmptyRollbackSucceedsAndIsRecorded) {
 }
 
 TEST_F(TccE2E, TryAfterItsCancelIsRefused) {
-  // A waits 2.5 s between registering a branch and its Try; the transaction times out after
+  // A waits 4 s between registering a branch and its Try; the transaction times out after
   // 1 s, its Cancel arrives first (empty rollback), and the late Try must do nothing.
-  StartBanks({"--delay-after-register-ms", "2500"});
+  StartBanks({"--delay-after-register-ms", "4000"});
   std::string xid;
   Status s = Transfer(100, false, /*leg_timeout=*/10s, /*tx_timeout=*/1000ms, &xid);
   EXPECT_FALSE(s.ok());
