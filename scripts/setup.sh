@@ -12,7 +12,7 @@ packages=(
   libsqlite3-dev libpq-dev libpg-query-dev
   libgtest-dev libgmock-dev
   clang-14 libclang-rt-14-dev
-  postgresql
+  postgresql pgbouncer
 )
 # Node.js and npm for the interop peers: Debian's packages unless a Node.js is already there.
 command -v node >/dev/null || packages+=(nodejs)
@@ -33,6 +33,11 @@ fi
 # Real SOFARPC peers for the interop tests and the benchmark (versions pinned by the lock file).
 if [ -f tests/interop/package-lock.json ]; then
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# node-postgres (pg), a real client in the SQL proxy's tests (versions pinned by the lock file).
+if [ -f tests/sql-proxy/node/package-lock.json ]; then
+  (cd tests/sql-proxy/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 [ "${1:-}" = "--no-build" ] && exit 0

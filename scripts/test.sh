@@ -10,5 +10,8 @@ scripts/build.sh
 if [ ! -d tests/interop/node_modules ]; then
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
+if [ ! -d tests/sql-proxy/node/node_modules ]; then
+  (cd tests/sql-proxy/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 export DTX_REQUIRE_POSTGRES=1  # the PostgreSQL tests fail, not skip, without their server
 exec scripts/with-postgres.sh ctest --test-dir build -j2 --output-on-failure --timeout 600 "$@"
