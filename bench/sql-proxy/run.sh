@@ -80,7 +80,7 @@ pidfile = $dir/pgbouncer.pid
 CONF
 echo '"postgres" ""' >"$dir/userlist.txt"
 [ -z "$owner" ] || chown "$owner:" "$dir/pgbouncer.ini" "$dir/userlist.txt"
-run_pg "$pgbouncer_bin" -q "$dir/pgbouncer.ini" &
+run_pg "$pgbouncer_bin" -q "$dir/pgbouncer.ini" </dev/null >/dev/null 2>&1 &
 bouncer_pid=$!
 for _ in $(seq 50); do "$bin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" && break; sleep 0.1; done
 

@@ -17,6 +17,7 @@ namespace {
 
 using namespace asio::experimental::awaitable_operators;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto kStartupTimeout = std::chrono::seconds(60);
 
 // Something safe to quote in SQL and in a log: printable ASCII without quotes, '$' or '\'.
 std::string Sanitize(std::string_view s) {
@@ -126,6 +127,7 @@ asio::awaitable<void> Session::Run() {
 asio::awaitable<bool> Session::ReadStartup() {
   auto& metrics = context_.metrics;
   int negotiations = 0;
+  asio::steady_timer deadline(client_.get_executor(), kStartupTimeout);
   while (true) {
     Frame f = ReadStartupPacket(std::string_view(cbuf_.get(), clen_));
     if (f.status == FrameStatus::kError) {
@@ -137,7 +139,16 @@ asio::awaitable<bool> Session::ReadStartup() {
       co_return false;
     }
     if (f.status == FrameStatus::kNeedMore) {
-      auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.get() + clen_, kBufferSize - clen_), kTuple);
+      // A client that does not finish its startup in time loses the connection, as with
+      // PostgreSQL's authentication_timeout; the server's own timeout covers the rest.
+      auto result = co_await (client_.async_read_some(asio::buffer(cbuf_.get() + clen_, kBufferSize - clen_), kTuple) ||
+                              deadline.async_wait(kTuple));
+      if (result.index() == 1) {
+        metrics.errors_client_lost.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("a client sent no startup within {} s", kStartupTimeout.count());
+        co_return false;
+      }
+      auto [ec, n] = std::get<0>(result);
       if (ec || n == 0) {
         if (clen_ > 0) metrics.errors_client_lost.fetch_add(1, std::memory_order_relaxed);
         co_return false;

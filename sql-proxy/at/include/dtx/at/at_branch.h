@@ -1,0 +1,130 @@
+// AtBranch: phase one of an AT branch, for one local transaction of an XID-bound proxy session.
+//
+// The engine never touches a socket: it says which queries to run on the session's backend
+// connection (inside the client's transaction) and takes their results, so the proxy's
+// coroutines, a libpq test driver, or anything else can drive it. Per statement:
+//
+//   auto st = branch.Prepare(sql, params);          // refusal: SqlError status (relay it)
+//   while (auto step = (*st)->Next()) {
+//     if (step->check_global_locks) { status = (*st)->CheckGlobalLocks(client); continue; }  // blocking
+//     run step->query on the backend; (*st)->OnResult(result) or (*st)->OnError(error)
+//   }
+//
+// At the client's COMMIT:
+//   auto undo = branch.Register(client);   // blocking: RegisterBranch with the lock keys,
+//                                          // lock conflicts retried for options.lock_retry_for
+//   run *undo (the undo-log insert); then let the COMMIT through; branch.Finish(client, committed)
+//
+// Thread-safety: an AtBranch and its AtStatements belong to one session (one thread at a time).
+// The Catalog is shared and thread-safe. Register/Finish/CheckGlobalLocks block on the
+// coordinator: call them off an I/O thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dtx/at/catalog.h"
+#include "dtx/at/sql_state.h"
+#include "dtx/at/statement_analyzer.h"
+#include "dtx/at/undo_log.h"
+
+namespace dtx::sdk {
+class CoordinatorClient;
+}
+
+namespace dtx::at {
+
+struct AtOptions {
+  std::string resource_id;                                 // the backend database, as registered
+  std::string undo_table = std::string(kDefaultUndoTable);  // SQL name of the undo-log table
+  std::chrono::milliseconds lock_retry_for{2000};          // lock conflicts: keep trying this long
+  std::chrono::milliseconds lock_retry_interval{25};
+};
+
+class AtBranch;
+
+// One step of a statement: run `query`, or (check_global_locks) call CheckGlobalLocks.
+struct AtStep {
+  AtQuery query;
+  bool check_global_locks = false;
+};
+
+// One statement of a bound session, from analysis to its undo entry.
+class AtStatement {
+ public:
+  StatementKind kind() const { return parsed_.kind; }
+  // The next step, or nullopt when the statement is done (or failed).
+  std::optional<AtStep> Next();
+  // The answer to the query of the last step. An error status (also after the statement itself
+  // ran, e.g. rows changed under the statement) means: the local transaction must fail; run
+  // RaiseErrorSql(status) on the backend and relay that error.
+  Status OnResult(const QueryResult& result);
+  // The query failed on the backend: the statement is over and records nothing (the backend's
+  // error goes to the client as it is).
+  void OnError();
+  // SELECT ... FOR UPDATE: are the locked rows free of other global transactions' locks?
+  // Retries for lock_retry_for, then 55P03.
+  Status CheckGlobalLocks(sdk::CoordinatorClient& client);
+
+ private:
+  friend class AtBranch;
+  enum class State { kCatalog, kBeforeImage, kLockKeys, kCheckLocks, kStatement, kDone };
+  AtStatement(AtBranch& branch, ParsedStatement parsed, QueryParams params);
+  Status Planned(const TableInfo& table);
+  void SetState(State s) { state_ = s; }
+
+  AtBranch& branch_;
+  ParsedStatement parsed_;
+  QueryParams params_;
+  std::optional<TableInfo> table_;
+  StatementPlan plan_;
+  State state_ = State::kStatement;
+  std::vector<std::vector<std::string>> before_keys_;  // UPDATE: from the before image
+  std::vector<std::string> before_images_;
+  std::vector<std::string> lock_keys_;                 // SELECT FOR UPDATE
+};
+
+class AtBranch {
+ public:
+  AtBranch(AtOptions options, std::shared_ptr<Catalog> catalog, std::string xid);
+
+  // Analyzes a statement; SqlError for a refusal, before anything ran.
+  Result<std::unique_ptr<AtStatement>> Prepare(std::string_view sql, QueryParams params = {});
+
+  bool has_writes() const { return !entries_.empty(); }
+  const std::vector<UndoEntry>& entries() const { return entries_; }
+  // "resource:schema.table:pk" of every row written so far, each once.
+  std::vector<std::string> LockKeys() const;
+
+  // COMMIT, first step: registers the branch with its lock keys; a lock conflict is retried
+  // for lock_retry_for, then 55P03 (the session then rolls the local transaction back).
+  // Returns the undo-log insert to run before the COMMIT, or nullopt when nothing was written
+  // (no branch is registered then).
+  Result<std::optional<AtQuery>> Register(sdk::CoordinatorClient& client);
+  // The undo-log insert failed with `sqlstate`: the error for the client. A unique violation
+  // means the branch was already rolled back by the coordinator (its marker row is there).
+  Status UndoWriteFailed(std::string_view sqlstate, std::string_view message) const;
+  // After the local COMMIT (or the rollback that replaced it): reports PhaseOneDone, or
+  // PhaseOneFailed when the local transaction is known rolled back. An unknown outcome (the
+  // connection broke during COMMIT) reports nothing: phase 2 finds the undo row or leaves a marker.
+  Status Finish(sdk::CoordinatorClient& client, bool committed);
+
+  int64_t branch_id() const { return branch_id_; }
+  const std::string& xid() const { return xid_; }
+  const AtOptions& options() const { return options_; }
+
+ private:
+  friend class AtStatement;
+  AtOptions options_;
+  std::shared_ptr<Catalog> catalog_;
+  std::string xid_;
+  std::vector<UndoEntry> entries_;
+  int64_t branch_id_ = 0;
+};
+
+}  // namespace dtx::at

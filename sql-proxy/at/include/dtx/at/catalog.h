@@ -1,0 +1,54 @@
+// Catalog: primary-key and column names per table, read from pg_catalog and cached.
+//
+// The engine does no I/O: LookupQuery() is the SQL to run (on the session's backend, or a
+// PgConnection) and Store() takes its answer. A name written without a schema is cached under
+// that spelling and resolved by the search_path of the connection that looked it up first.
+// Invalidate() after DDL (the proxy refuses DDL in bound sessions, but others may run it).
+//
+// Thread-safety: all methods may be called concurrently (one mutex); one Catalog per backend
+// database, shared by its sessions through shared_ptr.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dtx/at/sql_state.h"
+
+namespace dtx::at {
+
+// A table as a statement names it (schema empty: by search_path). Names are as stored
+// (unquoted identifiers already folded to lower case by the parser).
+struct TableRef {
+  std::string schema;
+  std::string name;
+  std::string Spelling() const;  // "schema"."name" quoted, or "name"
+};
+
+struct TableInfo {
+  std::string schema;                    // resolved
+  std::string name;
+  std::vector<std::string> primary_key;  // in key order; empty: the table has none
+  std::vector<std::string> columns;      // writable columns in order (not dropped, not generated)
+  std::vector<std::string> identity_always;  // GENERATED ALWAYS AS IDENTITY columns
+  std::string QualifiedName() const;     // "schema"."name"
+};
+
+class Catalog {
+ public:
+  std::optional<TableInfo> Find(const TableRef& table) const;
+  // The lookup; its one row (or none when the table does not exist) goes to Store().
+  static AtQuery LookupQuery(const TableRef& table);
+  // Caches and returns the table's description; 42P01 when the lookup found no table, 0A000
+  // when the relation is not a plain or partitioned table.
+  Result<TableInfo> Store(const TableRef& table, const QueryResult& lookup);
+  void Invalidate();
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, TableInfo> tables_;  // by TableRef::Spelling()
+};
+
+}  // namespace dtx::at

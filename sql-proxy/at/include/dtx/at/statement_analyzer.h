@@ -1,0 +1,60 @@
+// Statement analysis for AT mode, with the PostgreSQL grammar itself (libpg_query).
+//
+// Analyze() parses one statement string of a bound session, classifies it and refuses what AT
+// cannot undo safely (several statements in one string, DDL, TRUNCATE, INSERT ... ON CONFLICT,
+// UPDATE ... FROM, DELETE ... USING, writable CTEs, WHERE CURRENT OF, PREPARE/EXECUTE, DO/CALL,
+// COPY FROM). Plan() then builds, from the table's primary key, the SQL to run around the write:
+//   UPDATE: before image  SELECT json_build_array(pk::text...)::text, row_to_json(t.*)::text
+//                         FROM <table> WHERE <the statement's own WHERE> FOR UPDATE
+//   all writes: the statement with RETURNING <the client's items>, the same two columns
+//                         (after image for INSERT/UPDATE; the deleted row for DELETE)
+// `$n` parameters are kept, so the statement's own Bind values apply to every query.
+// SELECT ... FOR UPDATE/NO KEY UPDATE of one table gets a lock-keys query (the keys it locks).
+//
+// Pure functions over text: no I/O, no state; safe from any thread. Refusals are SqlError
+// statuses (SQLSTATE 0A000 unless said otherwise) naming the reason.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dtx/at/catalog.h"
+#include "dtx/at/sql_state.h"
+
+namespace dtx::at {
+
+enum class StatementKind {
+  kInsert,
+  kUpdate,
+  kDelete,
+  kSelectForUpdate,     // SELECT ... FOR UPDATE / FOR NO KEY UPDATE of one table
+  kReadOnly,            // other SELECTs, VALUES, SHOW, EXPLAIN of a read
+  kTransactionControl,  // BEGIN, COMMIT, ROLLBACK, SAVEPOINT...: the session's business
+  kOther,               // SET, LISTEN, LOCK, cursors...: harmless to pass through
+  kEmpty,               // an empty string or only comments
+};
+std::string_view StatementKindName(StatementKind kind);
+
+struct ParsedStatement {
+  StatementKind kind = StatementKind::kEmpty;
+  TableRef table;                       // the written (or locked) table: kInsert..kSelectForUpdate
+  std::vector<std::string> set_columns;  // kUpdate: the columns it assigns
+  int returning_items = 0;              // the client's own RETURNING items
+  std::string parse_tree;               // serialized pg_query.ParseResult, for Plan()
+};
+
+// What to run for a write (or a SELECT ... FOR UPDATE), given its table.
+struct StatementPlan {
+  std::string before_image_sql;  // kUpdate only: rows (pk json array text, row json text)
+  std::string lock_keys_sql;     // kSelectForUpdate only: rows (pk json array text)
+  std::string statement_sql;     // the statement to run in place of the client's
+  int hidden_columns = 0;        // trailing columns of statement_sql the client must not see
+};
+
+Result<ParsedStatement> Analyze(std::string_view sql);
+// REQUIRES: parsed.kind is kInsert, kUpdate, kDelete or kSelectForUpdate; table describes parsed.table.
+// Refuses a table without a primary key, and an UPDATE that assigns a primary-key column.
+Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table);
+
+}  // namespace dtx::at

@@ -1,0 +1,251 @@
+#include "dtx/at/at_branch.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "dtx/sdk/coordinator_client.h"
+
+namespace dtx::at {
+
+namespace {
+
+bool Writes(StatementKind k) {
+  return k == StatementKind::kInsert || k == StatementKind::kUpdate || k == StatementKind::kDelete;
+}
+
+// The text values of a json_build_array(...)::text column.
+Result<std::vector<std::string>> KeyValues(const std::optional<std::string>& text) {
+  if (!text) return SqlError(sqlstate::kInternal, "AT query returned a NULL key");
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_array()) return SqlError(sqlstate::kInternal, "AT query returned a malformed key");
+  std::vector<std::string> out;
+  for (const auto& v : j) {
+    if (!v.is_string()) return SqlError(sqlstate::kInternal, "AT query returned a malformed key");
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+std::string KeyText(const std::vector<std::string>& key) { return nlohmann::json(key).dump(); }
+
+}  // namespace
+
+AtStatement::AtStatement(AtBranch& branch, ParsedStatement parsed, QueryParams params)
+    : branch_(branch), parsed_(std::move(parsed)), params_(std::move(params)) {}
+
+Status AtStatement::Planned(const TableInfo& table) {
+  auto plan = Plan(parsed_, table);
+  if (!plan.ok()) {
+    SetState(State::kDone);
+    return plan.status();
+  }
+  table_ = table;
+  plan_ = std::move(*plan);
+  if (parsed_.kind == StatementKind::kUpdate) SetState(State::kBeforeImage);
+  else if (parsed_.kind == StatementKind::kSelectForUpdate) SetState(State::kLockKeys);
+  else SetState(State::kStatement);
+  return Status::Ok();
+}
+
+std::optional<AtStep> AtStatement::Next() {
+  AtStep step;
+  switch (state_) {
+    case State::kCatalog:
+      step.query = Catalog::LookupQuery(parsed_.table);
+      return step;
+    case State::kBeforeImage:
+      step.query = AtQuery{QueryRole::kBeforeImage, plan_.before_image_sql, params_, 0};
+      return step;
+    case State::kLockKeys:
+      step.query = AtQuery{QueryRole::kLockKeys, plan_.lock_keys_sql, params_, 0};
+      return step;
+    case State::kCheckLocks:
+      step.check_global_locks = true;
+      return step;
+    case State::kStatement:
+      step.query = AtQuery{QueryRole::kStatement, plan_.statement_sql, params_, plan_.hidden_columns};
+      return step;
+    case State::kDone: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+void AtStatement::OnError() { SetState(State::kDone); }
+
+Status AtStatement::OnResult(const QueryResult& result) {
+  switch (state_) {
+    case State::kCatalog: {
+      auto info = branch_.catalog_->Store(parsed_.table, result);
+      if (!info.ok()) {
+        SetState(State::kDone);
+        return info.status();
+      }
+      return Planned(*info);
+    }
+    case State::kBeforeImage:
+      for (const auto& row : result.rows) {
+        if (row.size() < 2 || !row[1]) return SqlError(sqlstate::kInternal, "malformed before image");
+        auto key = KeyValues(row[0]);
+        if (!key.ok()) return key.status();
+        before_keys_.push_back(std::move(*key));
+        before_images_.push_back(*row[1]);
+      }
+      SetState(State::kStatement);
+      return Status::Ok();
+    case State::kLockKeys:
+      for (const auto& row : result.rows) {
+        if (row.empty()) continue;
+        auto key = KeyValues(row[0]);
+        if (!key.ok()) return key.status();
+        lock_keys_.push_back(LockKey(branch_.options_.resource_id, table_->schema, table_->name, *key));
+      }
+      SetState(lock_keys_.empty() ? State::kStatement : State::kCheckLocks);
+      return Status::Ok();
+    case State::kCheckLocks: return SqlError(sqlstate::kInternal, "CheckGlobalLocks expected, not a query result");
+    case State::kStatement: break;
+    case State::kDone: return SqlError(sqlstate::kInternal, "the statement is already done");
+  }
+  SetState(State::kDone);
+  if (!Writes(parsed_.kind) || result.rows.empty()) return Status::Ok();
+
+  UndoEntry e;
+  e.kind = parsed_.kind == StatementKind::kInsert   ? UndoKind::kInsert
+           : parsed_.kind == StatementKind::kUpdate ? UndoKind::kUpdate
+                                                    : UndoKind::kDelete;
+  e.schema = table_->schema;
+  e.table = table_->name;
+  e.primary_key = table_->primary_key;
+  std::map<std::string, size_t> before_at;
+  for (size_t i = 0; i < before_keys_.size(); ++i) before_at[KeyText(before_keys_[i])] = i;
+  const size_t h = static_cast<size_t>(plan_.hidden_columns);
+  for (const auto& row : result.rows) {
+    if (row.size() < h || !row[row.size() - 1]) return SqlError(sqlstate::kInternal, "malformed RETURNING image");
+    auto key = KeyValues(row[row.size() - 2]);
+    if (!key.ok()) return key.status();
+    const std::string& image = *row[row.size() - 1];
+    if (e.kind == UndoKind::kUpdate) {
+      auto it = before_at.find(KeyText(*key));
+      if (it == before_at.end()) {
+        return SqlError(sqlstate::kSerializationFailure,
+                        "a row of " + table_->QualifiedName() + " with key " + KeyText(*key) +
+                            " was changed by the UPDATE without a before image (concurrent insert); retry the transaction");
+      }
+      e.before.push_back(before_images_[it->second]);
+      e.after.push_back(image);
+    } else if (e.kind == UndoKind::kInsert) {
+      e.after.push_back(image);
+    } else {
+      e.before.push_back(image);  // DELETE ... RETURNING gives the deleted row itself
+    }
+    e.keys.push_back(std::move(*key));
+  }
+  branch_.entries_.push_back(std::move(e));
+  return Status::Ok();
+}
+
+Status AtStatement::CheckGlobalLocks(sdk::CoordinatorClient& client) {
+  const auto& o = branch_.options_;
+  auto deadline = std::chrono::steady_clock::now() + o.lock_retry_for;
+  while (true) {
+    auto r = client.QueryLocks(branch_.xid_, o.resource_id, lock_keys_);
+    if (!r.ok()) return SqlError(sqlstate::kConnectionFailure, "dtx coordinator: " + r.status().ToString(), r.status().code());
+    if (r->free) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return SqlError(sqlstate::kLockNotAvailable, "row " + r->conflict_key + " is locked by global transaction " +
+                                                       r->conflict_xid + " (waited " +
+                                                       std::to_string(o.lock_retry_for.count()) + " ms)");
+    }
+    std::this_thread::sleep_for(o.lock_retry_interval);
+  }
+  SetState(State::kStatement);
+  return Status::Ok();
+}
+
+AtBranch::AtBranch(AtOptions options, std::shared_ptr<Catalog> catalog, std::string xid)
+    : options_(std::move(options)), catalog_(std::move(catalog)), xid_(std::move(xid)) {}
+
+Result<std::unique_ptr<AtStatement>> AtBranch::Prepare(std::string_view sql, QueryParams params) {
+  auto parsed = Analyze(sql);
+  if (!parsed.ok()) return parsed.status();
+  const StatementKind kind = parsed->kind;
+  std::unique_ptr<AtStatement> st(new AtStatement(*this, std::move(*parsed), std::move(params)));
+  if (Writes(kind) || kind == StatementKind::kSelectForUpdate) {
+    if (auto info = catalog_->Find(st->parsed_.table)) {
+      DTX_RETURN_IF_ERROR(st->Planned(*info));
+    } else {
+      st->SetState(AtStatement::State::kCatalog);
+    }
+  } else {
+    st->plan_.statement_sql = std::string(sql);
+    st->SetState(AtStatement::State::kStatement);
+  }
+  return st;
+}
+
+std::vector<std::string> AtBranch::LockKeys() const {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& e : entries_) {
+    for (const auto& k : e.keys) {
+      std::string key = LockKey(options_.resource_id, e.schema, e.table, k);
+      if (seen.insert(key).second) out.push_back(std::move(key));
+    }
+  }
+  return out;
+}
+
+Result<std::optional<AtQuery>> AtBranch::Register(sdk::CoordinatorClient& client) {
+  if (entries_.empty()) return std::optional<AtQuery>();
+  sdk::BranchRegistration reg;
+  reg.xid = xid_;
+  reg.resource_id = options_.resource_id;
+  reg.type = sdk::BranchType::kAT;
+  reg.lock_keys = LockKeys();
+  auto deadline = std::chrono::steady_clock::now() + options_.lock_retry_for;
+  while (true) {
+    auto id = client.RegisterBranch(reg);
+    if (id.ok()) {
+      branch_id_ = *id;
+      break;
+    }
+    if (sdk::IsLockConflict(id.status())) {
+      if (std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(options_.lock_retry_interval);
+        continue;
+      }
+      return SqlError(sqlstate::kLockNotAvailable,
+                      "could not obtain the global row locks of " + xid_ + " within " +
+                          std::to_string(options_.lock_retry_for.count()) + " ms: " + std::string(id.status().message()),
+                      StatusCode::kResourceExhausted);
+    }
+    if (id.status().code() == StatusCode::kUnavailable) {
+      return SqlError(sqlstate::kConnectionFailure, "dtx coordinator unavailable: " + std::string(id.status().message()),
+                      StatusCode::kUnavailable);
+    }
+    return SqlError(sqlstate::kSerializationFailure,
+                    "the global transaction " + xid_ + " cannot take this branch: " + std::string(id.status().message()),
+                    id.status().code());
+  }
+  return std::optional<AtQuery>(InsertUndoQuery(options_.undo_table, xid_, branch_id_, entries_));
+}
+
+Status AtBranch::UndoWriteFailed(std::string_view state, std::string_view message) const {
+  if (state == "23505") {
+    return SqlError(sqlstate::kSerializationFailure,
+                    "global transaction " + xid_ + " was already rolled back (branch " + std::to_string(branch_id_) +
+                        " found no undo log and left its marker); the local transaction is rolled back");
+  }
+  return SqlError(state, "writing the undo log: " + std::string(message));
+}
+
+Status AtBranch::Finish(sdk::CoordinatorClient& client, bool committed) {
+  if (branch_id_ == 0) return Status::Ok();
+  return client.ReportBranch(xid_, branch_id_,
+                             committed ? sdk::BranchStatus::kPhaseOneDone : sdk::BranchStatus::kPhaseOneFailed);
+}
+
+}  // namespace dtx::at

@@ -1,0 +1,74 @@
+#include "dtx/at/catalog.h"
+
+#include <nlohmann/json.hpp>
+
+namespace dtx::at {
+
+std::string TableRef::Spelling() const {
+  return schema.empty() ? QuoteIdent(name) : QuoteIdent(schema) + "." + QuoteIdent(name);
+}
+
+std::string TableInfo::QualifiedName() const { return QuoteIdent(schema) + "." + QuoteIdent(name); }
+
+std::optional<TableInfo> Catalog::Find(const TableRef& table) const {
+  std::lock_guard lock(mu_);
+  auto it = tables_.find(table.Spelling());
+  if (it == tables_.end()) return std::nullopt;
+  return it->second;
+}
+
+AtQuery Catalog::LookupQuery(const TableRef& table) {
+  AtQuery q;
+  q.role = QueryRole::kCatalog;
+  q.sql =
+      "SELECT n.nspname::text, c.relname::text, c.relkind::text,"
+      " coalesce((SELECT json_agg(a.attname ORDER BY k.ord) FROM pg_index i,"
+      " unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord), pg_attribute a"
+      " WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid AND a.attnum = k.attnum), '[]')::text,"
+      " coalesce((SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid"
+      " AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '[]')::text,"
+      " coalesce((SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid"
+      " AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'), '[]')::text"
+      " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
+  q.params.values = {table.Spelling()};
+  return q;
+}
+
+static std::vector<std::string> Names(const std::optional<std::string>& json_text) {
+  std::vector<std::string> out;
+  if (!json_text) return out;
+  auto j = nlohmann::json::parse(*json_text, nullptr, false);
+  if (!j.is_array()) return out;
+  for (const auto& v : j) {
+    if (v.is_string()) out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& lookup) {
+  if (lookup.rows.empty()) {
+    return SqlError(sqlstate::kUndefinedTable, "relation " + table.Spelling() + " does not exist");
+  }
+  const auto& row = lookup.rows.front();
+  if (row.size() < 6 || !row[0] || !row[1] || !row[2]) return SqlError(sqlstate::kInternal, "unexpected catalog answer");
+  if (*row[2] != "r" && *row[2] != "p") {
+    return SqlError(sqlstate::kFeatureNotSupported,
+                    "AT mode writes plain tables only; " + table.Spelling() + " is a view or another kind of relation");
+  }
+  TableInfo info;
+  info.schema = *row[0];
+  info.name = *row[1];
+  info.primary_key = Names(row[3]);
+  info.columns = Names(row[4]);
+  info.identity_always = Names(row[5]);
+  std::lock_guard lock(mu_);
+  tables_[table.Spelling()] = info;
+  return info;
+}
+
+void Catalog::Invalidate() {
+  std::lock_guard lock(mu_);
+  tables_.clear();
+}
+
+}  // namespace dtx::at

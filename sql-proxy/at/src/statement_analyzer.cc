@@ -1,0 +1,296 @@
+#include "dtx/at/statement_analyzer.h"
+
+#include <pg_query.h>
+
+#include <algorithm>
+
+#include "pg_query.pb.h"
+
+namespace dtx::at {
+
+namespace pq = ::pg_query;
+
+std::string_view StatementKindName(StatementKind kind) {
+  switch (kind) {
+    case StatementKind::kInsert: return "INSERT";
+    case StatementKind::kUpdate: return "UPDATE";
+    case StatementKind::kDelete: return "DELETE";
+    case StatementKind::kSelectForUpdate: return "SELECT FOR UPDATE";
+    case StatementKind::kReadOnly: return "read-only";
+    case StatementKind::kTransactionControl: return "transaction control";
+    case StatementKind::kOther: return "other";
+    case StatementKind::kEmpty: return "empty";
+  }
+  return "?";
+}
+
+namespace {
+
+Status Refuse(std::string reason) {
+  return SqlError(sqlstate::kFeatureNotSupported, "dtx AT mode cannot undo this statement: " + reason);
+}
+
+// The parse tree of `sql`, or the grammar's error.
+Result<pq::ParseResult> Parse(const std::string& sql) {
+  PgQueryProtobufParseResult r = pg_query_parse_protobuf(sql.c_str());
+  if (r.error) {
+    std::string m = std::string("syntax error: ") + (r.error->message ? r.error->message : "");
+    if (r.error->cursorpos > 0) m += " at character " + std::to_string(r.error->cursorpos);
+    pg_query_free_protobuf_parse_result(r);
+    return SqlError(sqlstate::kSyntaxError, m, StatusCode::kInvalidArgument);
+  }
+  pq::ParseResult tree;
+  bool ok = tree.ParseFromArray(r.parse_tree.data, static_cast<int>(r.parse_tree.len));
+  pg_query_free_protobuf_parse_result(r);
+  if (!ok) return SqlError(sqlstate::kInternal, "cannot read the parse tree");
+  return tree;
+}
+
+Result<std::string> Deparse(const pq::ParseResult& tree) {
+  std::string bytes = tree.SerializeAsString();
+  PgQueryProtobuf buf{bytes.size(), bytes.data()};
+  PgQueryDeparseResult r = pg_query_deparse_protobuf(buf);
+  if (r.error) {
+    std::string m = std::string("cannot build the AT query: ") + (r.error->message ? r.error->message : "");
+    pg_query_free_deparse_result(r);
+    return SqlError(sqlstate::kInternal, m);
+  }
+  std::string out = r.query;
+  pg_query_free_deparse_result(r);
+  return out;
+}
+
+bool IsWrite(const pq::Node& n) { return n.has_insert_stmt() || n.has_update_stmt() || n.has_delete_stmt() || n.has_merge_stmt(); }
+
+// Refuses a WITH clause holding a data-modifying statement.
+Status CheckWith(const pq::WithClause& with) {
+  for (const auto& cte : with.ctes()) {
+    if (cte.has_common_table_expr() && IsWrite(cte.common_table_expr().ctequery())) {
+      return Refuse("a WITH clause holds a data-modifying statement (writable CTE \"" +
+                    cte.common_table_expr().ctename() + "\")");
+    }
+  }
+  return Status::Ok();
+}
+
+TableRef RefOf(const pq::RangeVar& rv) { return TableRef{rv.schemaname(), rv.relname()}; }
+
+// The name the statement's own clauses use for its table.
+std::string Qualifier(const pq::RangeVar& rv) { return rv.has_alias() ? rv.alias().aliasname() : rv.relname(); }
+
+// "SELECT json_build_array(q.pk1::text, ...)::text AS dtx_pk, row_to_json(q.*)::text AS dtx_image"
+std::string ImageTargets(const std::string& q, const std::vector<std::string>& pk, bool with_image) {
+  std::string s = "SELECT json_build_array(";
+  for (size_t i = 0; i < pk.size(); ++i) {
+    if (i) s += ", ";
+    s += QuoteIdent(q) + "." + QuoteIdent(pk[i]) + "::text";
+  }
+  s += ")::text AS dtx_pk";
+  if (with_image) s += ", row_to_json(" + QuoteIdent(q) + ".*)::text AS dtx_image";
+  return s;
+}
+
+// The target list of a parsed "SELECT ..." template.
+Result<pq::SelectStmt> Template(const std::string& sql) {
+  auto t = Parse(sql);
+  if (!t.ok()) return t.status();
+  if (t->stmts_size() != 1 || !t->stmts(0).stmt().has_select_stmt()) return SqlError(sqlstate::kInternal, "bad template");
+  return t->stmts(0).stmt().select_stmt();
+}
+
+void SetForUpdate(pq::SelectStmt* s) {
+  auto* lc = s->add_locking_clause()->mutable_locking_clause();
+  lc->set_strength(pq::LCS_FORUPDATE);
+  lc->set_wait_policy(pq::LockWaitBlock);
+}
+
+}  // namespace
+
+Result<ParsedStatement> Analyze(std::string_view sql_view) {
+  std::string sql(sql_view);
+  auto tree = Parse(sql);
+  if (!tree.ok()) return tree.status();
+  ParsedStatement out;
+  if (tree->stmts_size() == 0) return out;
+  if (tree->stmts_size() > 1) {
+    return Refuse("the string holds " + std::to_string(tree->stmts_size()) +
+                  " statements; send one statement per query in a global transaction");
+  }
+  const pq::Node& n = tree->stmts(0).stmt();
+  out.parse_tree = tree->SerializeAsString();
+  switch (n.node_case()) {
+    case pq::Node::kInsertStmt: {
+      const auto& s = n.insert_stmt();
+      if (s.has_with_clause()) DTX_RETURN_IF_ERROR(CheckWith(s.with_clause()));
+      if (s.has_on_conflict_clause()) return Refuse("INSERT ... ON CONFLICT");
+      if (s.has_select_stmt() && s.select_stmt().has_select_stmt() && s.select_stmt().select_stmt().has_with_clause()) {
+        DTX_RETURN_IF_ERROR(CheckWith(s.select_stmt().select_stmt().with_clause()));
+      }
+      out.kind = StatementKind::kInsert;
+      out.table = RefOf(s.relation());
+      out.returning_items = s.returning_list_size();
+      return out;
+    }
+    case pq::Node::kUpdateStmt: {
+      const auto& s = n.update_stmt();
+      if (s.has_with_clause()) DTX_RETURN_IF_ERROR(CheckWith(s.with_clause()));
+      if (s.from_clause_size() > 0) return Refuse("UPDATE ... FROM (a write that joins other tables)");
+      if (s.has_where_clause() && s.where_clause().has_current_of_expr()) return Refuse("UPDATE ... WHERE CURRENT OF");
+      out.kind = StatementKind::kUpdate;
+      out.table = RefOf(s.relation());
+      for (const auto& t : s.target_list()) {
+        if (t.has_res_target()) out.set_columns.push_back(t.res_target().name());
+      }
+      out.returning_items = s.returning_list_size();
+      return out;
+    }
+    case pq::Node::kDeleteStmt: {
+      const auto& s = n.delete_stmt();
+      if (s.has_with_clause()) DTX_RETURN_IF_ERROR(CheckWith(s.with_clause()));
+      if (s.using_clause_size() > 0) return Refuse("DELETE ... USING (a write that joins other tables)");
+      if (s.has_where_clause() && s.where_clause().has_current_of_expr()) return Refuse("DELETE ... WHERE CURRENT OF");
+      out.kind = StatementKind::kDelete;
+      out.table = RefOf(s.relation());
+      out.returning_items = s.returning_list_size();
+      return out;
+    }
+    case pq::Node::kMergeStmt: return Refuse("MERGE");
+    case pq::Node::kSelectStmt: {
+      const auto& s = n.select_stmt();
+      if (s.has_with_clause()) DTX_RETURN_IF_ERROR(CheckWith(s.with_clause()));
+      if (s.has_into_clause()) return Refuse("SELECT ... INTO (it creates a table)");
+      out.kind = StatementKind::kReadOnly;
+      bool for_update = false;
+      for (const auto& l : s.locking_clause()) {
+        auto st = l.locking_clause().strength();
+        if (st == pq::LCS_FORUPDATE || st == pq::LCS_FORNOKEYUPDATE) for_update = true;
+      }
+      // A global read-committed check needs the keys of one table's locked rows.
+      if (for_update && s.from_clause_size() == 1 && s.from_clause(0).has_range_var() && s.op() == pq::SETOP_NONE &&
+          s.group_clause_size() == 0 && s.distinct_clause_size() == 0) {
+        out.kind = StatementKind::kSelectForUpdate;
+        out.table = RefOf(s.from_clause(0).range_var());
+      }
+      return out;
+    }
+    case pq::Node::kTransactionStmt: out.kind = StatementKind::kTransactionControl; return out;
+    case pq::Node::kVariableShowStmt:
+      out.kind = StatementKind::kReadOnly;
+      return out;
+    case pq::Node::kExplainStmt: {
+      const auto& q = n.explain_stmt().query();
+      if (IsWrite(q)) return Refuse("EXPLAIN of a data-modifying statement (EXPLAIN ANALYZE would run it)");
+      out.kind = StatementKind::kReadOnly;
+      return out;
+    }
+    case pq::Node::kCopyStmt:
+      if (n.copy_stmt().is_from()) return Refuse("COPY ... FROM");
+      if (n.copy_stmt().has_query() && IsWrite(n.copy_stmt().query())) return Refuse("COPY of a data-modifying statement");
+      out.kind = StatementKind::kReadOnly;
+      return out;
+    case pq::Node::kVariableSetStmt:
+    case pq::Node::kLockStmt:
+    case pq::Node::kDeclareCursorStmt:
+    case pq::Node::kFetchStmt:
+    case pq::Node::kClosePortalStmt:
+    case pq::Node::kListenStmt:
+    case pq::Node::kUnlistenStmt:
+    case pq::Node::kNotifyStmt:
+    case pq::Node::kDiscardStmt:
+    case pq::Node::kDeallocateStmt:
+    case pq::Node::kConstraintsSetStmt:
+      out.kind = StatementKind::kOther;
+      return out;
+    case pq::Node::kTruncateStmt: return Refuse("TRUNCATE");
+    case pq::Node::kPrepareStmt:
+    case pq::Node::kExecuteStmt: return Refuse("PREPARE/EXECUTE (use the extended query protocol instead)");
+    case pq::Node::kDoStmt: return Refuse("DO blocks");
+    case pq::Node::kCallStmt: return Refuse("CALL");
+    default: {
+      const auto* f = n.GetReflection()->GetOneofFieldDescriptor(n, n.GetDescriptor()->oneof_decl(0));
+      return Refuse("DDL and utility statements (" + (f ? f->name() : std::string("unknown")) +
+                    ") are not allowed in a global transaction");
+    }
+  }
+}
+
+Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table) {
+  if (table.primary_key.empty()) {
+    return Refuse("table " + table.QualifiedName() + " has no primary key");
+  }
+  pq::ParseResult tree;
+  if (!tree.ParseFromString(parsed.parse_tree) || tree.stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
+  pq::Node* n = tree.mutable_stmts(0)->mutable_stmt();
+  StatementPlan plan;
+
+  if (parsed.kind == StatementKind::kSelectForUpdate) {
+    const auto& s = n->select_stmt();
+    const auto& rv = s.from_clause(0).range_var();
+    auto t = Template(ImageTargets(Qualifier(rv), table.primary_key, false) + " FROM dtx_placeholder");
+    if (!t.ok()) return t.status();
+    pq::SelectStmt q = std::move(*t);
+    *q.mutable_from_clause(0) = s.from_clause(0);
+    if (s.has_where_clause()) *q.mutable_where_clause() = s.where_clause();
+    if (s.has_with_clause()) *q.mutable_with_clause() = s.with_clause();
+    SetForUpdate(&q);
+    pq::ParseResult out;
+    *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(q);
+    auto sql = Deparse(out);
+    if (!sql.ok()) return sql.status();
+    plan.lock_keys_sql = std::move(*sql);
+    auto stmt = Deparse(tree);
+    if (!stmt.ok()) return stmt.status();
+    plan.statement_sql = std::move(*stmt);
+    return plan;
+  }
+
+  const pq::RangeVar* rv = nullptr;
+  google::protobuf::RepeatedPtrField<pq::Node>* returning = nullptr;
+  switch (parsed.kind) {
+    case StatementKind::kInsert:
+      rv = &n->insert_stmt().relation();
+      returning = n->mutable_insert_stmt()->mutable_returning_list();
+      break;
+    case StatementKind::kUpdate:
+      rv = &n->update_stmt().relation();
+      returning = n->mutable_update_stmt()->mutable_returning_list();
+      for (const auto& c : parsed.set_columns) {
+        if (std::find(table.primary_key.begin(), table.primary_key.end(), c) != table.primary_key.end()) {
+          return Refuse("the UPDATE assigns primary-key column \"" + c + "\" of " + table.QualifiedName());
+        }
+      }
+      break;
+    case StatementKind::kDelete:
+      rv = &n->delete_stmt().relation();
+      returning = n->mutable_delete_stmt()->mutable_returning_list();
+      break;
+    default: return SqlError(sqlstate::kInternal, "Plan() of a statement that does not write");
+  }
+  const std::string q = Qualifier(*rv);
+  auto targets = Template(ImageTargets(q, table.primary_key, true));
+  if (!targets.ok()) return targets.status();
+
+  if (parsed.kind == StatementKind::kUpdate) {
+    const auto& u = n->update_stmt();
+    auto t = Template(ImageTargets(q, table.primary_key, true) + " FROM dtx_placeholder");
+    if (!t.ok()) return t.status();
+    pq::SelectStmt s = std::move(*t);
+    *s.mutable_from_clause(0)->mutable_range_var() = u.relation();
+    if (u.has_where_clause()) *s.mutable_where_clause() = u.where_clause();
+    if (u.has_with_clause()) *s.mutable_with_clause() = u.with_clause();
+    SetForUpdate(&s);
+    pq::ParseResult out;
+    *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(s);
+    auto sql = Deparse(out);
+    if (!sql.ok()) return sql.status();
+    plan.before_image_sql = std::move(*sql);
+  }
+  for (const auto& t : targets->target_list()) *returning->Add() = t;
+  plan.hidden_columns = targets->target_list_size();
+  auto sql = Deparse(tree);
+  if (!sql.ok()) return sql.status();
+  plan.statement_sql = std::move(*sql);
+  return plan;
+}
+
+}  // namespace dtx::at
