@@ -305,8 +305,15 @@ TEST_F(SqlProxyTest, MalformedStartupPacketsGetAnErrorAndTheProxyGoesOn) {
     c.Send(std::string("\0\0\0\x30partial", 11));  // then the client leaves
   }
   {
-    // SSLRequest is answered 'N', and the startup goes on in the clear.
+    // GSSENCRequest and SSLRequest are answered 'N', and the startup goes on in the clear.
     RawClient c(proxy_->port());
+    std::string gss;
+    AppendInt32(gss, 8);
+    AppendInt32(gss, static_cast<int32_t>(sql_proxy::kGssEncRequestCode));
+    c.Send(gss);
+    std::string gss_answer;
+    ASSERT_TRUE(ReadExactly(c, 1, gss_answer));
+    EXPECT_EQ(gss_answer, "N");
     std::string ssl;
     AppendInt32(ssl, 8);
     AppendInt32(ssl, static_cast<int32_t>(sql_proxy::kSslRequestCode));
