@@ -1,0 +1,158 @@
+// Statement analysis with the PostgreSQL grammar: classification, refusals with their SQLSTATE,
+// and the before-image / rewritten SQL (their behaviour on a real server is in at_rollback_test).
+#include <gtest/gtest.h>
+
+#include "dtx/at/statement_analyzer.h"
+
+namespace dtx::at {
+namespace {
+
+TableInfo Table(std::string schema, std::string name, std::vector<std::string> pk) {
+  TableInfo t;
+  t.schema = std::move(schema);
+  t.name = std::move(name);
+  t.primary_key = std::move(pk);
+  return t;
+}
+
+void ExpectRefused(const std::string& sql, const std::string& reason) {
+  auto r = Analyze(sql);
+  ASSERT_FALSE(r.ok()) << sql;
+  EXPECT_EQ(SqlStateOf(r.status()), "0A000") << sql;
+  EXPECT_NE(r.status().message().find(reason), std::string_view::npos) << r.status();
+}
+
+TEST(StatementAnalyzer, ClassifiesStatementKinds) {
+  struct Case {
+    const char* sql;
+    StatementKind kind;
+  } cases[] = {
+      {"INSERT INTO t (a) VALUES (1), (2)", StatementKind::kInsert},
+      {"insert into s.t select * from u", StatementKind::kInsert},
+      {"UPDATE t SET a = a + 1 WHERE b > 3", StatementKind::kUpdate},
+      {"DELETE FROM t", StatementKind::kDelete},
+      {"SELECT * FROM t WHERE id = $1 FOR UPDATE", StatementKind::kSelectForUpdate},
+      {"SELECT * FROM t WHERE id = 1 FOR NO KEY UPDATE", StatementKind::kSelectForUpdate},
+      {"SELECT * FROM t WHERE id = 1 FOR SHARE", StatementKind::kReadOnly},
+      {"SELECT 1", StatementKind::kReadOnly},
+      {"WITH x AS (SELECT 1) SELECT * FROM x", StatementKind::kReadOnly},
+      {"SHOW search_path", StatementKind::kReadOnly},
+      {"EXPLAIN SELECT 1", StatementKind::kReadOnly},
+      {"BEGIN", StatementKind::kTransactionControl},
+      {"commit", StatementKind::kTransactionControl},
+      {"SAVEPOINT a", StatementKind::kTransactionControl},
+      {"SET LOCAL statement_timeout = 5", StatementKind::kOther},
+      {"-- only a comment", StatementKind::kEmpty},
+  };
+  for (const auto& c : cases) {
+    auto r = Analyze(c.sql);
+    ASSERT_TRUE(r.ok()) << c.sql << ": " << r.status();
+    EXPECT_EQ(r->kind, c.kind) << c.sql << " is " << StatementKindName(r->kind);
+  }
+}
+
+TEST(StatementAnalyzer, NamesTheWrittenTable) {
+  auto r = Analyze(R"(UPDATE "My Schema"."Order Lines" AS ol SET qty = 1 WHERE ol."order id" = $1)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->table.schema, "My Schema");
+  EXPECT_EQ(r->table.name, "Order Lines");
+  EXPECT_EQ(r->set_columns, std::vector<std::string>{"qty"});
+  auto lower = Analyze("delete from Public.ACCOUNTS where id = 1");
+  ASSERT_TRUE(lower.ok());
+  EXPECT_EQ(lower->table.schema, "public");
+  EXPECT_EQ(lower->table.name, "accounts");
+}
+
+TEST(StatementAnalyzer, RefusesWhatCannotBeUndone) {
+  ExpectRefused("UPDATE t SET a = 1; DELETE FROM t", "2 statements");
+  ExpectRefused("CREATE TABLE x (a int)", "DDL");
+  ExpectRefused("ALTER TABLE t ADD COLUMN b int", "DDL");
+  ExpectRefused("DROP TABLE t", "DDL");
+  ExpectRefused("TRUNCATE t", "TRUNCATE");
+  ExpectRefused("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", "ON CONFLICT");
+  ExpectRefused("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 2", "ON CONFLICT");
+  ExpectRefused("UPDATE t SET a = u.a FROM u WHERE t.id = u.id", "UPDATE ... FROM");
+  ExpectRefused("DELETE FROM t USING u WHERE t.id = u.id", "DELETE ... USING");
+  ExpectRefused("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", "writable CTE \"d\"");
+  ExpectRefused("WITH d AS (UPDATE t SET a = 1 RETURNING *) INSERT INTO u SELECT * FROM d", "writable CTE");
+  ExpectRefused("UPDATE t SET a = 1 WHERE CURRENT OF c", "CURRENT OF");
+  ExpectRefused("EXPLAIN ANALYZE DELETE FROM t", "EXPLAIN");
+  ExpectRefused("COPY t FROM STDIN", "COPY");
+  ExpectRefused("DO $$ BEGIN DELETE FROM t; END $$", "DO");
+  ExpectRefused("CALL p()", "CALL");
+  ExpectRefused("EXECUTE s(1)", "PREPARE/EXECUTE");
+  ExpectRefused("SELECT * INTO n FROM t", "INTO");
+  ExpectRefused("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE", "MERGE");
+}
+
+TEST(StatementAnalyzer, SyntaxErrorsAreSqlErrors) {
+  auto r = Analyze("UPDATE t SET WHERE");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(SqlStateOf(r.status()), "42601");
+  EXPECT_NE(r.status().message().find("syntax error"), std::string_view::npos);
+}
+
+TEST(StatementAnalyzer, RefusesTablesWithoutKeyAndKeyUpdates) {
+  auto r = Analyze("UPDATE t SET a = 1");
+  ASSERT_TRUE(r.ok());
+  auto none = Plan(*r, Table("public", "t", {}));
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(SqlStateOf(none.status()), "0A000");
+  EXPECT_NE(none.status().message().find("has no primary key"), std::string_view::npos);
+
+  auto k = Analyze("UPDATE t SET id = id + 1, a = 2");
+  ASSERT_TRUE(k.ok());
+  auto key = Plan(*k, Table("public", "t", {"id"}));
+  ASSERT_FALSE(key.ok());
+  EXPECT_NE(key.status().message().find("primary-key column \"id\""), std::string_view::npos);
+}
+
+TEST(StatementAnalyzer, UpdateGetsBeforeImageWithItsOwnWhereAndParameters) {
+  auto r = Analyze(R"(UPDATE "My Schema"."Order Lines" ol SET qty = $1 WHERE ol."order id" = $2 AND qty < $3)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto p = Plan(*r, Table("My Schema", "Order Lines", {"order id", "line"}));
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::string& b = p->before_image_sql;
+  EXPECT_NE(b.find("FROM \"My Schema\".\"Order Lines\" ol"), std::string::npos) << b;
+  EXPECT_NE(b.find("$2"), std::string::npos) << b;
+  EXPECT_NE(b.find("$3"), std::string::npos) << b;
+  EXPECT_EQ(b.find("$1"), std::string::npos) << "the SET value is not part of the WHERE: " << b;
+  EXPECT_NE(b.find("FOR UPDATE"), std::string::npos) << b;
+  EXPECT_NE(b.find("row_to_json(ol.*)"), std::string::npos) << b;
+  EXPECT_NE(b.find("ol.\"order id\""), std::string::npos) << b;
+  EXPECT_EQ(p->hidden_columns, 2);
+  EXPECT_NE(p->statement_sql.find("RETURNING"), std::string::npos) << p->statement_sql;
+  EXPECT_NE(p->statement_sql.find("$1"), std::string::npos) << p->statement_sql;
+}
+
+TEST(StatementAnalyzer, ClientReturningItemsStayFirst) {
+  auto r = Analyze("INSERT INTO t (a) VALUES ($1) RETURNING id, a AS x");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->returning_items, 2);
+  auto p = Plan(*r, Table("public", "t", {"id"}));
+  ASSERT_TRUE(p.ok());
+  const auto& s = p->statement_sql;
+  auto client = s.find("RETURNING id, a AS x, ");
+  EXPECT_NE(client, std::string::npos) << s;
+  EXPECT_TRUE(p->before_image_sql.empty());
+}
+
+TEST(StatementAnalyzer, SelectForUpdateGetsLockKeysQuery) {
+  auto r = Analyze("SELECT balance FROM accounts a WHERE a.id = $1 FOR UPDATE");
+  ASSERT_TRUE(r.ok());
+  auto p = Plan(*r, Table("public", "accounts", {"id"}));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_NE(p->lock_keys_sql.find("json_build_array(a.id::text)"), std::string::npos) << p->lock_keys_sql;
+  EXPECT_NE(p->lock_keys_sql.find("$1"), std::string::npos);
+  EXPECT_EQ(p->hidden_columns, 0);
+}
+
+TEST(StatementAnalyzer, RaiseErrorSqlCarriesStateAndText) {
+  std::string sql = RaiseErrorSql(SqlError("0A000", "it's $dtx$ odd"));
+  EXPECT_NE(sql.find("ERRCODE = '0A000'"), std::string::npos) << sql;
+  EXPECT_NE(sql.find("it''s"), std::string::npos) << sql;
+  EXPECT_EQ(sql.find("$dtx$ odd"), std::string::npos) << sql;
+}
+
+}  // namespace
+}  // namespace dtx::at
