@@ -114,9 +114,18 @@ TEST(StatementAnalyzer, UpdateGetsBeforeImageWithItsOwnWhereAndParameters) {
   ASSERT_TRUE(p.ok()) << p.status();
   const std::string& b = p->before_image_sql;
   EXPECT_NE(b.find("FROM \"My Schema\".\"Order Lines\" ol"), std::string::npos) << b;
-  EXPECT_NE(b.find("$2"), std::string::npos) << b;
-  EXPECT_NE(b.find("$3"), std::string::npos) << b;
-  EXPECT_EQ(b.find("$1"), std::string::npos) << "the SET value is not part of the WHERE: " << b;
+  // Only the WHERE's parameters, renumbered: $2 -> $1, $3 -> $2.
+  EXPECT_NE(b.find("ol.\"order id\" = $1 AND qty < $2"), std::string::npos) << b;
+  EXPECT_EQ(b.find("$3"), std::string::npos) << b;
+  EXPECT_EQ(p->extra_params, (std::vector<int>{2, 3}));
+  QueryParams client;
+  client.values = {"5", "a", std::nullopt};
+  client.formats = {0, 1, 0};
+  client.types = {23, 25};
+  auto sub = SelectParams(client, p->extra_params);
+  EXPECT_EQ(sub.values, (std::vector<std::optional<std::string>>{"a", std::nullopt}));
+  EXPECT_EQ(sub.formats, (std::vector<int16_t>{1, 0}));
+  EXPECT_EQ(sub.types, (std::vector<uint32_t>{25, 0}));
   EXPECT_NE(b.find("FOR UPDATE"), std::string::npos) << b;
   EXPECT_NE(b.find("row_to_json(ol.*)"), std::string::npos) << b;
   EXPECT_NE(b.find("ol.\"order id\""), std::string::npos) << b;

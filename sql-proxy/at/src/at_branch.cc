@@ -58,10 +58,10 @@ std::optional<AtStep> AtStatement::Next() {
       step.query = Catalog::LookupQuery(parsed_.table);
       return step;
     case State::kBeforeImage:
-      step.query = AtQuery{QueryRole::kBeforeImage, plan_.before_image_sql, params_, 0};
+      step.query = AtQuery{QueryRole::kBeforeImage, plan_.before_image_sql, SelectParams(params_, plan_.extra_params), 0};
       return step;
     case State::kLockKeys:
-      step.query = AtQuery{QueryRole::kLockKeys, plan_.lock_keys_sql, params_, 0};
+      step.query = AtQuery{QueryRole::kLockKeys, plan_.lock_keys_sql, SelectParams(params_, plan_.extra_params), 0};
       return step;
     case State::kCheckLocks:
       step.check_global_locks = true;

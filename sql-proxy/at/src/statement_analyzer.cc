@@ -3,6 +3,7 @@
 #include <pg_query.h>
 
 #include <algorithm>
+#include <map>
 
 #include "pg_query.pb.h"
 
@@ -98,6 +99,29 @@ Result<pq::SelectStmt> Template(const std::string& sql) {
   return t->stmts(0).stmt().select_stmt();
 }
 
+// Renumbers the $n parameters of `m` densely in order of first use; returns the original
+// numbers (1-based) in their new order. An extra query keeps only the parameters it uses, so
+// the server never has to guess the type of one it does not see.
+void Renumber(google::protobuf::Message* m, std::map<int, int>* seen, std::vector<int>* order) {
+  if (auto* p = dynamic_cast<pq::ParamRef*>(m)) {
+    auto [it, fresh] = seen->emplace(p->number(), static_cast<int>(order->size()) + 1);
+    if (fresh) order->push_back(p->number());
+    p->set_number(it->second);
+    return;
+  }
+  const auto* refl = m->GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  refl->ListFields(*m, &fields);
+  for (const auto* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->is_repeated()) {
+      for (int i = 0; i < refl->FieldSize(*m, f); ++i) Renumber(refl->MutableRepeatedMessage(m, f, i), seen, order);
+    } else {
+      Renumber(refl->MutableMessage(m, f), seen, order);
+    }
+  }
+}
+
 void SetForUpdate(pq::SelectStmt* s) {
   auto* lc = s->add_locking_clause()->mutable_locking_clause();
   lc->set_strength(pq::LCS_FORUPDATE);
@@ -105,6 +129,18 @@ void SetForUpdate(pq::SelectStmt* s) {
 }
 
 }  // namespace
+
+QueryParams SelectParams(const QueryParams& params, const std::vector<int>& numbers) {
+  QueryParams out;
+  for (int n : numbers) {
+    size_t i = static_cast<size_t>(n - 1);
+    out.values.push_back(i < params.values.size() ? params.values[i] : std::nullopt);
+    if (params.formats.size() > 1) out.formats.push_back(i < params.formats.size() ? params.formats[i] : 0);
+    out.types.push_back(i < params.types.size() ? params.types[i] : 0);
+  }
+  if (params.formats.size() == 1) out.formats = params.formats;
+  return out;
+}
 
 Result<ParsedStatement> Analyze(std::string_view sql_view) {
   std::string sql(sql_view);
@@ -233,6 +269,8 @@ Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table
     if (s.has_where_clause()) *q.mutable_where_clause() = s.where_clause();
     if (s.has_with_clause()) *q.mutable_with_clause() = s.with_clause();
     SetForUpdate(&q);
+    std::map<int, int> seen;
+    Renumber(&q, &seen, &plan.extra_params);
     pq::ParseResult out;
     *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(q);
     auto sql = Deparse(out);
@@ -279,6 +317,8 @@ Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table
     if (u.has_where_clause()) *s.mutable_where_clause() = u.where_clause();
     if (u.has_with_clause()) *s.mutable_with_clause() = u.with_clause();
     SetForUpdate(&s);
+    std::map<int, int> seen;
+    Renumber(&s, &seen, &plan.extra_params);
     pq::ParseResult out;
     *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(s);
     auto sql = Deparse(out);

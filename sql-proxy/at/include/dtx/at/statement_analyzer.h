@@ -8,7 +8,8 @@
 //                         FROM <table> WHERE <the statement's own WHERE> FOR UPDATE
 //   all writes: the statement with RETURNING <the client's items>, the same two columns
 //                         (after image for INSERT/UPDATE; the deleted row for DELETE)
-// `$n` parameters are kept, so the statement's own Bind values apply to every query.
+// `$n` parameters are kept, so the statement's own Bind values apply to every query (the extra
+// queries renumber the ones they use: see StatementPlan::extra_params and SelectParams).
 // SELECT ... FOR UPDATE/NO KEY UPDATE of one table gets a lock-keys query (the keys it locks).
 //
 // Pure functions over text: no I/O, no state; safe from any thread. Refusals are SqlError
@@ -50,7 +51,13 @@ struct StatementPlan {
   std::string lock_keys_sql;     // kSelectForUpdate only: rows (pk json array text)
   std::string statement_sql;     // the statement to run in place of the client's
   int hidden_columns = 0;        // trailing columns of statement_sql the client must not see
+  // before_image_sql / lock_keys_sql number their parameters $1..$k: extra_params[i] is the
+  // client's parameter number (1-based) that their $(i+1) stands for.
+  std::vector<int> extra_params;
 };
+
+// The client's parameters that `numbers` (1-based) name, in that order, with their formats and types.
+QueryParams SelectParams(const QueryParams& params, const std::vector<int>& numbers);
 
 Result<ParsedStatement> Analyze(std::string_view sql);
 // REQUIRES: parsed.kind is kInsert, kUpdate, kDelete or kSelectForUpdate; table describes parsed.table.
