@@ -72,6 +72,7 @@ void AtTest::SetUp() {
   ASSERT_TRUE(conn_);
   Exec("SET client_min_messages = warning");
   Exec(CreateUndoTableSql(kDefaultUndoTable));
+  Exec("RESET client_min_messages");
   options_.resource_id = "pg-test";
 }
 

@@ -12,6 +12,8 @@ Result<std::unique_ptr<PgConnection>> PgConnection::Open(const std::string& conn
     while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
     return SqlError(sqlstate::kConnectionFailure, "cannot connect: " + m, StatusCode::kUnavailable);
   }
+  // NOTICEs (CREATE TABLE IF NOT EXISTS ...) are not errors: keep them off stderr.
+  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
   return std::unique_ptr<PgConnection>(new PgConnection(c));
 }
 
