@@ -116,6 +116,41 @@ TEST_F(AtRollbackTest, ClientTimeZoneAndDateStyleDoNotMatter) {
                         "SET bytea_output = 'escape'", "SET IntervalStyle = 'sql_standard'"});
 }
 
+TEST_F(AtRollbackTest, IdentityGeneratedColumnsPartitionsAndSubqueries) {
+  Exec("CREATE TABLE gen (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, a int, twice int GENERATED ALWAYS AS (a * 2) STORED,"
+       " note text DEFAULT 'd')");
+  Exec("INSERT INTO gen (a) VALUES (1), (2), (3)");
+  Exec("CREATE TABLE part (region text, id int, v numeric, PRIMARY KEY (region, id)) PARTITION BY LIST (region)");
+  Exec("CREATE TABLE part_eu PARTITION OF part FOR VALUES IN ('eu')");
+  Exec("CREATE TABLE part_us PARTITION OF part FOR VALUES IN ('us')");
+  Exec("INSERT INTO part VALUES ('eu', 1, 1), ('us', 1, 2), ('us', 2, 3)");
+  PhaseOneThenRollback("gen", {{"UPDATE gen SET a = a + 10 WHERE id IN (SELECT id FROM typed WHERE b)", {}},
+                               {"DELETE FROM gen WHERE a = 2", {}},
+                               {"INSERT INTO gen DEFAULT VALUES", {}},
+                               {"INSERT INTO gen (a) SELECT id FROM typed", {}}});
+  PhaseOneThenRollback("part", {{"UPDATE ONLY part SET v = v * 10 WHERE region = 'us'", {}},
+                                {"DELETE FROM part_eu", {}},
+                                {"INSERT INTO part VALUES ('eu', 9, 9)", {}}});
+}
+
+TEST_F(AtRollbackTest, ReadsAndUtilityStatementsPassThroughUnchanged) {
+  auto c = Connect();
+  ASSERT_TRUE(c->Run("BEGIN").ok());
+  AtBranch branch(options_, catalog_, "xid-read");
+  auto r = RunStatement(*c, branch, "SELECT t FROM typed WHERE id = $1", [] {
+    QueryParams p;
+    p.values = {"1"};
+    return p;
+  }());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->rows.size(), 1u);
+  EXPECT_EQ(r->rows[0][0], std::optional<std::string>("plain"));
+  ASSERT_TRUE(RunStatement(*c, branch, "SET LOCAL statement_timeout = '5s'").ok());
+  ASSERT_TRUE(RunStatement(*c, branch, "SELECT * FROM typed FOR SHARE").ok());
+  EXPECT_FALSE(branch.has_writes());
+  ASSERT_TRUE(c->Run("ROLLBACK").ok());
+}
+
 TEST_F(AtRollbackTest, CompositeKeysAndOddNames) {
   Exec("CREATE SCHEMA \"Odd Schema\"");
   Exec("CREATE TABLE \"Odd Schema\".\"Order Lines\" (\"order:id\" text, \"line.no\" int, \"Qty\" numeric,"

@@ -163,5 +163,24 @@ TEST(StatementAnalyzer, RaiseErrorSqlCarriesStateAndText) {
   EXPECT_EQ(sql.find("$dtx$ odd"), std::string::npos) << sql;
 }
 
+TEST(StatementAnalyzer, OddInputIsAnErrorOrAPlanNeverACrash) {
+  std::vector<std::string> inputs = {"", ";", ";;;", "\x01\x02", "UPDATE", "'unterminated", "$$", "/* open comment",
+                                     "SELECT $999999999", "UPDATE t SET a = $0", std::string(1000, '('),
+                                     "DELETE FROM t WHERE " + std::string(200, '(') + "1" + std::string(200, ')'),
+                                     std::string("UPDATE t SET a = 1\0 WHERE b", 26)};
+  std::string nested = "1";
+  for (int i = 0; i < 2000; ++i) nested = "(" + nested + " + 1)";
+  inputs.push_back("UPDATE t SET a = " + nested + " WHERE id = $1");
+  for (const auto& in : inputs) {
+    auto r = Analyze(in);
+    if (r.ok() && (r->kind == StatementKind::kUpdate || r->kind == StatementKind::kDelete)) {
+      auto p = Plan(*r, Table("public", "t", {"id"}));
+      if (!p.ok()) EXPECT_FALSE(SqlStateOf(p.status()).empty());
+    } else if (!r.ok()) {
+      EXPECT_EQ(SqlStateOf(r.status()).size(), 5u) << r.status();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dtx::at
