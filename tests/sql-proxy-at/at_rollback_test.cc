@@ -208,6 +208,11 @@ TEST_F(AtRollbackTest, RefusalsNeedingTheCatalog) {
   EXPECT_EQ(SqlStateOf(missing.status()), "42P01");
   auto pk = RunStatement(*c, branch, "UPDATE typed SET id = 5 WHERE id = 4");
   EXPECT_EQ(SqlStateOf(pk.status()), "0A000");
+  Exec("CREATE TABLE child (id int PRIMARY KEY, parent int REFERENCES typed ON DELETE CASCADE)");
+  catalog_->Invalidate();
+  auto cascade = RunStatement(*c, branch, "DELETE FROM typed WHERE id = 1");
+  EXPECT_EQ(SqlStateOf(cascade.status()), "0A000");
+  EXPECT_NE(cascade.status().message().find("cascades"), std::string_view::npos) << cascade.status();
   EXPECT_FALSE(branch.has_writes());
   // The session puts the transaction block into the failed state with the same error.
   auto raised = c->Run(RaiseErrorSql(r.status()));

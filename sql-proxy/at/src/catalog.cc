@@ -28,7 +28,9 @@ AtQuery Catalog::LookupQuery(const TableRef& table) {
       " coalesce((SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid"
       " AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '[]')::text,"
       " coalesce((SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid"
-      " AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'), '[]')::text"
+      " AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'), '[]')::text,"
+      " EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f'"
+      " AND f.confdeltype IN ('c', 'n', 'd'))::text"
       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
   q.params.values = {table.Spelling()};
   return q;
@@ -50,7 +52,7 @@ Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& looku
     return SqlError(sqlstate::kUndefinedTable, "relation " + table.Spelling() + " does not exist");
   }
   const auto& row = lookup.rows.front();
-  if (row.size() < 6 || !row[0] || !row[1] || !row[2]) return SqlError(sqlstate::kInternal, "unexpected catalog answer");
+  if (row.size() < 7 || !row[0] || !row[1] || !row[2]) return SqlError(sqlstate::kInternal, "unexpected catalog answer");
   if (*row[2] != "r" && *row[2] != "p") {
     return SqlError(sqlstate::kFeatureNotSupported,
                     "AT mode writes plain tables only; " + table.Spelling() + " is a view or another kind of relation");
@@ -61,6 +63,7 @@ Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& looku
   info.primary_key = Names(row[3]);
   info.columns = Names(row[4]);
   info.identity_always = Names(row[5]);
+  info.delete_cascades = row[6] == std::optional<std::string>("true");
   std::lock_guard lock(mu_);
   tables_[table.Spelling()] = info;
   return info;

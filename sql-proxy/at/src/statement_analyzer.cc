@@ -299,6 +299,11 @@ Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table
       }
       break;
     case StatementKind::kDelete:
+      if (table.delete_cascades) {
+        return Refuse("a DELETE from " + table.QualifiedName() +
+                      " cascades through foreign keys (ON DELETE CASCADE / SET NULL / SET DEFAULT) to rows the "
+                      "undo log would not hold");
+      }
       rv = &n->delete_stmt().relation();
       returning = n->mutable_delete_stmt()->mutable_returning_list();
       break;

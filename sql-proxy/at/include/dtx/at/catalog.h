@@ -33,6 +33,9 @@ struct TableInfo {
   std::vector<std::string> primary_key;  // in key order; empty: the table has none
   std::vector<std::string> columns;      // writable columns in order (not dropped, not generated)
   std::vector<std::string> identity_always;  // GENERATED ALWAYS AS IDENTITY columns
+  // A foreign key of another table deletes or changes its rows when a row here is deleted
+  // (ON DELETE CASCADE / SET NULL / SET DEFAULT): those changes would escape the undo log.
+  bool delete_cascades = false;
   std::string QualifiedName() const;     // "schema"."name"
 };
 
