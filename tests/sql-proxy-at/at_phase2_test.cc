@@ -181,6 +181,51 @@ TEST_F(AtPhase2Test, LockConflictBetweenGlobalTransactionsFailsTheLaterCommit) {
   EXPECT_EQ(Count("SELECT count(*) FROM accounts WHERE owner = 'second'"), 2);
 }
 
+TEST_F(AtPhase2Test, LocalWriteIsBlockedByGlobalLock) {
+  std::string xid = Begin();
+  ASSERT_TRUE(Write(xid, {"UPDATE accounts SET owner = 'global' WHERE id = 1"}).ok());
+
+  // A session bound to no global transaction.
+  AtOptions quick = options_;
+  quick.lock_retry_for = 200ms;
+  AtBranch unbound(quick, catalog_, "");
+  auto c = Connect();
+  auto run = [&](const std::string& sql) {
+    auto st = unbound.PrepareLocal(sql);
+    if (!st.ok()) return st.status();
+    while (auto step = (*st)->Next()) {
+      if (step->check_global_locks) {
+        DTX_RETURN_IF_ERROR((*st)->CheckGlobalLocks(*client_));
+        continue;
+      }
+      EXPECT_EQ(step->query.hidden_columns, 0);
+      auto r = c->Run(step->query);
+      if (!r.ok()) return r.status();
+      DTX_RETURN_IF_ERROR((*st)->OnResult(*r));
+    }
+    return Status::Ok();
+  };
+  ASSERT_TRUE(c->Run("BEGIN").ok());
+  Status blocked = run("UPDATE accounts SET owner = 'local' WHERE id IN (1, 2)");
+  ASSERT_FALSE(blocked.ok());
+  EXPECT_EQ(SqlStateOf(blocked), "55P03") << blocked;
+  EXPECT_NE(blocked.message().find(xid), std::string_view::npos) << blocked;
+  ASSERT_TRUE(c->Run("ROLLBACK").ok());
+  EXPECT_EQ(SqlStateOf(run("DELETE FROM accounts WHERE id = 1")), "55P03");
+  EXPECT_EQ(Count("SELECT count(*) FROM accounts WHERE owner = 'local'"), 0);
+  // Other rows, inserts and statements AT does not handle run as they are.
+  EXPECT_TRUE(run("UPDATE accounts SET owner = 'local' WHERE id = 2").ok());
+  EXPECT_TRUE(run("INSERT INTO accounts VALUES (7, 'local', 1, now())").ok());
+  EXPECT_TRUE(run("CREATE TABLE scratch (a int)").ok());
+  EXPECT_TRUE(run("UPDATE scratch SET a = 1").ok()) << "no primary key: nothing to check";
+  EXPECT_FALSE(unbound.has_writes());
+  // Once the global transaction is over, its rows are free.
+  ASSERT_TRUE(client_->Commit(xid).ok());
+  EXPECT_EQ(WaitFinal(xid), sdk::GlobalStatus::kCommitted);
+  EXPECT_TRUE(run("UPDATE accounts SET owner = 'local' WHERE id = 1").ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM accounts WHERE owner = 'local'"), 3);
+}
+
 TEST_F(AtPhase2Test, DirtyWriteEndsAsRollbackFailedWithTheRowsNamed) {
   std::string xid = Begin();
   ASSERT_TRUE(Write(xid, {"UPDATE accounts SET balance = 0 WHERE id IN (3, 4)"}).ok());

@@ -34,10 +34,21 @@ std::string KeyText(const std::vector<std::string>& key) { return nlohmann::json
 
 }  // namespace
 
-AtStatement::AtStatement(AtBranch& branch, ParsedStatement parsed, QueryParams params)
-    : branch_(branch), parsed_(std::move(parsed)), params_(std::move(params)) {}
+AtStatement::AtStatement(AtBranch& branch, ParsedStatement parsed, QueryParams params, std::string sql, bool local)
+    : branch_(branch), parsed_(std::move(parsed)), params_(std::move(params)), sql_(std::move(sql)), local_(local) {}
 
 Status AtStatement::Planned(const TableInfo& table) {
+  if (local_) {
+    auto plan = PlanLocalWrite(parsed_, table, sql_);
+    if (!plan.ok()) {
+      SetState(State::kDone);
+      return plan.status();
+    }
+    table_ = table;
+    plan_ = std::move(*plan);
+    SetState(plan_.lock_keys_sql.empty() ? State::kStatement : State::kLockKeys);
+    return Status::Ok();
+  }
   auto plan = Plan(parsed_, table);
   if (!plan.ok()) {
     SetState(State::kDone);
@@ -80,6 +91,12 @@ Status AtStatement::OnResult(const QueryResult& result) {
   switch (state_) {
     case State::kCatalog: {
       auto info = branch_.catalog_->Store(parsed_.table, result);
+      if (!info.ok() && local_) {
+        // Not a table AT knows (missing, a view...): the server gives its own answer.
+        plan_.statement_sql = sql_;
+        SetState(State::kStatement);
+        return Status::Ok();
+      }
       if (!info.ok()) {
         SetState(State::kDone);
         return info.status();
@@ -110,7 +127,7 @@ Status AtStatement::OnResult(const QueryResult& result) {
     case State::kDone: return SqlError(sqlstate::kInternal, "the statement is already done");
   }
   SetState(State::kDone);
-  if (!Writes(parsed_.kind) || result.rows.empty()) return Status::Ok();
+  if (local_ || !Writes(parsed_.kind) || result.rows.empty()) return Status::Ok();
 
   UndoEntry e;
   e.kind = parsed_.kind == StatementKind::kInsert   ? UndoKind::kInsert
@@ -172,7 +189,7 @@ Result<std::unique_ptr<AtStatement>> AtBranch::Prepare(std::string_view sql, Que
   auto parsed = Analyze(sql);
   if (!parsed.ok()) return parsed.status();
   const StatementKind kind = parsed->kind;
-  std::unique_ptr<AtStatement> st(new AtStatement(*this, std::move(*parsed), std::move(params)));
+  std::unique_ptr<AtStatement> st(new AtStatement(*this, std::move(*parsed), std::move(params), std::string(sql), false));
   if (Writes(kind) || kind == StatementKind::kSelectForUpdate) {
     if (auto info = catalog_->Find(st->parsed_.table)) {
       DTX_RETURN_IF_ERROR(st->Planned(*info));
@@ -182,6 +199,24 @@ Result<std::unique_ptr<AtStatement>> AtBranch::Prepare(std::string_view sql, Que
   } else {
     st->plan_.statement_sql = std::string(sql);
     st->SetState(AtStatement::State::kStatement);
+  }
+  return st;
+}
+
+Result<std::unique_ptr<AtStatement>> AtBranch::PrepareLocal(std::string_view sql, QueryParams params) {
+  auto parsed = Analyze(sql);
+  ParsedStatement p;
+  if (parsed.ok()) p = std::move(*parsed);
+  const bool check = parsed.ok() && (p.kind == StatementKind::kUpdate || p.kind == StatementKind::kDelete);
+  if (!check) p.kind = StatementKind::kOther;
+  std::unique_ptr<AtStatement> st(new AtStatement(*this, std::move(p), std::move(params), std::string(sql), true));
+  if (!check) {
+    st->plan_.statement_sql = std::string(sql);
+    st->SetState(AtStatement::State::kStatement);
+  } else if (auto info = catalog_->Find(st->parsed_.table)) {
+    DTX_RETURN_IF_ERROR(st->Planned(*info));
+  } else {
+    st->SetState(AtStatement::State::kCatalog);
   }
   return st;
 }

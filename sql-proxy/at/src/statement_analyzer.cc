@@ -250,6 +250,44 @@ Result<ParsedStatement> Analyze(std::string_view sql_view) {
   }
 }
 
+Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableInfo& table, std::string_view sql) {
+  StatementPlan plan;
+  plan.statement_sql = std::string(sql);
+  if (table.primary_key.empty()) return plan;
+  pq::ParseResult tree;
+  if (!tree.ParseFromString(parsed.parse_tree) || tree.stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
+  const pq::Node& n = tree.stmts(0).stmt();
+  const pq::RangeVar* rv;
+  const pq::Node* where;
+  const pq::WithClause* with;
+  if (parsed.kind == StatementKind::kUpdate) {
+    const auto& u = n.update_stmt();
+    rv = &u.relation(), where = u.has_where_clause() ? &u.where_clause() : nullptr;
+    with = u.has_with_clause() ? &u.with_clause() : nullptr;
+  } else if (parsed.kind == StatementKind::kDelete) {
+    const auto& d = n.delete_stmt();
+    rv = &d.relation(), where = d.has_where_clause() ? &d.where_clause() : nullptr;
+    with = d.has_with_clause() ? &d.with_clause() : nullptr;
+  } else {
+    return plan;  // INSERT: new keys cannot be known before it runs (not checked)
+  }
+  auto t = Template(ImageTargets(Qualifier(*rv), table.primary_key, false) + " FROM dtx_placeholder");
+  if (!t.ok()) return t.status();
+  pq::SelectStmt q = std::move(*t);
+  *q.mutable_from_clause(0)->mutable_range_var() = *rv;
+  if (where) *q.mutable_where_clause() = *where;
+  if (with) *q.mutable_with_clause() = *with;
+  SetForUpdate(&q);
+  std::map<int, int> seen;
+  Renumber(&q, &seen, &plan.extra_params);
+  pq::ParseResult out;
+  *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(q);
+  auto keys = Deparse(out);
+  if (!keys.ok()) return keys.status();
+  plan.lock_keys_sql = std::move(*keys);
+  return plan;
+}
+
 Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table) {
   if (table.primary_key.empty()) {
     return Refuse("table " + table.QualifiedName() + " has no primary key");

@@ -74,13 +74,15 @@ class AtStatement {
  private:
   friend class AtBranch;
   enum class State { kCatalog, kBeforeImage, kLockKeys, kCheckLocks, kStatement, kDone };
-  AtStatement(AtBranch& branch, ParsedStatement parsed, QueryParams params);
+  AtStatement(AtBranch& branch, ParsedStatement parsed, QueryParams params, std::string sql, bool local);
   Status Planned(const TableInfo& table);
   void SetState(State s) { state_ = s; }
 
   AtBranch& branch_;
   ParsedStatement parsed_;
   QueryParams params_;
+  std::string sql_;     // as the client sent it
+  bool local_ = false;  // a write of an unbound session: lock check only, no undo
   std::optional<TableInfo> table_;
   StatementPlan plan_;
   State state_ = State::kStatement;
@@ -95,6 +97,13 @@ class AtBranch {
 
   // Analyzes a statement; SqlError for a refusal, before anything ran.
   Result<std::unique_ptr<AtStatement>> Prepare(std::string_view sql, QueryParams params = {});
+
+  // A statement of a session bound to NO global transaction, through a branch made with an
+  // empty xid: writes that would change rows a global transaction holds (UPDATE, DELETE of a
+  // table with a primary key) first check the global locks (a kLockKeys query, then
+  // CheckGlobalLocks: 55P03 after lock_retry_for); the statement then runs unchanged and
+  // nothing is recorded. Anything else, and anything Analyze cannot parse, runs unchanged.
+  Result<std::unique_ptr<AtStatement>> PrepareLocal(std::string_view sql, QueryParams params = {});
 
   bool has_writes() const { return !entries_.empty(); }
   const std::vector<UndoEntry>& entries() const { return entries_; }

@@ -56,6 +56,12 @@ struct StatementPlan {
   std::vector<int> extra_params;
 };
 
+// A write of a session bound to no global transaction (its statement runs unchanged):
+// UPDATE/DELETE of a table with a primary key get lock_keys_sql, the keys of the rows the
+// write will change, to check against the global locks first. INSERT and keyless tables get
+// none. Never refuses.
+Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableInfo& table, std::string_view sql);
+
 // The client's parameters that `numbers` (1-based) name, in that order, with their formats and types.
 QueryParams SelectParams(const QueryParams& params, const std::vector<int>& numbers);
 
