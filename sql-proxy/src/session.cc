@@ -93,14 +93,43 @@ const std::string& Session::EffectiveXid() const {
   return session_xid_;
 }
 
-asio::awaitable<bool> Session::WriteClient(std::string_view bytes) {
-  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes.data(), bytes.size()), kTuple);
-  co_return !ec;
+// A write is tried at once without blocking (the sockets are in non-blocking mode), which is
+// nearly always enough for one read's worth of bytes; only the rest waits, and then the loop that
+// wrote has suspended (see ReadSome).
+asio::awaitable<bool> Session::Write(tcp::socket& socket, std::string_view bytes, bool& fresh) {
+  boost::system::error_code ec;
+  const size_t n = socket.write_some(asio::buffer(bytes.data(), bytes.size()), ec);
+  if (!ec && n == bytes.size()) co_return true;
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) co_return false;
+  if (!ec) bytes.remove_prefix(n);
+  fresh = false;
+  auto [wec, written] = co_await asio::async_write(socket, asio::buffer(bytes.data(), bytes.size()), kTuple);
+  co_return !wec;
 }
 
-asio::awaitable<bool> Session::WriteServer(std::string_view bytes) {
-  auto [ec, n] = co_await asio::async_write(server_, asio::buffer(bytes.data(), bytes.size()), kTuple);
-  co_return !ec;
+asio::awaitable<bool> Session::WriteClient(std::string_view bytes) { return Write(client_, bytes, back_fresh_); }
+
+asio::awaitable<bool> Session::WriteServer(std::string_view bytes) { return Write(server_, bytes, front_fresh_); }
+
+// When the loop has not suspended since a read that drained the socket, any newer bytes have
+// raised a readiness edge that epoll still holds: waiting for it and then reading costs one
+// receive. Otherwise (and after a read that filled the buffer) the read is tried at once.
+asio::awaitable<std::pair<boost::system::error_code, size_t>> Session::ReadSome(tcp::socket& socket, char* data,
+                                                                               size_t space, bool& fresh) {
+  if (fresh) {
+    while (true) {
+      auto [wec] = co_await socket.async_wait(tcp::socket::wait_read, kTuple);
+      if (wec) co_return std::make_pair(wec, size_t{0});
+      boost::system::error_code ec;
+      const size_t n = socket.read_some(asio::buffer(data, space), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+      fresh = !ec && n < space;
+      co_return std::make_pair(ec, n);
+    }
+  }
+  auto [ec, n] = co_await socket.async_read_some(asio::buffer(data, space), kTuple);
+  fresh = !ec && n < space;
+  co_return std::make_pair(ec, n);
 }
 
 // ---- startup ----
@@ -114,6 +143,8 @@ asio::awaitable<void> Session::Run() {
     co_return;
   }
   phase_ = Phase::kRelay;
+  client_.non_blocking(true, ignored);
+  server_.non_blocking(true, ignored);
   asio::co_spawn(client_.get_executor(), [self]() { return self->BackLoop(); }, asio::detached);
   co_await FrontLoop();
   // The back loop closes the client when the server's side ends; wait for it so that the
@@ -240,7 +271,13 @@ asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
   }
   boost::system::error_code ignored;
   server_.set_option(tcp::no_delay(true), ignored);
-  co_return true;
+  // The connect left the socket registered for writability too, whose edges (each time the
+  // server takes bytes) would wake this worker for nothing; registered anew, it waits for reads.
+  const auto protocol = server_.local_endpoint(ignored).protocol();
+  boost::system::error_code ec;
+  const auto fd = server_.release(ec);
+  if (!ec) server_.assign(protocol, fd, ec);
+  co_return !ec;
 }
 
 asio::awaitable<void> Session::HandleCancel(BackendKey key) {

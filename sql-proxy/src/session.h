@@ -89,8 +89,12 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> AcquireBackend();
   void ReleaseBackend();
 
-  asio::awaitable<bool> WriteClient(std::string_view bytes);
-  asio::awaitable<bool> WriteServer(std::string_view bytes);
+  asio::awaitable<bool> Write(tcp::socket& socket, std::string_view bytes, bool& fresh);
+  asio::awaitable<bool> WriteClient(std::string_view bytes);  // from the back loop (or with it parked)
+  asio::awaitable<bool> WriteServer(std::string_view bytes);  // from the front loop
+  // `fresh`: the calling loop has not suspended since its last read drained `socket`.
+  asio::awaitable<std::pair<boost::system::error_code, size_t>> ReadSome(tcp::socket& socket, char* data,
+                                                                         size_t space, bool& fresh);
 
   // Looks at one client message (or its first `available` bytes); returns true to divert it
   // from forwarding (the front loop then calls HandleDiverted).
@@ -123,6 +127,9 @@ class Session : public std::enable_shared_from_this<Session> {
   int outstanding_ = 0;              // ReadyForQuery messages the server still owes
   std::optional<std::pair<std::string, std::string>> fatal_;  // SQLSTATE and message to end with
   XidCommand diverted_;              // the statement OnClientMessage diverted
+
+  bool front_fresh_ = false;          // see ReadSome: the front loop's last read drained the client
+  bool back_fresh_ = false;           // the back loop's last read drained the server
 
   // Taking over the server connection.
   bool pause_requested_ = false;

@@ -99,7 +99,9 @@ asio::awaitable<void> Session::FrontLoop() {
         std::string message(seen);
         i += f.size;
         forward_from = i;
-        if (!co_await HandleDiverted(std::move(message))) {
+        const bool handled = co_await HandleDiverted(std::move(message));
+        front_fresh_ = false;  // it waited for the server
+        if (!handled) {
           failed = true;
           break;
         }
@@ -119,7 +121,7 @@ asio::awaitable<void> Session::FrontLoop() {
       std::memmove(cbuf_.get(), cbuf_.get() + i, clen_ - i);
       clen_ -= i;
     }
-    auto [ec, n] = co_await client_.async_read_some(asio::buffer(cbuf_.get() + clen_, kBufferSize - clen_), kTuple);
+    auto [ec, n] = co_await ReadSome(client_, cbuf_.get() + clen_, kBufferSize - clen_, front_fresh_);
     if (ec || n == 0) {
       client_lost = clen_ > 0 || cscan_.skip > 0;
       break;
@@ -306,12 +308,16 @@ asio::awaitable<void> Session::BackLoop() {
         co_await back_wake_.async_wait(kTuple);
       }
       back_parked_ = false;
+      back_fresh_ = false;
       continue;
     }
     back_reading_ = true;
-    auto [ec, n] = co_await server_.async_read_some(asio::buffer(sbuf_.get() + slen_, kBufferSize - slen_), kTuple);
+    auto [ec, n] = co_await ReadSome(server_, sbuf_.get() + slen_, kBufferSize - slen_, back_fresh_);
     back_reading_ = false;
-    if (ec == asio::error::operation_aborted && pause_requested_ && phase_ == Phase::kRelay) continue;
+    if (ec == asio::error::operation_aborted && pause_requested_ && phase_ == Phase::kRelay) {
+      back_fresh_ = false;
+      continue;
+    }
     if (ec || n == 0) break;
     slen_ += n;
     metrics.bytes_server_to_client.fetch_add(n, std::memory_order_relaxed);

@@ -127,6 +127,7 @@ Status AtStatement::OnResult(const QueryResult& result) {
     case State::kDone: return SqlError(sqlstate::kInternal, "the statement is already done");
   }
   SetState(State::kDone);
+  if (!local_ && parsed_.savepoint_op != SavepointOp::kNone) branch_.OnSavepoint(parsed_.savepoint_op, parsed_.savepoint);
   if (local_ || !Writes(parsed_.kind) || result.rows.empty()) return Status::Ok();
 
   UndoEntry e;
@@ -219,6 +220,24 @@ Result<std::unique_ptr<AtStatement>> AtBranch::PrepareLocal(std::string_view sql
     st->SetState(AtStatement::State::kCatalog);
   }
   return st;
+}
+
+void AtBranch::OnSavepoint(SavepointOp op, const std::string& name) {
+  if (op == SavepointOp::kSavepoint) {
+    savepoints_.emplace_back(name, entries_.size());
+    return;
+  }
+  // The most recent savepoint of that name, as PostgreSQL resolves it.
+  size_t i = savepoints_.size();
+  while (i > 0 && savepoints_[i - 1].first != name) --i;
+  if (i == 0) return;  // the server accepted it, so it was set before the branch began
+  --i;
+  if (op == SavepointOp::kRollbackTo) {
+    entries_.resize(std::min(entries_.size(), savepoints_[i].second));
+    savepoints_.resize(i + 1);  // ROLLBACK TO keeps the savepoint itself
+  } else {
+    savepoints_.resize(i);
+  }
 }
 
 std::vector<std::string> AtBranch::LockKeys() const {

@@ -209,7 +209,22 @@ Result<ParsedStatement> Analyze(std::string_view sql_view) {
       }
       return out;
     }
-    case pq::Node::kTransactionStmt: out.kind = StatementKind::kTransactionControl; return out;
+    case pq::Node::kTransactionStmt: {
+      const auto& t = n.transaction_stmt();
+      switch (t.kind()) {
+        case pq::TRANS_STMT_PREPARE:
+        case pq::TRANS_STMT_COMMIT_PREPARED:
+        case pq::TRANS_STMT_ROLLBACK_PREPARED:
+          return Refuse("two-phase commit statements (PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED)");
+        case pq::TRANS_STMT_SAVEPOINT: out.savepoint_op = SavepointOp::kSavepoint; break;
+        case pq::TRANS_STMT_RELEASE: out.savepoint_op = SavepointOp::kRelease; break;
+        case pq::TRANS_STMT_ROLLBACK_TO: out.savepoint_op = SavepointOp::kRollbackTo; break;
+        default: break;
+      }
+      out.savepoint = t.savepoint_name();
+      out.kind = StatementKind::kTransactionControl;
+      return out;
+    }
     case pq::Node::kVariableShowStmt:
       out.kind = StatementKind::kReadOnly;
       return out;

@@ -10,6 +10,9 @@
 //     run step->query on the backend; (*st)->OnResult(result) or (*st)->OnError(error)
 //   }
 //
+// SAVEPOINT, RELEASE and ROLLBACK TO go through Prepare like any statement: once the server
+// has accepted one (OnResult), the branch drops the undo entries a ROLLBACK TO undid.
+//
 // At the client's COMMIT:
 //   auto undo = branch.Register(client);   // blocking: RegisterBranch with the lock keys,
 //                                          // lock conflicts retried for options.lock_retry_for
@@ -132,7 +135,11 @@ class AtBranch {
   AtOptions options_;
   std::shared_ptr<Catalog> catalog_;
   std::string xid_;
+  // Applies a SAVEPOINT / RELEASE / ROLLBACK TO that the server accepted.
+  void OnSavepoint(SavepointOp op, const std::string& name);
+
   std::vector<UndoEntry> entries_;
+  std::vector<std::pair<std::string, size_t>> savepoints_;  // name, entries_.size() when set
   int64_t branch_id_ = 0;
 };
 

@@ -37,8 +37,13 @@ enum class StatementKind {
 };
 std::string_view StatementKindName(StatementKind kind);
 
+// kTransactionControl statements the branch follows: its undo entries obey savepoints.
+enum class SavepointOp { kNone, kSavepoint, kRelease, kRollbackTo };
+
 struct ParsedStatement {
   StatementKind kind = StatementKind::kEmpty;
+  SavepointOp savepoint_op = SavepointOp::kNone;
+  std::string savepoint;                // its name
   TableRef table;                       // the written (or locked) table: kInsert..kSelectForUpdate
   std::vector<std::string> set_columns;  // kUpdate: the columns it assigns
   int returning_items = 0;              // the client's own RETURNING items
