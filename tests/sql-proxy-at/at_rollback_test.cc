@@ -151,6 +151,36 @@ TEST_F(AtRollbackTest, ReadsAndUtilityStatementsPassThroughUnchanged) {
   ASSERT_TRUE(c->Run("ROLLBACK").ok());
 }
 
+TEST_F(AtRollbackTest, RollbackToSavepointDropsTheUndoneEntries) {
+  auto before = Snapshot("typed");
+  auto c = Connect();
+  ASSERT_TRUE(c->Run("BEGIN").ok());
+  AtBranch branch(options_, catalog_, "xid-sp");
+  auto run = [&](const std::string& sql) {
+    auto r = RunStatement(*c, branch, sql);
+    EXPECT_TRUE(r.ok()) << sql << ": " << r.status();
+  };
+  run("UPDATE typed SET t = 'kept' WHERE id = 1");
+  run("SAVEPOINT a");
+  run("UPDATE typed SET t = 'undone' WHERE id = 2");
+  run("SAVEPOINT b");
+  run("DELETE FROM typed WHERE id = 3");
+  run("ROLLBACK TO SAVEPOINT a");
+  EXPECT_EQ(branch.entries().size(), 1u);
+  run("INSERT INTO typed (id) VALUES (60)");
+  run("SAVEPOINT c");
+  run("DELETE FROM typed WHERE id = 4");
+  run("RELEASE SAVEPOINT c");
+  EXPECT_EQ(branch.entries().size(), 3u) << "RELEASE keeps what was done";
+  ASSERT_TRUE(CommitWithoutCoordinator(*c, branch, 13).ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM typed WHERE t = 'undone'"), 0);
+  // Without the savepoint handling, row 2's stale entry would read as a dirty write.
+  auto r = executor_->Rollback("xid-sp", 13);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outcome, RollbackOutcome::kRolledBack) << r->message;
+  EXPECT_EQ(Snapshot("typed"), before);
+}
+
 TEST_F(AtRollbackTest, CompositeKeysAndOddNames) {
   Exec("CREATE SCHEMA \"Odd Schema\"");
   Exec("CREATE TABLE \"Odd Schema\".\"Order Lines\" (\"order:id\" text, \"line.no\" int, \"Qty\" numeric,"

@@ -82,6 +82,7 @@ TEST(StatementAnalyzer, RefusesWhatCannotBeUndone) {
   ExpectRefused("CALL p()", "CALL");
   ExpectRefused("EXECUTE s(1)", "PREPARE/EXECUTE");
   ExpectRefused("SELECT * INTO n FROM t", "INTO");
+  ExpectRefused("PREPARE TRANSACTION 'x'", "two-phase commit");
   ExpectRefused("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE", "MERGE");
 }
 
