@@ -127,7 +127,10 @@ Status AtStatement::OnResult(const QueryResult& result) {
     case State::kDone: return SqlError(sqlstate::kInternal, "the statement is already done");
   }
   SetState(State::kDone);
-  if (!local_ && parsed_.savepoint_op != SavepointOp::kNone) branch_.OnSavepoint(parsed_.savepoint_op, parsed_.savepoint);
+  const TransactionOp op = parsed_.transaction_op;
+  if (!local_ && (op == TransactionOp::kSavepoint || op == TransactionOp::kRelease || op == TransactionOp::kRollbackTo)) {
+    branch_.OnSavepoint(op, parsed_.savepoint);
+  }
   if (local_ || !Writes(parsed_.kind) || result.rows.empty()) return Status::Ok();
 
   UndoEntry e;
@@ -222,8 +225,8 @@ Result<std::unique_ptr<AtStatement>> AtBranch::PrepareLocal(std::string_view sql
   return st;
 }
 
-void AtBranch::OnSavepoint(SavepointOp op, const std::string& name) {
-  if (op == SavepointOp::kSavepoint) {
+void AtBranch::OnSavepoint(TransactionOp op, const std::string& name) {
+  if (op == TransactionOp::kSavepoint) {
     savepoints_.emplace_back(name, entries_.size());
     return;
   }
@@ -232,7 +235,7 @@ void AtBranch::OnSavepoint(SavepointOp op, const std::string& name) {
   while (i > 0 && savepoints_[i - 1].first != name) --i;
   if (i == 0) return;  // the server accepted it, so it was set before the branch began
   --i;
-  if (op == SavepointOp::kRollbackTo) {
+  if (op == TransactionOp::kRollbackTo) {
     entries_.resize(std::min(entries_.size(), savepoints_[i].second));
     savepoints_.resize(i + 1);  // ROLLBACK TO keeps the savepoint itself
   } else {

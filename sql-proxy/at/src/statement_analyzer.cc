@@ -216,12 +216,17 @@ Result<ParsedStatement> Analyze(std::string_view sql_view) {
         case pq::TRANS_STMT_COMMIT_PREPARED:
         case pq::TRANS_STMT_ROLLBACK_PREPARED:
           return Refuse("two-phase commit statements (PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED)");
-        case pq::TRANS_STMT_SAVEPOINT: out.savepoint_op = SavepointOp::kSavepoint; break;
-        case pq::TRANS_STMT_RELEASE: out.savepoint_op = SavepointOp::kRelease; break;
-        case pq::TRANS_STMT_ROLLBACK_TO: out.savepoint_op = SavepointOp::kRollbackTo; break;
+        case pq::TRANS_STMT_BEGIN:
+        case pq::TRANS_STMT_START: out.transaction_op = TransactionOp::kBegin; break;
+        case pq::TRANS_STMT_COMMIT: out.transaction_op = TransactionOp::kCommit; break;
+        case pq::TRANS_STMT_ROLLBACK: out.transaction_op = TransactionOp::kRollback; break;
+        case pq::TRANS_STMT_SAVEPOINT: out.transaction_op = TransactionOp::kSavepoint; break;
+        case pq::TRANS_STMT_RELEASE: out.transaction_op = TransactionOp::kRelease; break;
+        case pq::TRANS_STMT_ROLLBACK_TO: out.transaction_op = TransactionOp::kRollbackTo; break;
         default: break;
       }
       out.savepoint = t.savepoint_name();
+      out.chain = t.chain();
       out.kind = StatementKind::kTransactionControl;
       return out;
     }

@@ -7,8 +7,9 @@
 //   auto st = branch.Prepare(sql, params);          // refusal: SqlError status (relay it)
 //   while (auto step = (*st)->Next()) {
 //     if (step->check_global_locks) { status = (*st)->CheckGlobalLocks(client); continue; }  // blocking
-//     run step->query on the backend; (*st)->OnResult(result) or (*st)->OnError(error)
+//     run step->query on the backend; then (*st)->OnResult(result), or (*st)->OnError() if it failed
 //   }
+// An AtStatement refers to its branch: it must not outlive it.
 //
 // SAVEPOINT, RELEASE and ROLLBACK TO go through Prepare like any statement: once the server
 // has accepted one (OnResult), the branch drops the undo entries a ROLLBACK TO undid.
@@ -61,6 +62,8 @@ struct AtStep {
 class AtStatement {
  public:
   StatementKind kind() const { return parsed_.kind; }
+  // kTransactionControl: which one (COMMIT is the session's cue to call AtBranch::Register).
+  TransactionOp transaction_op() const { return parsed_.transaction_op; }
   // The next step, or nullopt when the statement is done (or failed).
   std::optional<AtStep> Next();
   // The answer to the query of the last step. An error status (also after the statement itself
@@ -136,7 +139,7 @@ class AtBranch {
   std::shared_ptr<Catalog> catalog_;
   std::string xid_;
   // Applies a SAVEPOINT / RELEASE / ROLLBACK TO that the server accepted.
-  void OnSavepoint(SavepointOp op, const std::string& name);
+  void OnSavepoint(TransactionOp op, const std::string& name);
 
   std::vector<UndoEntry> entries_;
   std::vector<std::pair<std::string, size_t>> savepoints_;  // name, entries_.size() when set

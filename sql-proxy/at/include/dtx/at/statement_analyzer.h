@@ -37,13 +37,15 @@ enum class StatementKind {
 };
 std::string_view StatementKindName(StatementKind kind);
 
-// kTransactionControl statements the branch follows: its undo entries obey savepoints.
-enum class SavepointOp { kNone, kSavepoint, kRelease, kRollbackTo };
+// What a kTransactionControl statement does. The session acts on kCommit (AtBranch::Register
+// first) and kRollback (drop the branch); the branch itself follows the savepoints.
+enum class TransactionOp { kNone, kBegin, kCommit, kRollback, kSavepoint, kRelease, kRollbackTo };
 
 struct ParsedStatement {
   StatementKind kind = StatementKind::kEmpty;
-  SavepointOp savepoint_op = SavepointOp::kNone;
+  TransactionOp transaction_op = TransactionOp::kNone;
   std::string savepoint;                // its name
+  bool chain = false;                   // COMMIT/ROLLBACK AND CHAIN
   TableRef table;                       // the written (or locked) table: kInsert..kSelectForUpdate
   std::vector<std::string> set_columns;  // kUpdate: the columns it assigns
   int returning_items = 0;              // the client's own RETURNING items
