@@ -51,6 +51,25 @@ TEST(StatementAnalyzer, ClassifiesStatementKinds) {
   }
 }
 
+TEST(StatementAnalyzer, NamesTransactionControl) {
+  struct Case {
+    const char* sql;
+    TransactionOp op;
+  } cases[] = {{"BEGIN", TransactionOp::kBegin},       {"START TRANSACTION ISOLATION LEVEL SERIALIZABLE", TransactionOp::kBegin},
+               {"COMMIT", TransactionOp::kCommit},     {"END", TransactionOp::kCommit},
+               {"commit and chain", TransactionOp::kCommit}, {"ABORT", TransactionOp::kRollback},
+               {"ROLLBACK", TransactionOp::kRollback}, {"SAVEPOINT s1", TransactionOp::kSavepoint},
+               {"RELEASE s1", TransactionOp::kRelease}, {"ROLLBACK TO SAVEPOINT s1", TransactionOp::kRollbackTo}};
+  for (const auto& c : cases) {
+    auto r = Analyze(c.sql);
+    ASSERT_TRUE(r.ok()) << c.sql;
+    EXPECT_EQ(r->kind, StatementKind::kTransactionControl) << c.sql;
+    EXPECT_EQ(r->transaction_op, c.op) << c.sql;
+  }
+  EXPECT_TRUE(Analyze("COMMIT AND CHAIN")->chain);
+  EXPECT_EQ(Analyze("ROLLBACK TO s1")->savepoint, "s1");
+}
+
 TEST(StatementAnalyzer, NamesTheWrittenTable) {
   auto r = Analyze(R"(UPDATE "My Schema"."Order Lines" AS ol SET qty = 1 WHERE ol."order id" = $1)");
   ASSERT_TRUE(r.ok()) << r.status();
