@@ -182,12 +182,14 @@ TEST_F(AtRollbackTest, RollbackToSavepointDropsTheUndoneEntries) {
 }
 
 TEST_F(AtRollbackTest, CompositeKeysAndOddNames) {
-  Exec("CREATE SCHEMA \"Odd Schema\"");
-  Exec("CREATE TABLE \"Odd Schema\".\"Order Lines\" (\"order:id\" text, \"line.no\" int, \"Qty\" numeric,"
+  // A schema with a name that needs quoting, unique to this run (dropped at the end).
+  const std::string odd = "Odd " + schema_->name();
+  const std::string t = QuoteIdent(odd) + ".\"Order Lines\"";
+  Exec("CREATE SCHEMA " + QuoteIdent(odd));
+  Exec("CREATE TABLE " + t + " (\"order:id\" text, \"line.no\" int, \"Qty\" numeric,"
        " note text, PRIMARY KEY (\"line.no\", \"order:id\"))");
-  Exec("INSERT INTO \"Odd Schema\".\"Order Lines\" VALUES ('a:b,c', 1, 1.0, 'x'), ('a:b,c', 2, 2.00, NULL),"
+  Exec("INSERT INTO " + t + " VALUES ('a:b,c', 1, 1.0, 'x'), ('a:b,c', 2, 2.00, NULL),"
        " ('z\\\\', 1, 3, 'y')");
-  const std::string t = "\"Odd Schema\".\"Order Lines\"";
   PhaseOneThenRollback(t, {{"UPDATE " + t + " AS ol SET \"Qty\" = ol.\"Qty\" * 2 WHERE ol.\"order:id\" = $1", Text({"a:b,c"})},
                            {"DELETE FROM " + t + " WHERE \"line.no\" = 1", {}},
                            {"INSERT INTO " + t + " VALUES ('a:b,c', 3, 0, 'new')", {}}});
@@ -196,8 +198,9 @@ TEST_F(AtRollbackTest, CompositeKeysAndOddNames) {
   ASSERT_TRUE(c->Run("BEGIN").ok());
   AtBranch branch(options_, catalog_, "xid-keys");
   ASSERT_TRUE(RunStatement(*c, branch, "UPDATE " + t + " SET note = 'k' WHERE \"line.no\" = 2").ok());
-  EXPECT_EQ(branch.LockKeys(), std::vector<std::string>{"pg-test:Odd Schema.Order Lines:2,a\\:b\\,c"});
+  EXPECT_EQ(branch.LockKeys(), std::vector<std::string>{"pg-test:" + odd + ".Order Lines:2,a\\:b\\,c"});
   ASSERT_TRUE(c->Run("ROLLBACK").ok());
+  Exec("DROP SCHEMA " + QuoteIdent(odd) + " CASCADE");
 }
 
 TEST_F(AtRollbackTest, ClientSeesOnlyItsOwnReturningColumns) {
