@@ -73,7 +73,10 @@ Result<RollbackResult> UndoExecutor::Rollback(const std::string& xid, int64_t br
   auto r = RollbackInTransaction(xid, branch_id);
   const bool commit = r.ok() && r->outcome != RollbackOutcome::kDirtyWrite;
   auto end = conn_->Run(commit ? "COMMIT" : "ROLLBACK");
-  if (!r.ok()) return r;
+  if (!r.ok()) {
+    catalog_.Invalidate();  // the table may have changed under a stale description
+    return r;
+  }
   if (!end.ok()) return end.status();
   return r;
 }
