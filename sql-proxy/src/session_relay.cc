@@ -65,7 +65,8 @@ std::string QueryMessage(std::string_view sql) {
 asio::awaitable<void> Session::FrontLoop() {
   auto& metrics = context_.metrics;
   const size_t max_message = context_.options.max_message_size;
-  bool client_lost = false;
+  bool client_lost = false;  // in the middle of a message
+  bool client_gone = false;
   while (phase_ == Phase::kRelay) {
     const std::string_view buf(cbuf_.get(), clen_);
     size_t i = 0, forward_from = 0;
@@ -123,6 +124,7 @@ asio::awaitable<void> Session::FrontLoop() {
     }
     auto [ec, n] = co_await ReadSome(client_, cbuf_.get() + clen_, kBufferSize - clen_, front_fresh_);
     if (ec || n == 0) {
+      client_gone = true;
       client_lost = clen_ > 0 || cscan_.skip > 0;
       break;
     }
@@ -130,6 +132,12 @@ asio::awaitable<void> Session::FrontLoop() {
     metrics.bytes_client_to_server.fetch_add(n, std::memory_order_relaxed);
   }
   if (phase_ != Phase::kRelay) co_return;
+  if (!client_gone) {
+    // A write to the server failed: the back loop sees the connection end and tells the client.
+    boost::system::error_code ignored;
+    server_.shutdown(tcp::socket::shutdown_both, ignored);
+    co_return;
+  }
   // The client went away. Between messages, tell the server so it ends the session quietly.
   if (client_lost) {
     metrics.errors_client_lost.fetch_add(1, std::memory_order_relaxed);
