@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <signal.h>
+
 #include <fstream>
 #include <memory>
+#include <thread>
 
 #include "proxy_harness.h"
 
@@ -137,6 +140,38 @@ TEST_F(SqlProxyAuthTest, ServerOutageThenRecovery) {
   // ...and work again once it is back, through the same proxy process.
   ASSERT_TRUE(server_->Start()) << server_->error();
   EXPECT_EQ(Query(Conninfo("scram_user", "scram secret"), "select 'back'"), "back");
+}
+
+// A server process that dies without a word (SIGKILL): the client is told by the proxy, and the
+// proxy serves new sessions once the server has recovered.
+TEST_F(SqlProxyAuthTest, ServerProcessKilledMidSession) {
+  PGconn* c = PQconnectdb(Conninfo("scram_user", "scram secret").c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PGresult* r = PQexec(c, "select pg_backend_pid()");
+  const int pid = std::atoi(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  r = PQexec(c, "select 1");
+  EXPECT_NE(PQresultStatus(r), PGRES_TUPLES_OK);
+  PQclear(r);
+  const std::string error = PQerrorMessage(c);
+  // Either the proxy's word, or (if the postmaster's crash restart got there first) the server's.
+  EXPECT_TRUE(error.find("dtx-sql-proxy: the PostgreSQL server closed the connection unexpectedly") !=
+                  std::string::npos ||
+              error.find("terminating connection because of crash of another server process") != std::string::npos)
+      << error;
+  PQfinish(c);
+  std::string again;
+  for (int i = 0; i < 100; ++i) {  // the server restarts after the crash of one of its processes
+    again = Query(Conninfo("scram_user", "scram secret"), "select 'recovered'");
+    if (again == "recovered") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(again, "recovered");
+  if (error.find("dtx-sql-proxy") != std::string::npos) {
+    EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_errors_total{kind=\"backend_lost\"}"), 1);
+  }
 }
 
 }  // namespace
