@@ -494,6 +494,13 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (it == s->branches.end()) {
         return Answer(reply, pb::BRANCH_NOT_FOUND, "no branch " + std::to_string(req.branch_id()) + " in " + req.xid());
       }
+      // Once the transaction is decided its branches belong to phase 2: a late phase-one report
+      // must not overwrite what phase 2 recorded.
+      if (s->deciding || s->rec.status != GlobalStatus::kBegin) {
+        return Answer(reply, pb::NOT_ACTIVE,
+                      req.xid() + " is " + std::string(log::GlobalStatusName(s->rec.status)) +
+                          ": phase one of its branches can no longer be reported");
+      }
     }
     const auto status = static_cast<BranchStatus>(req.status());
     store_->Write(std::move(Batch().SetStatus(req.xid(), req.branch_id(), status)),

@@ -72,7 +72,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
         slot.io, ConnectionOptions(), services,
         [self, &slot](const std::shared_ptr<Connection>& c, const Status& reason) { self->OnClosed(slot, c, reason); });
     {
+      // Shutdown sets `stopping` before it collects the slots' connections under `mu`: checked
+      // here under `mu`, a connection is either collected by it or never made.
       std::lock_guard lock(mu);
+      if (stopping) return;
       slot.conn = conn;
     }
     slot.resolver.async_resolve(

@@ -158,11 +158,20 @@ TEST_F(CoordinatorTest, UnretryableAnswerLeavesCommitFailedForAnOperator) {
   rm.SetAnswer(true, Answer::kUnretryable);
   TestTm tm(tc_.address());
   const std::string xid = tm.Begin()->xid();
-  ASSERT_EQ(rm.RegisterBranch(xid, "db", {"db:t:9"}).code(), pb::OK);
+  auto branch = rm.RegisterBranch(xid, "db", {"db:t:9"});
+  ASSERT_EQ(branch.code(), pb::OK);
   ASSERT_EQ(tm.Commit(xid)->code(), pb::OK);
   EXPECT_TRUE(tm.WaitForStatus(xid, pb::COMMIT_FAILED));
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(rm.count(true, xid), 1u) << "an unretryable answer is not asked again";
+  // A late phase-one report does not overwrite what phase 2 recorded.
+  pb::ReportBranchRequest report;
+  report.set_xid(xid);
+  report.set_branch_id(branch.branch_id());
+  report.set_status(pb::PHASE_ONE_DONE);
+  auto late = rm.client().CallSync<pb::ReportBranchResponse>("dtx.v1.TransactionCoordinator:1.0", "ReportBranch", report);
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_EQ(late->code(), pb::NOT_ACTIVE) << late->message();
   // Its locks stay held until an operator acts.
   const std::string other = tm.Begin()->xid();
   EXPECT_EQ(rm.RegisterBranch(other, "db", {"db:t:9"}).code(), pb::LOCK_CONFLICT);
