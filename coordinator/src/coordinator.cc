@@ -196,6 +196,22 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     {
       Add(s);
     }
+    if (store_->WritesInOrder()) {
+      // Answered before the record is durable: whatever depends on this transaction (a branch, a
+      // decision) waits for a later batch of the same ordered log, which is never durable without
+      // this one. A crash before then forgets an XID that nothing used yet; its later calls get
+      // XID_NOT_FOUND. (XIDs are seeded from the clock at start, so a restart never reissues one.)
+      store_->Write(std::move(Batch().Insert(s->rec)), [self = shared_from_this(), xid](const WriteResult& r) {
+        if (r.ok()) return;
+        SPDLOG_WARN("coordinator: could not log the Begin of {}: {}; it is forgotten", xid, r.status.ToString());
+        self->Forget(xid);
+      });
+      metrics_->transactions_begun.Add();
+      WatchTimeout(xid, Clock::now() + timeout);
+      pb::BeginResponse resp;
+      resp.set_xid(xid);
+      return reply.Reply(resp);
+    }
     store_->Write(std::move(Batch().Insert(s->rec)),
                   [self = shared_from_this(), s, timeout, reply = std::move(reply)](const WriteResult& r) mutable {
                     pb::BeginResponse resp;

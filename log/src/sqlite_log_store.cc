@@ -258,9 +258,10 @@ struct SqliteLogStore::Impl {
     return results;
   }
 
-  // Callbacks run on a thread of their own, so that the writer commits the next group while the
-  // callbacks of the last one run (they answer calls and start more work). Groups complete in
-  // commit order.
+  // Callbacks never run on the writer, so that it commits the next group while the callbacks of
+  // the last one run (they answer calls and start more work): with the syncer they run on the
+  // syncer, after the fsync that made their group durable; without it, on the completer thread.
+  // Groups complete in commit order.
   struct Completed {
     std::vector<Queued> group;
     std::vector<WriteResult> results;
@@ -276,7 +277,9 @@ struct SqliteLogStore::Impl {
   // instead and only then hands the group on to be acknowledged, so that the writer executes the
   // next group while the disk syncs the last one. One fsync covers every group committed before
   // it started; a group is acknowledged only after an fsync that began after its commit. Every
-  // group, failed ones too, passes through here, so that groups complete in commit order.
+  // group, failed ones too, passes through here, so that groups complete in commit order. The
+  // syncer then runs the callbacks itself: one thread hop fewer per group, and while it does,
+  // the groups committed meanwhile wait for the next fsync, which covers them all.
   sqlite3_file* wal_file = nullptr;  // set when the syncer is used
   std::mutex sync_mu;
   std::condition_variable sync_wake;
@@ -369,12 +372,9 @@ struct SqliteLogStore::Impl {
             r = WriteResult{sync_failed, std::nullopt};
           }
         }
-        Complete(std::move(c.group), std::move(c.results));
+        for (size_t i = 0; i < c.group.size(); ++i) c.group[i].done(c.results[i]);
       }
     }
-    std::lock_guard lock(done_mu);
-    writer_finished = true;
-    done_wake.notify_one();
   }
 
   void Complete(std::vector<Queued> group, std::vector<WriteResult> results) {
@@ -437,7 +437,7 @@ struct SqliteLogStore::Impl {
       std::lock_guard lock(sync_mu);
       writer_done = true;
       sync_wake.notify_one();
-      return;  // the syncer tells the completer when it is done
+      return;
     }
     std::lock_guard lock(done_mu);
     writer_finished = true;
@@ -524,8 +524,11 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   sqlite3_wal_hook(db, &Impl::OnWalCommit, raw);  // and no automatic checkpoints on the writer
   impl->checkpointer = std::thread([raw] { raw->CheckpointerLoop(); });
   impl->thread = std::thread([raw] { raw->WriterLoop(); });
-  impl->completer = std::thread([raw] { raw->CompleterLoop(); });
-  if (impl->wal_file) impl->syncer = std::thread([raw] { raw->SyncerLoop(); });
+  if (impl->wal_file) {
+    impl->syncer = std::thread([raw] { raw->SyncerLoop(); });
+  } else {
+    impl->completer = std::thread([raw] { raw->CompleterLoop(); });
+  }
   SPDLOG_INFO("log: SQLite log at {} (synchronous={}, {} journal entries)", options.path, options.synchronous,
               impl->journal_entries);
   return std::unique_ptr<SqliteLogStore>(new SqliteLogStore(std::move(impl)));
@@ -547,6 +550,19 @@ LogStoreStats SqliteLogStore::Stats() const {
   return {impl_->commits.load(), impl_->batches.load(), impl_->failed_batches.load()};
 }
 
+namespace {
+// Joins a thread that runs write callbacks, unless this is that thread (the store was closed from
+// a write callback): its loop then ends by itself.
+void JoinCallbackThread(std::thread& t) {
+  if (!t.joinable()) return;
+  if (t.get_id() == std::this_thread::get_id()) {
+    t.detach();
+  } else {
+    t.join();
+  }
+}
+}  // namespace
+
 void SqliteLogStore::Close() {
   {
     std::lock_guard lock(impl_->mu);
@@ -555,20 +571,14 @@ void SqliteLogStore::Close() {
     impl_->wake.notify_one();
   }
   if (impl_->thread.joinable()) impl_->thread.join();  // commits what is queued
-  if (impl_->syncer.joinable()) impl_->syncer.join();  // syncs what was committed
+  JoinCallbackThread(impl_->syncer);                   // syncs what was committed
   {
     std::lock_guard lock(impl_->checkpoint_mu);
     impl_->checkpoint_closing = true;
     impl_->checkpoint_wake.notify_one();
   }
   if (impl_->checkpointer.joinable()) impl_->checkpointer.join();
-  if (impl_->completer.joinable()) {
-    if (impl_->completer.get_id() == std::this_thread::get_id()) {
-      impl_->completer.detach();  // closed from a write callback: the loop ends by itself
-    } else {
-      impl_->completer.join();
-    }
-  }
+  JoinCallbackThread(impl_->completer);
 }
 
 // Reads come from the replayed state: what the store has accepted (once a commit fails, until

@@ -65,6 +65,12 @@ class LogStore {
 
   virtual LogStoreStats Stats() const { return {}; }
 
+  // True if batches become durable in the order of their Write calls and a write that fails
+  // fails every later one (one ordered journal). A caller may then answer for a batch before it
+  // is durable when everything that depends on it waits for a later batch, which cannot be
+  // durable without it.
+  virtual bool WritesInOrder() const { return false; }
+
   // Waits for every queued batch, then stops accepting writes. Idempotent.
   virtual void Close() = 0;
 
