@@ -1,0 +1,1 @@
+!DELETE FROM stock s WHERE s.item = $1 AND s.qty = 0 RETURNING *

@@ -1,0 +1,1 @@
+!DO $dtx$ BEGIN END $dtx$

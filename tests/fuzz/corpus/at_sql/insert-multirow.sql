@@ -1,0 +1,1 @@
+!INSERT INTO orders (id, item, qty) VALUES (1, $$a:b,c$$, 2), (2, E'x\\ny', NULL) RETURNING id, qty AS q

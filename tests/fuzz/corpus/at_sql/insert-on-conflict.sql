@@ -1,0 +1,1 @@
+!INSERT INTO t (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET v = excluded.v

@@ -1,0 +1,1 @@
+#insert into s.t (a, b) select a, b from u where c > $2 order by a limit 10

@@ -1,0 +1,1 @@
+!UPDATE "$dtx$ 'x' \\ ." SET a = 1 WHERE id = 2

@@ -1,0 +1,1 @@
+"SELECT * FROM "Odd.Schema"."a:b,c" WHERE k2 = $2 and id = $1 FOR NO KEY UPDATE SKIP LOCKED

@@ -1,0 +1,1 @@
+!SELECT balance FROM accounts a WHERE a.id = $1 FOR UPDATE

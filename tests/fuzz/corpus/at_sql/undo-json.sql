@@ -1,0 +1,1 @@
+![{"kind":"update","schema":"public","table":"accounts","pk":["id"],"keys":[["1"]],"before":["{\"id\":1,\"balance\":100.00}"],"after":["{\"id\":1,\"balance\":70.00}"]}]

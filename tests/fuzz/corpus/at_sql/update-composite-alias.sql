@@ -1,0 +1,1 @@
+"UPDATE "My Schema"."Order Lines" AS ol SET qty = $1 WHERE ol."order id" = $2 AND qty < $3 RETURNING ol.qty

@@ -1,0 +1,1 @@
+!UPDATE ONLY public.t SET a = b || $3, c = DEFAULT WHERE id = ANY($1::int[]) AND exists (select 1 from u where u.id = t.id and u.x = $5)

@@ -1,0 +1,1 @@
+)UPDATE t SET id = id + 1, a = 2
