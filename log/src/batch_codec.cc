@@ -9,6 +9,7 @@ namespace dtx::log {
 namespace {
 
 constexpr uint8_t kVersion = 1;
+constexpr uint8_t kGroupVersion = 2;
 enum Kind : uint8_t {
   kInsertGlobal = 1,
   kSetGlobalStatus = 2,
@@ -62,6 +63,12 @@ class Reader {
     pos_ += 4;
     return true;
   }
+  bool View(uint32_t n, std::string_view& v) {
+    if (in_.size() - pos_ < n) return false;
+    v = in_.substr(pos_, n);
+    pos_ += n;
+    return true;
+  }
   bool Str(std::string& s) {
     uint32_t n;
     if (!U32(n) || in_.size() - pos_ < n) return false;
@@ -84,9 +91,8 @@ class Reader {
 
 }  // namespace
 
-std::string EncodeBatch(const Batch& batch) {
-  std::string out;
-  out.reserve(256);
+namespace {
+void EncodeTo(std::string& out, const Batch& batch) {
   Writer w(out);
   w.Byte(kVersion);
   for (const auto& op : batch.ops()) {
@@ -147,7 +153,62 @@ std::string EncodeBatch(const Batch& batch) {
                },
                op);
   }
+}
+}  // namespace
+
+std::string EncodeBatch(const Batch& batch) {
+  std::string out;
+  out.reserve(256);
+  EncodeTo(out, batch);
   return out;
+}
+
+GroupEncoder::GroupEncoder() { Clear(); }
+
+void GroupEncoder::Clear() {
+  out_.clear();
+  out_.push_back(static_cast<char>(kGroupVersion));
+  count_ = 0;
+}
+
+void GroupEncoder::DropLast() {
+  out_.resize(last_);
+  --count_;
+}
+
+void GroupEncoder::Add(const Batch& batch) {
+  const size_t at = out_.size();
+  last_ = at;
+  out_.append(4, '\0');
+  EncodeTo(out_, batch);
+  const auto n = static_cast<uint32_t>(out_.size() - at - 4);
+  for (int i = 0; i < 4; ++i) out_[at + i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  ++count_;
+}
+
+Result<std::vector<Batch>> DecodeEntry(std::string_view bytes) {
+  std::vector<Batch> batches;
+  if (bytes.empty() || static_cast<uint8_t>(bytes[0]) != kGroupVersion) {
+    auto one = DecodeBatch(bytes);
+    if (!one.ok()) return one.status();
+    batches.push_back(std::move(*one));
+    return batches;
+  }
+  Reader r(bytes.substr(1));
+  while (!r.done()) {
+    uint32_t n;
+    std::string_view one;
+    if (!r.U32(n) || !r.View(n, one)) {
+      return Corruption("truncated group entry after " + std::to_string(batches.size()) + " batches");
+    }
+    auto batch = DecodeBatch(one);
+    if (!batch.ok()) {
+      return Corruption("batch " + std::to_string(batches.size()) + " of a group entry: " +
+                        std::string(batch.status().message()));
+    }
+    batches.push_back(std::move(*batch));
+  }
+  return batches;
 }
 
 Result<Batch> DecodeBatch(std::string_view bytes) {

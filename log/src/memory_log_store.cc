@@ -7,9 +7,12 @@
 
 namespace dtx::log {
 
-// Applies the batch in place; on failure, undoes what it had applied, newest first. Undo steps
-// look records up again by key: a later step of the batch may have moved them.
-WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
+// Applies the batch in place, taking its records; on failure, undoes what it had applied, newest
+// first. Undo steps hold pointers into the maps' nodes, which stay valid while other entries come
+// and go; a removal that may be undone extracts its nodes and the undo puts the same nodes back,
+// so that the pointers earlier steps hold are valid again when their turn comes. (The common
+// steps then fit in std::function without an allocation.)
+WriteResult MemoryLogStore::Apply(State& s, Batch& batch) {
   // The last operation needs no undo step: nothing comes after it that could fail.
   struct Undo {
     std::vector<std::function<void()>> steps;
@@ -19,35 +22,35 @@ WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
     }
   } undo;
   WriteResult r;
-  for (const auto& op : batch.ops()) {
-    undo.last = &op == &batch.ops().back();
+  auto& ops = batch.mutable_ops();
+  for (auto& op : ops) {
+    undo.last = &op == &ops.back();
     std::visit(
         Overloaded{
-            [&](const Batch::InsertGlobal& o) {
+            [&](Batch::InsertGlobal& o) {
               auto [it, inserted] = s.txns.try_emplace(o.record.xid);
               if (!inserted) {
                 r.status = AlreadyExists(o.record.xid);
                 return;
               }
-              it->second.global = o.record;
-              undo.push_back([&s, xid = o.record.xid] { s.txns.erase(xid); });
+              it->second.global = std::move(o.record);
+              undo.push_back([&s, key = &it->first] { s.txns.erase(s.txns.find(*key)); });
             },
-            [&](const Batch::SetGlobalStatus& o) {
+            [&](Batch::SetGlobalStatus& o) {
               auto it = s.txns.find(o.xid);
               if (it == s.txns.end()) {
                 r.status = NoSuchTransaction(o.xid);
                 return;
               }
               auto& g = it->second.global;
-              undo.push_back([&s, xid = o.xid, old = g.status, old_time = g.updated_time_ms] {
-                auto& g = s.txns.at(xid).global;
+              undo.push_back([&g, old = g.status, old_time = g.updated_time_ms] {
                 g.status = old;
                 g.updated_time_ms = old_time;
               });
               g.status = o.status;
               if (o.updated_time_ms) g.updated_time_ms = o.updated_time_ms;
             },
-            [&](const Batch::InsertBranch& o) {
+            [&](Batch::InsertBranch& o) {
               auto it = s.txns.find(o.record.xid);
               if (it == s.txns.end()) {
                 r.status = NoSuchTransaction(o.record.xid);
@@ -60,26 +63,25 @@ WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
                   return;
                 }
               }
-              branches.push_back(o.record);
-              undo.push_back([&s, xid = o.record.xid] { s.txns.at(xid).branches.pop_back(); });
+              branches.push_back(std::move(o.record));
+              undo.push_back([&branches] { branches.pop_back(); });
             },
-            [&](const Batch::SetBranchStatus& o) {
+            [&](Batch::SetBranchStatus& o) {
               auto it = s.txns.find(o.xid);
               if (it != s.txns.end()) {
-                for (auto& b : it->second.branches) {
-                  if (b.branch_id == o.branch_id) {
-                    undo.push_back([&s, xid = o.xid, id = o.branch_id, old = b.status] {
-                      for (auto& branch : s.txns.at(xid).branches)
-                        if (branch.branch_id == id) branch.status = old;
-                    });
-                    b.status = o.status;
+                auto& branches = it->second.branches;
+                for (size_t i = 0; i < branches.size(); ++i) {
+                  if (branches[i].branch_id == o.branch_id) {
+                    // By index: a later step may grow the vector.
+                    undo.push_back([&branches, i, old = branches[i].status] { branches[i].status = old; });
+                    branches[i].status = o.status;
                     return;
                   }
                 }
               }
               r.status = NoSuchBranch(o.xid, o.branch_id);
             },
-            [&](const Batch::AcquireLocks& o) {
+            [&](Batch::AcquireLocks& o) {
               auto it = s.txns.find(o.xid);
               if (it == s.txns.end()) {
                 r.status = NoSuchTransaction(o.xid);
@@ -93,45 +95,52 @@ WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
                 }
               }
               auto& mine = it->second.lock_keys;
-              for (const auto& key : o.row_keys) {
-                if (!s.locks.emplace(key, RowLock{key, o.xid, o.branch_id}).second) continue;
-                mine.insert(key);
-                undo.push_back([&s, xid = o.xid, key] {
-                  s.locks.erase(key);
-                  s.txns.at(xid).lock_keys.erase(key);
-                });
+              std::vector<const std::string*> taken;
+              for (auto& key : o.row_keys) {
+                auto [lock, inserted] = s.locks.try_emplace(key, RowLock{key, o.xid, o.branch_id});
+                if (!inserted) continue;
+                mine.insert(std::move(key));
+                if (!undo.last) taken.push_back(&lock->first);
               }
-            },
-            [&](const Batch::ReleaseLocks& o) {
-              auto it = s.txns.find(o.xid);
-              if (it == s.txns.end()) return;
-              auto& mine = it->second.lock_keys;
-              std::vector<RowLock> released;
-              for (const auto& key : mine) {
-                released.push_back(s.locks.at(key));
-                s.locks.erase(key);
-              }
-              mine.clear();
-              undo.push_back([&s, xid = o.xid, released = std::move(released)] {
-                for (const auto& l : released) {
-                  s.locks.emplace(l.row_key, l);
-                  s.txns.at(xid).lock_keys.insert(l.row_key);
+              undo.push_back([&s, &mine, taken = std::move(taken)] {
+                for (const std::string* key : taken) {
+                  mine.erase(*key);
+                  s.locks.erase(s.locks.find(*key));
                 }
               });
             },
-            [&](const Batch::RemoveGlobal& o) {
+            [&](Batch::ReleaseLocks& o) {
               auto it = s.txns.find(o.xid);
               if (it == s.txns.end()) return;
-              std::vector<RowLock> released;
-              for (const auto& key : it->second.lock_keys) {
-                released.push_back(s.locks.at(key));
-                s.locks.erase(key);
+              auto& mine = it->second.lock_keys;
+              if (undo.last) {
+                for (const auto& key : mine) s.locks.erase(key);
+                mine.clear();
+                return;
               }
-              Txn removed = std::move(it->second);
-              s.txns.erase(it);
-              undo.push_back([&s, xid = o.xid, removed = std::move(removed), released = std::move(released)] {
-                s.txns.emplace(xid, removed);
-                for (const auto& l : released) s.locks.emplace(l.row_key, l);
+              auto held = std::make_shared<std::vector<LockMap::node_type>>();
+              for (const auto& key : mine) held->push_back(s.locks.extract(key));
+              auto keys = std::make_shared<std::set<std::string>>(std::move(mine));
+              mine.clear();
+              undo.push_back([&s, &mine, held, keys] {
+                for (auto& node : *held) s.locks.insert(std::move(node));
+                mine = std::move(*keys);
+              });
+            },
+            [&](Batch::RemoveGlobal& o) {
+              auto it = s.txns.find(o.xid);
+              if (it == s.txns.end()) return;
+              if (undo.last) {
+                for (const auto& key : it->second.lock_keys) s.locks.erase(key);
+                s.txns.erase(it);
+                return;
+              }
+              auto held = std::make_shared<std::vector<LockMap::node_type>>();
+              for (const auto& key : it->second.lock_keys) held->push_back(s.locks.extract(key));
+              auto txn = std::make_shared<TxnMap::node_type>(s.txns.extract(it));
+              undo.push_back([&s, held, txn] {
+                s.txns.insert(std::move(*txn));
+                for (auto& node : *held) s.locks.insert(std::move(node));
               });
             },
         },
@@ -144,7 +153,7 @@ WriteResult MemoryLogStore::Apply(State& s, const Batch& batch) {
   return r;
 }
 
-WriteResult MemoryLogStore::ApplyNow(const Batch& batch) {
+WriteResult MemoryLogStore::ApplyNow(Batch& batch) {
   std::lock_guard lock(mu_);
   return closed_ ? WriteResult{FailedPrecondition("the log store is closed"), std::nullopt} : Apply(state_, batch);
 }

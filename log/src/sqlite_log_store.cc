@@ -18,8 +18,9 @@
 namespace dtx::log {
 namespace {
 
-// Version 2: the journal of batches. Version 1 kept one row per transaction, branch and lock;
-// Open migrates it.
+// Version 2: the journal of batches, one per row. Version 3: the same journal, where a row may
+// also hold a group of batches. Version 1 kept one row per transaction, branch and lock; Open
+// migrates it.
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS dtx_meta (
   key   TEXT PRIMARY KEY,
@@ -161,7 +162,9 @@ struct SqliteLogStore::Impl {
   sqlite3* db = nullptr;  // the writer thread's, once it runs
   MemoryLogStore state;   // every transaction in the journal, as it stands
   Stmt begin, commit, rollback, append, clear;
-  uint64_t journal_entries = 0;  // writer thread only
+  uint64_t journal_entries = 0;  // batches in the journal; writer thread only
+  GroupEncoder entry;             // writer thread only
+  static constexpr size_t kCompactionGroup = 256;  // transactions per entry when compacting
   uint64_t compact_at = 0;  // writer thread only
 
   struct Queued {
@@ -205,12 +208,16 @@ struct SqliteLogStore::Impl {
     s.Prepare(db, "SELECT seq, batch FROM dtx_journal ORDER BY seq");
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      auto batch = DecodeBatch(s.ColView(1));
-      if (!batch.ok()) return Corruption("journal entry " + std::to_string(s.ColInt(0)) + ": " + batch.status().ToString());
-      if (auto r = state.ApplyNow(*batch); !r.ok()) {
-        return Corruption("journal entry " + std::to_string(s.ColInt(0)) + " does not apply: " + r.status.ToString());
+      const std::string entry = "journal entry " + std::to_string(s.ColInt(0));
+      auto batches = DecodeEntry(s.ColView(1));
+      if (!batches.ok()) return Corruption(entry + ": " + batches.status().ToString());
+      for (size_t i = 0; i < batches->size(); ++i) {
+        if (auto r = state.ApplyNow((*batches)[i]); !r.ok()) {
+          return Corruption(entry + (batches->size() > 1 ? ", batch " + std::to_string(i) : std::string()) +
+                            " does not apply: " + r.status.ToString());
+        }
       }
-      ++journal_entries;
+      journal_entries += batches->size();
     }
     if (rc != SQLITE_DONE) return SqliteError(db, rc, "read the journal");
     return Status::Ok();
@@ -223,7 +230,14 @@ struct SqliteLogStore::Impl {
     if (!all.ok()) return all.status();
     if (int rc = begin.Run(); IsFatal(rc)) return SqliteError(db, rc, "begin compaction");
     int rc = clear.Run();
-    for (size_t i = 0; i < all->size() && !IsFatal(rc); ++i) rc = append.Blob(1, EncodeBatch(SnapshotBatch((*all)[i]))).Run();
+    GroupEncoder entry;
+    for (size_t i = 0; i < all->size() && !IsFatal(rc); ++i) {
+      entry.Add(SnapshotBatch((*all)[i]));
+      if (entry.count() == kCompactionGroup || i + 1 == all->size()) {
+        rc = append.Blob(1, entry.bytes()).Run();
+        entry.Clear();
+      }
+    }
     if (!IsFatal(rc)) rc = commit.Run();
     if (IsFatal(rc)) {
       Status s = SqliteError(db, rc, "compact the journal");
@@ -236,18 +250,20 @@ struct SqliteLogStore::Impl {
   }
 
   // Commits one group: each batch applies to `state` (all or nothing; a lock conflict, say,
-  // fails it alone) and the ones that applied go into the journal. Returns each batch's result;
-  // a fatal error fails them all.
-  std::vector<WriteResult> CommitGroup(const std::vector<Queued>& group, Status& fatal) {
+  // fails it alone) and the ones that applied go into the journal, together in one entry.
+  // Returns each batch's result; a fatal error fails them all.
+  std::vector<WriteResult> CommitGroup(std::vector<Queued>& group, Status& fatal) {
     std::vector<WriteResult> results(group.size());
-    int rc = begin.Run();
-    uint64_t appended = 0;
-    for (size_t i = 0; i < group.size() && !IsFatal(rc); ++i) {
+    entry.Clear();
+    for (size_t i = 0; i < group.size(); ++i) {
+      entry.Add(group[i].batch);  // first: applying takes the records out of the batch
       results[i] = state.ApplyNow(group[i].batch);
-      if (!results[i].ok()) continue;
-      rc = append.Blob(1, EncodeBatch(group[i].batch)).Run();
-      ++appended;
+      if (!results[i].ok()) entry.DropLast();
     }
+    const uint64_t appended = entry.count();
+    if (appended == 0) return results;
+    int rc = begin.Run();
+    if (!IsFatal(rc)) rc = append.Blob(1, entry.bytes()).Run();
     if (!IsFatal(rc)) rc = commit.Run();
     if (IsFatal(rc)) {
       fatal = SqliteError(db, rc, "commit");

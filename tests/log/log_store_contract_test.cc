@@ -120,6 +120,49 @@ TEST_P(LogStoreContract, LockConflictFailsTheWholeBatchAndNamesTheHolder) {
   EXPECT_EQ((*held)[0], (RowLock{"r:t:1", "x:1", 11}));
 }
 
+TEST_P(LogStoreContract, AFailingBatchUndoesEveryKindOfStepBeforeIt) {
+  MustWrite(std::move(Batch().Insert(Global("x:1")).Insert(Branch("x:1", 11)).Lock("x:1", 11, {"r:t:1"})));
+  MustWrite(std::move(Batch().Insert(Global("x:2")).Insert(Branch("x:2", 21)).Lock("x:2", 21, {"r:t:2"})));
+  MustWrite(std::move(Batch().Insert(Global("x:3")).Insert(Branch("x:3", 31)).Lock("x:3", 31, {"r:t:3", "r:t:4"})));
+  MustWrite(std::move(Batch().Insert(Global("x:4")).Insert(Branch("x:4", 41)).Lock("x:4", 41, {"r:t:held"})));
+  Batch b;
+  b.SetStatus("x:1", 11, BranchStatus::kPhaseOneDone)
+      .Insert(Branch("x:1", 12))  // may grow the vector the status change points into
+      .Insert(Branch("x:1", 13))
+      .Insert(Branch("x:1", 14))
+      .SetStatus("x:1", GlobalStatus::kCommitting, 7)
+      .Unlock("x:2")
+      .Remove("x:3")
+      .Insert(Global("x:5"))
+      .Lock("x:5", 0, {"r:t:5"})
+      .Remove("x:5")
+      .Insert(Global("x:5"))
+      .Lock("x:1", 12, {"r:t:new", "r:t:held"});  // held by x:4: the whole batch fails
+  WriteResult r = store_->WriteSync(std::move(b));
+  ASSERT_FALSE(r.ok());
+  ASSERT_TRUE(r.conflict.has_value()) << r.status;
+  EXPECT_EQ(r.conflict->holder_xid, "x:4");
+
+  TransactionSnapshot one = MustGet("x:1");
+  EXPECT_EQ(one.global, Global("x:1"));
+  ASSERT_EQ(one.branches.size(), 1u);
+  EXPECT_EQ(one.branches[0], Branch("x:1", 11));
+  EXPECT_EQ(MustGet("x:2").locks.size(), 1u);
+  TransactionSnapshot three = MustGet("x:3");
+  EXPECT_EQ(three.branches.size(), 1u);
+  EXPECT_EQ(three.locks.size(), 2u);
+  auto five = store_->Get("x:5");
+  ASSERT_TRUE(five.ok());
+  EXPECT_FALSE(five->has_value());
+  auto held = store_->FindLocks({"r:t:1", "r:t:2", "r:t:3", "r:t:4", "r:t:5", "r:t:new", "r:t:held"});
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_EQ(held->size(), 5u);
+  // And the store goes on: the same changes without the conflicting key apply.
+  MustWrite(std::move(Batch().Unlock("x:2").Remove("x:3").Insert(Branch("x:1", 12)).Lock("x:1", 12, {"r:t:new"})));
+  EXPECT_EQ(MustGet("x:1").branches.size(), 2u);
+  EXPECT_TRUE(MustGet("x:2").locks.empty());
+}
+
 TEST_P(LogStoreContract, ATransactionMayRetakeItsOwnLocks) {
   MustWrite(std::move(Batch().Insert(Global("x:1")).Insert(Branch("x:1", 11)).Lock("x:1", 11, {"r:t:1"})));
   MustWrite(std::move(Batch().Insert(Branch("x:1", 12)).Lock("x:1", 12, {"r:t:1", "r:t:2"})));

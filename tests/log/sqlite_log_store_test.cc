@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "dtx/log/fault_injection.h"
@@ -297,7 +299,7 @@ TEST(SqliteLogStore, OpensAVersionOneDatabase) {
     EXPECT_EQ(snap.branches[0].client_id, "rm-1");
     EXPECT_EQ(snap.locks.size(), 2u);
   }
-  EXPECT_EQ(QueryInt(path, "SELECT value FROM dtx_meta WHERE key = 'schema_version'"), 2);
+  EXPECT_EQ(QueryInt(path, "SELECT value FROM dtx_meta WHERE key = 'schema_version'"), SqliteLogStore::kSchemaVersion);
   EXPECT_EQ(QueryInt(path, "SELECT count(*) FROM sqlite_master WHERE name = 'dtx_global'"), 0);
   // And it stays migrated across another open.
   auto again = SqliteLogStore::Open({.path = path});
@@ -305,6 +307,41 @@ TEST(SqliteLogStore, OpensAVersionOneDatabase) {
   auto all = (*again)->LoadAll();
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->size(), 1u);
+}
+
+TEST(SqliteLogStore, BatchesCommittedTogetherShareAnEntryAndAllReplay) {
+  TempDir dir("sqlite-groups");
+  const std::string path = dir.File("dtx.db");
+  constexpr int kBatches = 2000;
+  {
+    auto store = SqliteLogStore::Open({.path = path});
+    ASSERT_TRUE(store.ok()) << store.status();
+    std::mutex mu;
+    std::condition_variable cv;
+    int done = 0, failed = 0;
+    for (int i = 0; i < kBatches; ++i) {
+      (*store)->Write(BranchBatch("x:" + std::to_string(10000 + i), i + 1), [&](const WriteResult& r) {
+        std::lock_guard lock(mu);
+        ++done;
+        if (!r.ok()) ++failed;
+        cv.notify_one();
+      });
+    }
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return done == kBatches; }));
+    EXPECT_EQ(failed, 0);
+  }
+  // Queued faster than one commit takes, the batches went in as groups: fewer entries than batches.
+  EXPECT_LT(QueryInt(path, "SELECT count(*) FROM dtx_journal"), kBatches);
+  auto store = SqliteLogStore::Open({.path = path});
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto all = (*store)->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), static_cast<size_t>(kBatches));
+  for (const auto& t : *all) {
+    ASSERT_EQ(t.branches.size(), 1u) << t.global.xid;
+    EXPECT_EQ(t.locks.size(), 1u) << t.global.xid;
+  }
 }
 
 TEST(SqliteLogStore, ADamagedJournalEntryStopsTheOpenWithCorruption) {

@@ -46,6 +46,8 @@ class Batch {
   Batch& Remove(std::string xid) { return Add(RemoveGlobal{std::move(xid)}); }
 
   const std::vector<Op>& ops() const { return ops_; }
+  // For a store that takes the records when it applies the batch (see MemoryLogStore::ApplyNow).
+  std::vector<Op>& mutable_ops() { return ops_; }
   bool empty() const { return ops_.empty(); }
 
  private:

@@ -16,8 +16,9 @@ class MemoryLogStore final : public LogStore {
   MemoryLogStore() = default;
 
   void Write(Batch batch, WriteCallback done) override;
-  // Applies `batch` now, all or nothing, and says how it went (Write without the callback).
-  WriteResult ApplyNow(const Batch& batch);
+  // Applies `batch` now, all or nothing, and says how it went (Write without the callback). The
+  // store takes the records out of `batch`: afterwards it holds unspecified values.
+  WriteResult ApplyNow(Batch& batch);
   Result<std::vector<TransactionSnapshot>> LoadAll() override;
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
   Result<ListPage> List(const ListFilter& filter) override;
@@ -31,11 +32,13 @@ class MemoryLogStore final : public LogStore {
     std::vector<BranchRecord> branches;
     std::set<std::string> lock_keys;
   };
+  using TxnMap = std::map<std::string, Txn>;
+  using LockMap = std::map<std::string, RowLock>;
   struct State {
-    std::map<std::string, Txn> txns;
-    std::map<std::string, RowLock> locks;
+    TxnMap txns;
+    LockMap locks;
   };
-  WriteResult Apply(State& state, const Batch& batch);
+  WriteResult Apply(State& state, Batch& batch);
   TransactionSnapshot Snapshot(const Txn& txn) const;
 
   std::mutex mu_;

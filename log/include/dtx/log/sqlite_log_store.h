@@ -45,7 +45,7 @@ class SqliteLogStore final : public LogStore {
   bool WritesInOrder() const override { return true; }  // one journal; a failed commit stops the store
 
   // The schema version this build writes (the `schema_version` row of dtx_meta).
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
  private:
   struct Impl;
