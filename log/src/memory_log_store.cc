@@ -168,8 +168,13 @@ TransactionSnapshot MemoryLogStore::Snapshot(const Txn& txn) const {
 
 Result<std::vector<TransactionSnapshot>> MemoryLogStore::LoadAll() {
   std::lock_guard lock(mu_);
+  std::vector<const Txn*> txns;
+  txns.reserve(state_.txns.size());
+  for (const auto& [xid, txn] : state_.txns) txns.push_back(&txn);
+  std::sort(txns.begin(), txns.end(), [](const Txn* a, const Txn* b) { return a->global.xid < b->global.xid; });
   std::vector<TransactionSnapshot> all;
-  for (const auto& [xid, txn] : state_.txns) all.push_back(Snapshot(txn));
+  all.reserve(txns.size());
+  for (const Txn* txn : txns) all.push_back(Snapshot(*txn));
   return all;
 }
 
@@ -184,14 +189,17 @@ Result<ListPage> MemoryLogStore::List(const ListFilter& filter) {
   std::lock_guard lock(mu_);
   ListPage page;
   if (filter.limit == 0) return page;
-  for (auto it = state_.txns.upper_bound(filter.after_xid); it != state_.txns.end(); ++it) {
-    if (!Matches(filter, it->second.global)) continue;
-    if (page.transactions.size() == filter.limit) {
-      page.next_after_xid = page.transactions.back().xid;
-      break;
-    }
-    page.transactions.push_back(it->second.global);
+  // The map is unordered (its lookups are the hot path): one pass picks the matches after the
+  // cursor, then only the first limit + 1 of them in XID order are sorted.
+  std::vector<const GlobalRecord*> matches;
+  for (const auto& [xid, txn] : state_.txns) {
+    if (xid > filter.after_xid && Matches(filter, txn.global)) matches.push_back(&txn.global);
   }
+  const size_t take = std::min(matches.size(), filter.limit + 1);
+  std::partial_sort(matches.begin(), matches.begin() + static_cast<ptrdiff_t>(take), matches.end(),
+                    [](const GlobalRecord* a, const GlobalRecord* b) { return a->xid < b->xid; });
+  for (size_t i = 0; i < take && i < filter.limit; ++i) page.transactions.push_back(*matches[i]);
+  if (take > filter.limit) page.next_after_xid = page.transactions.back().xid;
   return page;
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <unordered_map>
 
 #include "dtx/log/log_store.h"
 
@@ -32,8 +33,8 @@ class MemoryLogStore final : public LogStore {
     std::vector<BranchRecord> branches;
     std::set<std::string> lock_keys;
   };
-  using TxnMap = std::map<std::string, Txn>;
-  using LockMap = std::map<std::string, RowLock>;
+  using TxnMap = std::unordered_map<std::string, Txn>;
+  using LockMap = std::unordered_map<std::string, RowLock>;
   struct State {
     TxnMap txns;
     LockMap locks;
