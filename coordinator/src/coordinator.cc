@@ -1,5 +1,6 @@
 #include "dtx/coordinator/coordinator.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -111,7 +112,10 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
     next_id_ = seed;
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "dtx-tc-timers");
+      io_.run();
+    });
   }
 
   ~Impl() { Stop(); }

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include <pthread.h>
+
 #include "batch_codec.h"
 #include "dtx/log/memory_log_store.h"
 #include "log_store_util.h"
@@ -315,9 +317,15 @@ struct SqliteLogStore::Impl {
   bool checkpoint_closing = false;   // guarded by checkpoint_mu
   std::thread checkpointer;
 
+  // The WAL keeps growing until a checkpoint has copied all of it and a commit starts it over,
+  // so `frames` stays past the mark for a while: a checkpoint is asked for once per
+  // kCheckpointFrames new frames, not at every commit. Writer thread only.
+  int next_checkpoint_at = kCheckpointFrames;
   static int OnWalCommit(void* arg, sqlite3*, const char*, int frames) {
     auto* self = static_cast<Impl*>(arg);
-    if (frames >= kCheckpointFrames) {
+    if (frames < self->next_checkpoint_at - kCheckpointFrames) self->next_checkpoint_at = kCheckpointFrames;  // started over
+    if (frames >= self->next_checkpoint_at) {
+      self->next_checkpoint_at = frames + kCheckpointFrames;
       std::lock_guard lock(self->checkpoint_mu);
       self->checkpoint_due = true;
       self->checkpoint_wake.notify_one();
@@ -538,12 +546,24 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   impl->checkpoint_db = *checkpoint_db;
   Impl* raw = impl.get();
   sqlite3_wal_hook(db, &Impl::OnWalCommit, raw);  // and no automatic checkpoints on the writer
-  impl->checkpointer = std::thread([raw] { raw->CheckpointerLoop(); });
-  impl->thread = std::thread([raw] { raw->WriterLoop(); });
+  impl->checkpointer = std::thread([raw] {
+    pthread_setname_np(pthread_self(), "dtx-log-ckpt");
+    raw->CheckpointerLoop();
+  });
+  impl->thread = std::thread([raw] {
+    pthread_setname_np(pthread_self(), "dtx-log-write");
+    raw->WriterLoop();
+  });
   if (impl->wal_file) {
-    impl->syncer = std::thread([raw] { raw->SyncerLoop(); });
+    impl->syncer = std::thread([raw] {
+      pthread_setname_np(pthread_self(), "dtx-log-sync");
+      raw->SyncerLoop();
+    });
   } else {
-    impl->completer = std::thread([raw] { raw->CompleterLoop(); });
+    impl->completer = std::thread([raw] {
+      pthread_setname_np(pthread_self(), "dtx-log-done");
+      raw->CompleterLoop();
+    });
   }
   SPDLOG_INFO("log: SQLite log at {} (synchronous={}, {} journal entries)", options.path, options.synchronous,
               impl->journal_entries);
