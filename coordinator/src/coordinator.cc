@@ -13,7 +13,6 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <queue>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -56,6 +55,11 @@ struct Branch {
   std::chrono::milliseconds backoff{0};
 };
 
+struct Session;
+// Deadlines of transactions in Begin, soonest first. An entry holds its session until the
+// transaction finishes, so the map holds live transactions only.
+using TimeoutMap = std::multimap<Clock::time_point, std::shared_ptr<Session>>;
+
 struct Session {
   std::mutex mu;
   GlobalRecord rec;  // as durable in the log
@@ -69,6 +73,9 @@ struct Session {
   bool retry_marked = false;
   bool failed_write_pending = false;
   std::string failure;  // why it needs an operator
+  // Its entry in the timeout map; both guarded by the coordinator's timeouts_mu_.
+  TimeoutMap::iterator timeout;
+  bool has_timeout = false;
 };
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -205,13 +212,14 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       // decision) waits for a later batch of the same ordered log, which is never durable without
       // this one. A crash before then forgets an XID that nothing used yet; its later calls get
       // XID_NOT_FOUND. (XIDs are seeded from the clock at start, so a restart never reissues one.)
-      store_->Write(std::move(Batch().Insert(s->rec)), [self = shared_from_this(), xid](const WriteResult& r) {
+      store_->Write(std::move(Batch().Insert(s->rec)), [self = shared_from_this(), s](const WriteResult& r) {
         if (r.ok()) return;
-        SPDLOG_WARN("coordinator: could not log the Begin of {}: {}; it is forgotten", xid, r.status.ToString());
-        self->Forget(xid);
+        SPDLOG_WARN("coordinator: could not log the Begin of {}: {}; it is forgotten", s->rec.xid, r.status.ToString());
+        self->CancelTimeout(s);
+        self->Forget(s->rec.xid);
       });
       metrics_->transactions_begun.Add();
-      WatchTimeout(xid, Clock::now() + timeout);
+      WatchTimeout(s, Clock::now() + timeout);
       pb::BeginResponse resp;
       resp.set_xid(xid);
       return reply.Reply(resp);
@@ -224,7 +232,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                       return Answer(reply, pb::LOG_UNAVAILABLE, r.status.ToString());
                     }
                     self->metrics_->transactions_begun.Add();
-                    self->WatchTimeout(s->rec.xid, Clock::now() + timeout);
+                    self->WatchTimeout(s, Clock::now() + timeout);
                     resp.set_xid(s->rec.xid);
                     reply.Reply(resp);
                   });
@@ -363,7 +371,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       if (!r.ok()) {
         SPDLOG_WARN("coordinator: could not record the outcome of {}: {}", s->rec.xid, r.status.ToString());
         // Still in Begin: the timeout will roll it back once the log takes writes again.
-        self->WatchTimeout(s->rec.xid, Clock::now() + std::chrono::seconds(1));
+        self->WatchTimeout(s, Clock::now() + std::chrono::seconds(1));
       }
       for (auto& w : waiters) w(r.status);
       if (!r.ok()) return;
@@ -816,23 +824,33 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     }
     (FamilyOf(status) == Family::kCommit ? metrics_->transactions_committed : metrics_->transactions_rolled_back).Add();
     recent_.Add(s->rec.xid, status);
+    CancelTimeout(s);
     Forget(s->rec.xid);
   }
 
   // ---- timeouts ----
 
-  void WatchTimeout(const std::string& xid, Clock::time_point when) {
+  // Sets (or moves) the deadline of a transaction in Begin.
+  void WatchTimeout(const SessionPtr& s, Clock::time_point when) {
     bool arm;
     {
       std::lock_guard lock(timeouts_mu_);
-      arm = timeouts_.empty() || when < timeouts_.top().first;
-      timeouts_.emplace(when, xid);
+      if (s->has_timeout) timeouts_.erase(s->timeout);
+      s->timeout = timeouts_.emplace(when, s);
+      s->has_timeout = true;
+      arm = s->timeout == timeouts_.begin();
     }
     if (arm) {
       asio::post(io_, [weak = weak_from_this()] {
         if (auto self = weak.lock()) self->ArmTimeoutTimer();
       });
     }
+  }
+  void CancelTimeout(const SessionPtr& s) {
+    std::lock_guard lock(timeouts_mu_);
+    if (!s->has_timeout) return;
+    timeouts_.erase(s->timeout);
+    s->has_timeout = false;
   }
 
   // On the timer thread.
@@ -841,7 +859,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     {
       std::lock_guard lock(timeouts_mu_);
       if (timeouts_.empty()) return;
-      next = timeouts_.top().first;
+      next = timeouts_.begin()->first;
     }
     if (timer_armed_ && next >= timer_armed_for_) return;
     timer_armed_ = true;
@@ -857,26 +875,26 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void ExpireTimeouts() {
-    std::vector<std::string> due;
+    std::vector<SessionPtr> due;
     {
       std::lock_guard lock(timeouts_mu_);
       const auto now = Clock::now();
-      while (!timeouts_.empty() && timeouts_.top().first <= now) {
-        due.push_back(timeouts_.top().second);
-        timeouts_.pop();
+      while (!timeouts_.empty() && timeouts_.begin()->first <= now) {
+        due.push_back(std::move(timeouts_.begin()->second));
+        due.back()->has_timeout = false;
+        timeouts_.erase(timeouts_.begin());
       }
     }
-    for (const auto& xid : due) {
-      auto s = Find(xid);
-      if (!s) continue;
+    for (const auto& s : due) {
+      if (Find(s->rec.xid) != s) continue;  // forgotten meanwhile (its Begin could not be logged)
       std::unique_lock lock(s->mu);
       if (s->deciding || s->rec.status != GlobalStatus::kBegin) continue;
       if (!Expired(*s)) {  // the wall clock disagrees a little: look again shortly
         lock.unlock();
-        WatchTimeout(xid, Clock::now() + std::chrono::milliseconds(50));
+        WatchTimeout(s, Clock::now() + std::chrono::milliseconds(50));
         continue;
       }
-      SPDLOG_INFO("coordinator: {} timed out after {} ms; rolling back", xid, s->rec.timeout_ms);
+      SPDLOG_INFO("coordinator: {} timed out after {} ms; rolling back", s->rec.xid, s->rec.timeout_ms);
       StartDecision(s, GlobalStatus::kTimeoutRollbacking, lock);
     }
   }
@@ -915,7 +933,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       const GlobalStatus st = s->rec.status;
       if (st == GlobalStatus::kBegin) {
         const int64_t left = s->rec.begin_time_ms + s->rec.timeout_ms - NowMs();
-        WatchTimeout(s->rec.xid, Clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, left)));
+        WatchTimeout(s, Clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, left)));
         ++waiting;
       } else if (IsFailed(st)) {
         ++failed;
@@ -1022,8 +1040,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   std::mutex timeouts_mu_;
-  using Deadline = std::pair<Clock::time_point, std::string>;
-  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> timeouts_;
+  TimeoutMap timeouts_;  // guarded by timeouts_mu_
   asio::steady_timer timeout_timer_;
   bool timer_armed_ = false;  // timer thread only
   Clock::time_point timer_armed_for_;
