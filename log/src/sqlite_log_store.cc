@@ -62,6 +62,10 @@ class Stmt {
     sqlite3_finalize(stmt_);
     return sqlite3_prepare_v3(db, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
   }
+  Stmt& Int(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
   Stmt& Blob(int i, std::string_view s) {
     sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
     return *this;
@@ -163,11 +167,15 @@ struct SqliteLogStore::Impl {
   SqliteOptions options;
   sqlite3* db = nullptr;  // the writer thread's, once it runs
   MemoryLogStore state;   // every transaction in the journal, as it stands
-  Stmt begin, commit, rollback, append, clear;
-  uint64_t journal_entries = 0;  // batches in the journal; writer thread only
+  Stmt begin, commit, rollback, append, purge, set_start;
+  uint64_t journal_entries = 0;  // batches in the live part of the journal; writer thread only
   GroupEncoder entry;             // writer thread only
   static constexpr size_t kCompactionGroup = 256;  // transactions per entry when compacting
   uint64_t compact_at = 0;  // writer thread only
+  // Entries before the live part (seq < purge_to, from purge_from on) are left over from before
+  // the last compaction: each group commit deletes up to kPurgeChunk of them. Writer thread only.
+  static constexpr int64_t kPurgeChunk = 32;
+  int64_t purge_from = 0, purge_to = 0;
 
   struct Queued {
     Batch batch;
@@ -195,7 +203,10 @@ struct SqliteLogStore::Impl {
         {&commit, "COMMIT"},
         {&rollback, "ROLLBACK"},
         {&append, "INSERT INTO dtx_journal (batch) VALUES (?1)"},
-        {&clear, "DELETE FROM dtx_journal"},
+        {&purge, "DELETE FROM dtx_journal WHERE seq < ?1"},
+        {&set_start,
+         "INSERT INTO dtx_meta (key, value) VALUES ('journal_start', ?1) "
+         "ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
     };
     for (const auto& s : statements) {
       if (int rc = s.stmt->Prepare(db, s.sql); rc != SQLITE_OK) return SqliteError(db, rc, std::string("prepare ") + s.sql);
@@ -203,11 +214,17 @@ struct SqliteLogStore::Impl {
     return Status::Ok();
   }
 
-  // Replays the journal into `state`. Every entry applied when it was written, so one that does
-  // not apply now means the file is damaged.
+  // Replays the live part of the journal into `state`. Every entry applied when it was written,
+  // so one that does not apply now means the file is damaged.
   Status Replay() {
     Stmt s;
-    s.Prepare(db, "SELECT seq, batch FROM dtx_journal ORDER BY seq");
+    s.Prepare(db, "SELECT CAST(value AS INTEGER) FROM dtx_meta WHERE key = 'journal_start'");
+    const int64_t start = s.Step() == SQLITE_ROW ? s.ColInt(0) : 0;
+    s.Prepare(db, "SELECT min(seq) FROM dtx_journal");
+    purge_from = s.Step() == SQLITE_ROW ? s.ColInt(0) : 0;
+    purge_to = start;
+    s.Prepare(db, "SELECT seq, batch FROM dtx_journal WHERE seq >= ?1 ORDER BY seq");
+    s.Int(1, start);
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
       const std::string entry = "journal entry " + std::to_string(s.ColInt(0));
@@ -225,27 +242,34 @@ struct SqliteLogStore::Impl {
     return Status::Ok();
   }
 
-  // Writes every transaction as it stands and drops the entries that led there, in one
-  // transaction: a crash leaves the old journal or the new one.
+  // Appends every transaction as it stands and makes that the start of the journal, in one
+  // transaction: a crash leaves the old start or the new one. The entries before the new start
+  // are deleted a chunk at a time by the group commits that follow (deleting them all at once
+  // stalled the writer for tens of milliseconds).
   Status Compact() {
     auto all = state.LoadAll();
     if (!all.ok()) return all.status();
     if (int rc = begin.Run(); IsFatal(rc)) return SqliteError(db, rc, "begin compaction");
-    int rc = clear.Run();
-    GroupEncoder entry;
-    for (size_t i = 0; i < all->size() && !IsFatal(rc); ++i) {
-      entry.Add(SnapshotBatch((*all)[i]));
-      if (entry.count() == kCompactionGroup || i + 1 == all->size()) {
+    int rc = SQLITE_DONE;
+    int64_t start = 0;
+    GroupEncoder entry;  // at least one entry, empty if nothing is live: the start is a real row
+    for (size_t i = 0; i <= all->size() && !IsFatal(rc); ++i) {
+      if (i < all->size()) entry.Add(SnapshotBatch((*all)[i]));
+      if (entry.count() == kCompactionGroup || i == all->size()) {
+        if (entry.count() == 0 && start != 0) break;
         rc = append.Blob(1, entry.bytes()).Run();
+        if (start == 0) start = sqlite3_last_insert_rowid(db);
         entry.Clear();
       }
     }
+    if (!IsFatal(rc)) rc = set_start.Int(1, start).Run();
     if (!IsFatal(rc)) rc = commit.Run();
     if (IsFatal(rc)) {
       Status s = SqliteError(db, rc, "compact the journal");
       (void)rollback.Run();
       return s;
     }
+    purge_to = start;
     journal_entries = all->size();
     compact_at = std::max<uint64_t>(options.compact_min, 4 * journal_entries);
     return Status::Ok();
@@ -266,7 +290,10 @@ struct SqliteLogStore::Impl {
     if (appended == 0) return results;
     int rc = begin.Run();
     if (!IsFatal(rc)) rc = append.Blob(1, entry.bytes()).Run();
+    const int64_t purged_to = std::min(purge_from + kPurgeChunk, purge_to);
+    if (!IsFatal(rc) && purge_from < purge_to) rc = purge.Int(1, purged_to).Run();
     if (!IsFatal(rc)) rc = commit.Run();
+    if (!IsFatal(rc) && purge_from < purge_to) purge_from = purged_to;
     if (IsFatal(rc)) {
       fatal = SqliteError(db, rc, "commit");
       (void)rollback.Run();  // may fail if SQLite rolled back already; the store is failed either way
@@ -367,7 +394,6 @@ struct SqliteLogStore::Impl {
   }
 
   void SyncerLoop() {
-    Status sync_failed;
     while (true) {
       std::deque<Completed> synced;
       {
@@ -376,28 +402,33 @@ struct SqliteLogStore::Impl {
         if (sync_queue.empty()) break;
         synced.swap(sync_queue);
       }
-      const bool any_ok = std::any_of(synced.begin(), synced.end(), [](const Completed& c) {
-        return std::any_of(c.results.begin(), c.results.end(), [](const WriteResult& r) { return r.ok(); });
-      });
-      if (any_ok && sync_failed.ok()) {
-        if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
-          sync_failed = SqliteError(nullptr, rc, "fsync of the write-ahead log");
-          SPDLOG_ERROR("log: {}; refusing further writes until reopened", sync_failed.ToString());
-          Refuse(sync_failed);
+      SyncAndComplete(synced);
+    }
+  }
+
+  Status sync_failed;  // syncer thread only
+  void SyncAndComplete(std::deque<Completed>& synced) {
+    const bool any_ok = std::any_of(synced.begin(), synced.end(), [](const Completed& c) {
+      return std::any_of(c.results.begin(), c.results.end(), [](const WriteResult& r) { return r.ok(); });
+    });
+    if (any_ok && sync_failed.ok()) {
+      if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
+        sync_failed = SqliteError(nullptr, rc, "fsync of the write-ahead log");
+        SPDLOG_ERROR("log: {}; refusing further writes until reopened", sync_failed.ToString());
+        Refuse(sync_failed);
+      }
+    }
+    for (auto& c : synced) {
+      if (!sync_failed.ok()) {
+        // Committed but perhaps not on disk: never acknowledged as durable.
+        for (auto& r : c.results) {
+          if (!r.ok()) continue;
+          --batches;
+          ++failed_batches;
+          r = WriteResult{sync_failed, std::nullopt};
         }
       }
-      for (auto& c : synced) {
-        if (!sync_failed.ok()) {
-          // Committed but perhaps not on disk: never acknowledged as durable.
-          for (auto& r : c.results) {
-            if (!r.ok()) continue;
-            --batches;
-            ++failed_batches;
-            r = WriteResult{sync_failed, std::nullopt};
-          }
-        }
-        for (size_t i = 0; i < c.group.size(); ++i) c.group[i].done(c.results[i]);
-      }
+      for (size_t i = 0; i < c.group.size(); ++i) c.group[i].done(c.results[i]);
     }
   }
 
@@ -445,7 +476,13 @@ struct SqliteLogStore::Impl {
       }
       Status fatal;
       auto results = CommitGroup(group, fatal);
-      if (fatal.ok() && journal_entries >= compact_at) fatal = Compact();
+      if (fatal.ok() && journal_entries >= compact_at) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const uint64_t before = journal_entries;
+        fatal = Compact();
+        spdlog::debug("log: compacted the journal from {} to {} batches in {} us", before, journal_entries,
+                    std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+      }
       if (!fatal.ok()) {
         SPDLOG_ERROR("log: SQLite commit failed, refusing further writes until reopened: {}", fatal.ToString());
         Refuse(fatal);

@@ -238,8 +238,8 @@ TEST(SqliteLogStore, CompactionKeepsWhatIsLiveAndDropsTheRest) {
       }
     }
   }
-  // 600 batches went in; compaction leaves about the 20 live transactions (one entry each) and
-  // what came after the last compaction.
+  // 600 batches went in; compaction leaves the 20 live transactions (in one entry) and what came
+  // after the last compaction (older entries go a few at a time with later commits).
   EXPECT_LT(QueryInt(path, "SELECT count(*) FROM dtx_journal"), 100);
   auto store = SqliteLogStore::Open({.path = path, .compact_min = 16});
   ASSERT_TRUE(store.ok()) << store.status();
@@ -258,6 +258,45 @@ TEST(SqliteLogStore, CompactionKeepsWhatIsLiveAndDropsTheRest) {
   ASSERT_TRUE(held.ok());
   ASSERT_EQ(held->size(), 1u);
   EXPECT_EQ(held->front().xid, "x:1000");
+}
+
+TEST(SqliteLogStore, EntriesBeforeACompactionAreDeletedAFewAtATimeAndNeverReplayed) {
+  TempDir dir("sqlite-purge");
+  const std::string path = dir.File("dtx.db");
+  {
+    auto store = SqliteLogStore::Open({.path = path, .compact_min = 100});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->WriteSync(BranchBatch("x:keep", 1)).ok());
+    for (int i = 0; i < 50; ++i) {  // one entry each: 101 batches, so one compaction on the way
+      const std::string xid = "x:" + std::to_string(100 + i);
+      ASSERT_TRUE((*store)->WriteSync(BranchBatch(xid, 10 + i)).ok());
+      ASSERT_TRUE((*store)->WriteSync(std::move(Batch().Remove(xid))).ok());
+    }
+  }
+  const int64_t start = QueryInt(path, "SELECT value FROM dtx_meta WHERE key = 'journal_start'");
+  ASSERT_GT(start, 1);
+  // Closed right after the compaction: most of the entries before the start are still there
+  // (each later commit deleted at most 32), and a reopen must not replay them.
+  EXPECT_GT(QueryInt(path, "SELECT count(*) FROM dtx_journal WHERE seq < " + std::to_string(start)), 0);
+  {
+    auto store = SqliteLogStore::Open({.path = path, .compact_min = 100});
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto all = (*store)->LoadAll();
+    ASSERT_TRUE(all.ok()) << all.status();
+    ASSERT_EQ(all->size(), 1u);
+    EXPECT_EQ(all->front().global.xid, "x:keep");
+    EXPECT_EQ(all->front().locks.size(), 1u);
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE((*store)->WriteSync(std::move(Batch().SetStatus("x:keep", GlobalStatus::kCommitting, i + 1))).ok());
+    }
+  }
+  EXPECT_EQ(QueryInt(path, "SELECT count(*) FROM dtx_journal WHERE seq < " + std::to_string(start)), 0);
+  auto store = SqliteLogStore::Open({.path = path});
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto keep = (*store)->Get("x:keep");
+  ASSERT_TRUE(keep.ok() && keep->has_value());
+  EXPECT_EQ((*keep)->global.status, GlobalStatus::kCommitting);
+  EXPECT_EQ((*keep)->global.updated_time_ms, 4);
 }
 
 TEST(SqliteLogStore, OpensAVersionOneDatabase) {
