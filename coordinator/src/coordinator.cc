@@ -469,16 +469,19 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     Batch batch;
     batch.Insert(b);
     if (req.lock_keys_size() > 0) batch.Lock(b.xid, b.branch_id, {req.lock_keys().begin(), req.lock_keys().end()});
-    store_->Write(std::move(batch), [self = shared_from_this(), s, b, reply = std::move(reply)](const WriteResult& r) mutable {
+    const int64_t branch_id = b.branch_id;
+    store_->Write(std::move(batch), [self = shared_from_this(), s, branch_id, b = std::move(b),
+                                     reply = std::move(reply)](const WriteResult& r) mutable {
       pb::RegisterBranchResponse resp;
       bool decide_now = false;
       {
         std::lock_guard lock(s->mu);
         --s->pending_registrations;
         if (r.ok()) {
+          const int64_t id = b.branch_id;
           Branch branch;
-          branch.rec = b;
-          auto at = std::upper_bound(s->branches.begin(), s->branches.end(), b.branch_id,
+          branch.rec = std::move(b);
+          auto at = std::upper_bound(s->branches.begin(), s->branches.end(), id,
                                      [](int64_t id, const Branch& x) { return id < x.rec.branch_id; });
           s->branches.insert(at, std::move(branch));
         }
@@ -486,7 +489,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
       if (r.ok()) {
         self->metrics_->branches_registered.Add();
-        resp.set_branch_id(b.branch_id);
+        resp.set_branch_id(branch_id);
       } else if (r.conflict) {
         self->metrics_->lock_conflicts.Add();
         resp.set_code(pb::LOCK_CONFLICT);
@@ -1002,7 +1005,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       for (auto& b : s->branches) {
         b.attempts = 0;
         b.backoff = std::chrono::milliseconds(0);
-        b.in_flight = false;
+        // A branch whose call (or retry timer) is still pending keeps it: Drive sends to the
+        // others, and that call's answer drives this branch on.
       }
     }
     Drive(s);

@@ -2,6 +2,11 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
 #include <thread>
 
 #include "coordinator_process.h"
@@ -175,6 +180,47 @@ TEST_F(CoordinatorTest, UnretryableAnswerLeavesCommitFailedForAnOperator) {
   // Its locks stay held until an operator acts.
   const std::string other = tm.Begin()->xid();
   EXPECT_EQ(rm.RegisterBranch(other, "db", {"db:t:9"}).code(), pb::LOCK_CONFLICT);
+}
+
+// POST to the coordinator's admin API as operator "test"; the HTTP status code.
+int AdminPost(int port, const std::string& target) {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket socket(io);
+  boost::system::error_code ec;
+  socket.connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)}, ec);
+  if (ec) return -1;
+  const std::string request = "POST " + target +
+                              " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Operator: test\r\nContent-Length: 0\r\n"
+                              "Connection: close\r\n\r\n";
+  boost::asio::write(socket, boost::asio::buffer(request), ec);
+  std::string response;
+  char buf[1024];
+  size_t n;
+  while ((n = socket.read_some(boost::asio::buffer(buf), ec)) > 0) response.append(buf, n);
+  return response.size() > 12 ? std::stoi(response.substr(9, 3)) : -1;
+}
+
+TEST_F(CoordinatorTest, OperatorRetryDoesNotRepeatACallStillPending) {
+  TestParticipant slow(tc_.address(), {"db1"}, "rm-1");
+  TestParticipant failing(tc_.address(), {"db2"}, "rm-2");
+  slow.SetAnswer(true, Answer::kNever);  // its BranchCommit stays pending (the call timeout is 10 s)
+  failing.SetAnswer(true, Answer::kUnretryable);
+  TestTm tm(tc_.address());
+  const std::string xid = tm.Begin()->xid();
+  ASSERT_EQ(slow.RegisterBranch(xid, "db1").code(), pb::OK);
+  ASSERT_EQ(failing.RegisterBranch(xid, "db2").code(), pb::OK);
+  ASSERT_EQ(tm.Commit(xid)->code(), pb::OK);
+  ASSERT_TRUE(tm.WaitForStatus(xid, pb::COMMIT_FAILED));
+  ASSERT_TRUE(slow.WaitFor(true, 1, xid));
+
+  failing.SetAnswer(true, Answer::kDone);  // an operator fixed it
+  ASSERT_EQ(AdminPost(tc_.admin_port(), "/api/v1/transactions/" + xid + "/retry"), 200);
+  ASSERT_TRUE(failing.WaitFor(true, 2, xid));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(slow.count(true, xid), 1u) << "the pending call is not sent a second time";
+  auto status = tm.GetStatus(xid);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->status(), pb::COMMITTING) << "waits for the pending call";
 }
 
 TEST_F(CoordinatorTest, RepeatedAndOutOfOrderCallsAreAnsweredNotRepeated) {
