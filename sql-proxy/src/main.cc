@@ -8,7 +8,9 @@
 #include <csignal>
 #include <iostream>
 
+#include "dtx/at/at_resource_manager.h"
 #include "dtx/common/logging.h"
+#include "dtx/sql_proxy/at_services.h"
 #include "dtx/sql_proxy/metrics_http_server.h"
 #include "dtx/sql_proxy/proxy_server.h"
 
@@ -24,6 +26,13 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   int64_t connect_timeout_ms = options.connect_timeout.count();
   int64_t shutdown_grace_ms = 30'000;
+  // AT mode.
+  std::string coordinator;
+  std::string coordinator_token;
+  std::string application = "dtx-sql-proxy";
+  std::vector<std::string> resources;
+  int64_t lock_retry_ms = 2000;
+  bool check_unbound_writes = true;
 
   app.add_option("--host", options.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", options.port, "Port to listen on (0: any free port)")->capture_default_str();
@@ -41,6 +50,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--shutdown-grace-ms", shutdown_grace_ms,
                  "How long SIGTERM waits for open sessions to end before ending them")
+      ->capture_default_str();
+  app.add_option("--coordinator", coordinator,
+                 "host:port[,host:port...] of the dtx coordinators: turns AT mode on (writes of bound sessions "
+                 "become AT branches; SELECT dtx.begin()/commit()/rollback())");
+  app.add_option("--coordinator-token", coordinator_token, "The coordinators' shared token, if they want one");
+  app.add_option("--application", application, "This proxy's application name at the coordinator")
+      ->capture_default_str();
+  app.add_option("--resource", resources,
+                 "database=conninfo: AT for that database; conninfo is the libpq URI the proxy uses for phase 2 "
+                 "(repeat, or a list in the config file)");
+  app.add_option("--lock-retry-ms", lock_retry_ms, "How long a global lock conflict is retried before 55P03")
+      ->capture_default_str();
+  app.add_option("--check-unbound-writes", check_unbound_writes,
+                 "UPDATE/DELETE of sessions bound to no global transaction first check the global locks")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.set_config("--config", "", "A TOML file with any of these options");
@@ -79,6 +102,62 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // every thread started below inherits the mask
   signal(SIGPIPE, SIG_IGN);
 
+  std::shared_ptr<AtServices> at_services;
+  std::unique_ptr<at::AtResourceManager> resource_manager;
+  if (!coordinator.empty()) {
+    if (lock_retry_ms < 0) {
+      std::cerr << "--lock-retry-ms must not be negative\n";
+      return 2;
+    }
+    at_services = std::make_shared<AtServices>();
+    at_services->check_unbound_writes = check_unbound_writes;
+    at::AtResourceManagerOptions rm_options;
+    for (const auto& entry : resources) {
+      const auto eq = entry.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == entry.size()) {
+        std::cerr << "--resource '" << entry << "': want database=conninfo\n";
+        return 2;
+      }
+      const std::string database = entry.substr(0, eq);
+      AtResource resource;
+      resource.options.resource_id = database;
+      resource.options.lock_retry_for = std::chrono::milliseconds(lock_retry_ms);
+      at_services->resources[database] = std::move(resource);
+      rm_options.databases[database] = entry.substr(eq + 1);
+    }
+    resource_manager = std::make_unique<at::AtResourceManager>(rm_options);
+    if (auto s = resource_manager->Start(); !s.ok()) {
+      spdlog::critical("AT mode: {}", s.ToString());
+      return 1;
+    }
+    sdk::CoordinatorOptions co;
+    co.addresses.clear();
+    for (size_t start = 0; start <= coordinator.size();) {
+      size_t comma = coordinator.find(',', start);
+      if (comma == std::string::npos) comma = coordinator.size();
+      if (comma > start) co.addresses.push_back(coordinator.substr(start, comma - start));
+      start = comma + 1;
+    }
+    for (const auto& address : co.addresses) {
+      if (!ParseBackendAddress(address).ok()) {
+        std::cerr << "--coordinator: want host:port[,host:port...], not '" << coordinator << "'\n";
+        return 2;
+      }
+    }
+    co.token = coordinator_token;
+    co.application = application;
+    for (const auto& [database, r] : at_services->resources) co.resource_ids.push_back(database);
+    co.connect_wait = std::chrono::milliseconds(2000);
+    co.call_timeout = std::chrono::milliseconds(10'000);
+    at_services->coordinator = std::make_shared<sdk::CoordinatorClient>(co, resource_manager->Handler());
+    options.at = at_services;
+    spdlog::info("AT mode: coordinator {}, {} resource(s), lock retry {} ms, unbound writes {}checked", coordinator,
+                 at_services->resources.size(), lock_retry_ms, check_unbound_writes ? "" : "not ");
+  } else if (!resources.empty()) {
+    spdlog::warn("--resource has no effect without --coordinator");
+  }
+
+
   ProxyServer proxy(options);
   if (auto s = proxy.Start(); !s.ok()) {
     spdlog::critical("{}", s.ToString());
@@ -112,6 +191,11 @@ int main(int argc, char** argv) {
   spdlog::info("signal {}: no new sessions; open ones get {} ms to finish", sig, shutdown_grace_ms);
   const size_t ended = proxy.Shutdown(std::chrono::milliseconds(shutdown_grace_ms));
   if (metrics_server) metrics_server->Stop();
+  if (at_services) {
+    at_services->pool.reset();  // no coordinator call of a session is still running
+    at_services->coordinator->Shutdown();
+    resource_manager->Stop();
+  }
   spdlog::info("stopped ({} session(s) ended by the shutdown)", ended);
   return 0;
 }

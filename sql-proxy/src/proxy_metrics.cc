@@ -57,6 +57,19 @@ std::string ProxyMetrics::Render() const {
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"backend_connect\"}", errors_backend_connect);
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"backend_lost\"}", errors_backend_lost);
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"client_lost\"}", errors_client_lost);
+  Metric(out, "dtx_sql_proxy_at_global_total", "counter", "Global transactions through dtx.begin/commit/rollback, by outcome.");
+  Sample(out, "dtx_sql_proxy_at_global_total", "{event=\"begin\"}", at_global_begins);
+  Sample(out, "dtx_sql_proxy_at_global_total", "{event=\"commit\"}", at_global_commits);
+  Sample(out, "dtx_sql_proxy_at_global_total", "{event=\"rollback\"}", at_global_rollbacks);
+  Metric(out, "dtx_sql_proxy_at_statements_total", "counter", "Writes of bound sessions recorded in undo logs.");
+  Sample(out, "dtx_sql_proxy_at_statements_total", "", at_statements);
+  Metric(out, "dtx_sql_proxy_at_branches_total", "counter", "Local transactions that wrote as AT branches, by outcome.");
+  Sample(out, "dtx_sql_proxy_at_branches_total", "{outcome=\"committed\"}", at_branches_committed);
+  Sample(out, "dtx_sql_proxy_at_branches_total", "{outcome=\"failed\"}", at_branches_failed);
+  Metric(out, "dtx_sql_proxy_at_refusals_total", "counter", "Statements refused or failed by the proxy in AT mode.");
+  Sample(out, "dtx_sql_proxy_at_refusals_total", "", at_refusals);
+  Metric(out, "dtx_sql_proxy_at_unbound_checks_total", "counter", "Writes of unbound sessions checked against the global locks.");
+  Sample(out, "dtx_sql_proxy_at_unbound_checks_total", "", at_unbound_checks);
   return out;
 }
 

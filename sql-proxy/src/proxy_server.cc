@@ -46,7 +46,7 @@ struct Worker {
 class ProxyServer::Impl {
  public:
   explicit Impl(ProxyOptions options)
-      : options_(std::move(options)), context_{options_, metrics_, cancels_} {}
+      : options_(std::move(options)), context_{options_, metrics_, cancels_, options_.at.get()} {}
   ~Impl() {
     Shutdown(std::chrono::milliseconds(0));
     acceptor_.reset();

@@ -229,6 +229,8 @@ asio::awaitable<bool> Session::ReadStartup() {
       if (name == "database") database = value;
     }
     if (database.empty()) database = user;  // as PostgreSQL does
+    database_ = database;
+    if (context_.at) at_resource_ = context_.at->Find(database);
     if (!co_await ConnectBackend(database)) co_return false;
     metrics.sessions_total.fetch_add(1, std::memory_order_relaxed);
     outstanding_ = 1;  // the ReadyForQuery that ends the startup
@@ -324,6 +326,18 @@ asio::awaitable<bool> Session::AcquireBackend() {
 }
 
 void Session::ReleaseBackend() {
+  if (abuf_at_ < abuf_.size()) {
+    // Bytes the server sent after the last answer read with the backend acquired (a
+    // notification, say): the back loop takes them first.
+    const size_t left = abuf_.size() - abuf_at_;
+    const size_t n = std::min(left, kBufferSize);
+    if (n < left) spdlog::warn("dropping {} bytes the server sent unasked", left - n);
+    std::memcpy(sbuf_.get(), abuf_.data() + abuf_at_, n);
+    slen_ = n;
+    server_bytes_waiting_ = true;
+  }
+  abuf_.clear();
+  abuf_at_ = 0;
   pause_requested_ = false;
   back_wake_.cancel();
 }

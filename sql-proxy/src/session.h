@@ -33,8 +33,11 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "cancel_registry.h"
+#include "dtx/sql_proxy/at_services.h"
+#include "dtx/sql_proxy/dtx_function.h"
 #include "dtx/sql_proxy/pg_message.h"
 #include "dtx/sql_proxy/proxy_metrics.h"
 #include "dtx/sql_proxy/proxy_server.h"
@@ -50,6 +53,7 @@ struct SessionContext {
   const ProxyOptions& options;
   ProxyMetrics& metrics;
   CancelRegistry& cancels;
+  AtServices* at = nullptr;  // AT mode (--coordinator), else null
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -68,8 +72,17 @@ class Session : public std::enable_shared_from_this<Session> {
   void Terminate();
 
   // The statements a client prepared with Parse (named ones; the unnamed one is tracked apart).
+  enum class Special { kNone, kXid, kDtxFunction };  // statements the proxy answers itself
   struct PreparedStatement {
     std::string xid;  // from a leading dtx.xid comment, else empty
+    // AT mode, and the statements the proxy answers (seen whole):
+    bool known = false;
+    std::string sql;              // AT mode only
+    std::vector<uint32_t> types;  // AT mode only
+    bool may_change = false;      // UPDATE/DELETE (AT mode)
+    Special special = Special::kNone;
+    XidCommand xid_command;
+    DtxFunction dtx_function;
   };
 
  private:
@@ -101,8 +114,70 @@ class Session : public std::enable_shared_from_this<Session> {
   // Looks at one client message (or its first `available` bytes); returns true to divert it
   // from forwarding (the front loop then calls HandleDiverted).
   bool OnClientMessage(char type, std::string_view seen, size_t size);
+  // How many bytes of a client message of this type and size the front loop must see at once.
+  size_t ClientNeed(char type, size_t size) const;
   asio::awaitable<bool> HandleDiverted(std::string message);
+
+  // ---- AT mode (session_at.cc); all with the backend acquired ----
+  struct BackendReply {
+    std::string to_client;  // every message but ReadyForQuery, hidden columns removed
+    std::vector<std::vector<std::optional<std::string>>> rows;  // text values (the hidden ones only, if any)
+    std::string command_tag;
+    bool failed = false;  // an ErrorResponse came
+    std::string sqlstate, message;
+    char status = 'I';
+  };
+  // Sends `request` (ending in one Sync or being one Query) and reads the answer up to its
+  // ReadyForQuery. nullopt: the connection failed.
+  asio::awaitable<std::optional<BackendReply>> Exchange(std::string_view request, int hidden);
+  // The next whole server message (type byte first), seen by OnServerMessage; false: connection failed.
+  asio::awaitable<bool> NextServerMessage(std::string& out);
+  // Adds one server message to a reply (hidden columns removed); false if malformed.
+  bool Collect(BackendReply& reply, const std::string& message, int hidden, bool& rowless);
+  template <class R>
+  asio::awaitable<R> OffThread(std::function<R()>& work);  // `work` is moved from
+  asio::awaitable<bool> ForwardAcquired(std::string_view message);
+  asio::awaitable<bool> ReplyToClient(std::string bytes);  // + ReadyForQuery, then releases
+  asio::awaitable<bool> FailStatement(const Status& error, bool rollback);
+  asio::awaitable<bool> ErrorToClient(const Status& error);
+  asio::awaitable<bool> HandleDtxFunction(std::string message);
+  // Runs a dtx.* function: the xid (begin) or the final status name, or the SQL error.
+  asio::awaitable<Result<std::string>> DtxCall(const DtxFunction& fn);
+  asio::awaitable<bool> HandleBoundQuery(std::string message);
+  asio::awaitable<bool> HandleUnboundWrite(std::string message);
+  asio::awaitable<bool> RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit);
+  // ---- extended batches (session_at_extended.cc) ----
+  struct BindFields {
+    std::string portal, statement;
+    at::QueryParams params;
+    std::vector<int16_t> result_formats;
+  };
+  using Portal = BindFields;
+  static std::optional<BindFields> ParseBind(std::string_view body);
+  const PreparedStatement* FindPrepared(const std::string& name) const;
+  // Decides whether an extended-protocol message starts (or is part of) a batch.
+  bool DivertExtended(char type, std::string_view seen, size_t size);
+  asio::awaitable<bool> HandleExtended(std::string message);
+  asio::awaitable<bool> ExtForward(std::string_view message, int answers);
+  asio::awaitable<bool> ExtFlush(bool sync);
+  asio::awaitable<std::optional<BackendReply>> ExtRun(const at::AtQuery& q, int hidden,
+                                                      const std::vector<int16_t>& result_formats);
+  asio::awaitable<bool> ExtFail(const Status& error);
+  asio::awaitable<bool> ExtExecute(std::string message);
+  asio::awaitable<bool> ExtSteps(at::AtStatement& st, std::string_view execute, const Portal& portal, bool local);
+  asio::awaitable<bool> ExtRegister(std::shared_ptr<at::AtBranch> branch, std::optional<std::string> execute,
+                                    bool& committed);
+  asio::awaitable<bool> ExtCommit(std::shared_ptr<at::AtBranch> branch, std::string execute);
+  asio::awaitable<bool> ExtSync();
+  void ExtEnd();
+  static std::string QueryMessageFor(std::string_view sql);
+
+  asio::awaitable<bool> CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
+                                     std::string output, bool implicit);
+  asio::awaitable<bool> CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error);
   asio::awaitable<bool> AnswerXidCommand(const XidCommand& command, std::string_view message);
+  // Applies a SET/RESET/SHOW dtx.xid and appends its answer (without ReadyForQuery).
+  void ApplyXidCommand(const XidCommand& command, std::string& out, bool row_description);
   void OnServerMessage(char type, std::string_view seen, char* writable);
   void OnReadyForQuery(char status);
 
@@ -128,7 +203,11 @@ class Session : public std::enable_shared_from_this<Session> {
   char tx_status_ = 'I';             // from the last ReadyForQuery
   int outstanding_ = 0;              // ReadyForQuery messages the server still owes
   std::optional<std::pair<std::string, std::string>> fatal_;  // SQLSTATE and message to end with
-  XidCommand diverted_;              // the statement OnClientMessage diverted
+  enum class Divert { kXid, kDtxFunction, kBound, kUnboundWrite, kExtended };
+  Divert divert_ = Divert::kXid;     // what OnClientMessage diverted
+  XidCommand diverted_;              // kXid: the statement
+  DtxFunction dtx_function_;         // kDtxFunction: the call
+  std::string diverted_xid_;         // kBound: the XID in force when it arrived
 
   bool front_fresh_ = false;          // see ReadSome: the front loop's last read drained the client
   bool back_fresh_ = false;           // the back loop's last read drained the server
@@ -155,6 +234,31 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::string, PreparedStatement> prepared_;
   PreparedStatement unnamed_;
   size_t prepared_with_xid_ = 0;     // statements in prepared_ (and unnamed_) with an XID comment
+
+  // AT mode.
+  std::string database_;                          // from the startup
+  const AtResource* at_resource_ = nullptr;       // its --resource, if any
+  std::shared_ptr<at::AtBranch> branch_;          // the current transaction block's
+  std::unique_ptr<at::AtBranch> local_branch_;    // lock checks of unbound writes
+  std::string abuf_;                              // server bytes read with the backend acquired
+  size_t abuf_at_ = 0;                            // how far abuf_ has been read
+  bool server_bytes_waiting_ = false;             // sbuf_ holds bytes the back loop has not looked at
+
+  // Extended batches: from the first message the proxy must handle to the client's Sync.
+  bool ext_batch_ = false;        // diverting the client's extended messages
+  bool ext_acquired_ = false;     // the batch holds the backend
+  bool ext_failed_ = false;       // an error: the rest until Sync is skipped
+  bool ext_implicit_ = false;     // the proxy began a transaction for this batch's writes
+  bool ext_block_opened_ = false; // the batch ran a BEGIN of the client's
+  bool ext_own_left_ = false;     // the proxy's statement is left prepared after an error
+  int ext_expect_ = 0;            // answers owed for messages sent to the server
+  std::string ext_chunk_;         // client messages not sent yet
+  std::shared_ptr<at::AtBranch> ext_branch_;  // ext_implicit_: its branch
+  std::unordered_map<std::string, Portal> portals_;
+  // Forwarded extended messages since the last Sync, and their answers seen by the back loop.
+  int ext_sent_ = 0;
+  int ext_answered_ = 0;
+  bool ext_error_since_sync_ = false;
 };
 
 }  // namespace dtx::sql_proxy

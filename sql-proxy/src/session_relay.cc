@@ -20,19 +20,6 @@ constexpr size_t kWholeQueryLimit = 4096;
 constexpr size_t kPrefixBytes = 1024;
 constexpr auto kFatalWriteTimeout = std::chrono::seconds(2);
 
-// How many bytes of a client message the front loop must see at once to judge it.
-size_t ClientNeed(char type, size_t size) {
-  switch (type) {
-    case 'Q':
-      return size <= kWholeQueryLimit ? size : kPrefixBytes;
-    case 'P':
-    case 'B':
-    case 'C':
-      return std::min(size, kPrefixBytes);
-    default:
-      return 5;
-  }
-}
 
 // The text of a message body up to its NUL, or all of `body` when the NUL is not in sight.
 std::string_view TextUpToNul(std::string_view body) {
@@ -61,6 +48,27 @@ std::string QueryMessage(std::string_view sql) {
 }  // namespace
 
 // ---- client to server ----
+
+// How many bytes of a client message the front loop must see at once to judge it. In AT mode a
+// Query is looked at whole (up to the buffer's size): a bound session's statements are analysed,
+// and an unbound UPDATE/DELETE is checked against the global locks.
+size_t Session::ClientNeed(char type, size_t size) const {
+  switch (type) {
+    case 'Q':
+      if (context_.at) return std::min(size, kBufferSize);
+      return size <= kWholeQueryLimit ? size : kPrefixBytes;
+    case 'P':
+      return std::min(size, kBufferSize);  // whole: the statements the proxy answers itself
+    case 'B':
+      return context_.at || ext_batch_ ? std::min(size, kBufferSize) : std::min(size, kPrefixBytes);
+    case 'C':
+    case 'D':
+    case 'E':
+      return std::min(size, kPrefixBytes);
+    default:
+      return 5;
+  }
+}
 
 asio::awaitable<void> Session::FrontLoop() {
   auto& metrics = context_.metrics;
@@ -155,11 +163,23 @@ asio::awaitable<void> Session::FrontLoop() {
 bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
   switch (type) {
     case 'Q': {
+      if (ext_batch_) {
+        divert_ = Divert::kExtended;
+        return true;
+      }
+      std::optional<std::string_view> sql;
       if (authenticated_ && seen.size() == size) {
-        if (auto sql = ReadCString(seen.substr(5))) {
+        if ((sql = ReadCString(seen.substr(5)))) {
           XidCommand command = ParseXidCommand(*sql);
           if (command.kind != XidCommandKind::kNone) {
+            divert_ = Divert::kXid;
             diverted_ = std::move(command);
+            return true;
+          }
+          DtxFunction function = ParseDtxFunction(*sql);
+          if (function.kind != DtxFunctionKind::kNone) {
+            divert_ = Divert::kDtxFunction;
+            dtx_function_ = std::move(function);
             return true;
           }
         }
@@ -170,26 +190,86 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
           context_.metrics.xid_comment_statements.fetch_add(1, std::memory_order_relaxed);
         }
       }
+      if (context_.at && sql && context_.at->coordinator) {
+        if (!EffectiveXid().empty()) {
+          divert_ = Divert::kBound;
+          diverted_xid_ = EffectiveXid();  // a comment's binding ends at an earlier idle ReadyForQuery
+          return true;
+        }
+        if (context_.at->check_unbound_writes && at_resource_ && MayChangeRows(*sql)) {
+          divert_ = Divert::kUnboundWrite;
+          return true;
+        }
+      }
       ++outstanding_;
       return false;
     }
     case 'S':
+      if (ext_batch_) {
+        divert_ = Divert::kExtended;
+        return true;
+      }
+      ext_sent_ = 0;
+      ++outstanding_;
+      return false;
     case 'F':
+      if (ext_batch_) {
+        divert_ = Divert::kExtended;
+        return true;
+      }
       ++outstanding_;
       return false;
     case 'P': {
       const std::string_view body = seen.substr(5);
       auto name = ReadCString(body);
-      if (!name) return false;  // the server will refuse it
+      if (!name) return DivertExtended(type, seen, size);  // the server will refuse it
       auto xid = LeadingXidComment(TextUpToNul(body.substr(name->size() + 1)));
       PreparedStatement* slot = &unnamed_;
       if (!name->empty()) slot = &prepared_[std::string(*name)];
       if (!slot->xid.empty()) --prepared_with_xid_;
       slot->xid = xid ? std::string(*xid) : std::string();
       if (!slot->xid.empty()) ++prepared_with_xid_;
-      return false;
+      slot->known = false;
+      slot->special = Special::kNone;
+      slot->may_change = false;
+      slot->sql.clear();
+      slot->types.clear();
+      if (authenticated_ && seen.size() == size) {
+        if (auto fields = ParseParse(body)) {
+          slot->known = true;
+          XidCommand command = ParseXidCommand(fields->query);
+          if (command.kind != XidCommandKind::kNone) {
+            slot->special = Special::kXid;
+            slot->xid_command = std::move(command);
+          } else if (DtxFunction function = ParseDtxFunction(fields->query); function.kind != DtxFunctionKind::kNone) {
+            slot->special = Special::kDtxFunction;
+            slot->dtx_function = std::move(function);
+          }
+          if (context_.at) {
+            slot->sql = std::string(fields->query);
+            slot->may_change = MayChangeRows(fields->query);
+            std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
+            if (rest.size() >= 2) {
+              const int n = (static_cast<uint8_t>(rest[0]) << 8) | static_cast<uint8_t>(rest[1]);
+              for (int k = 0; k < n && rest.size() >= 2 + 4 * static_cast<size_t>(k + 1); ++k) {
+                const size_t at = 2 + 4 * static_cast<size_t>(k);
+                slot->types.push_back((static_cast<uint32_t>(static_cast<uint8_t>(rest[at])) << 24) |
+                                      (static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 1])) << 16) |
+                                      (static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 2])) << 8) |
+                                      static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 3])));
+              }
+            }
+          }
+        }
+      }
+      return DivertExtended(type, seen, size);
     }
+    case 'D':
+    case 'E':
+    case 'H':
+      return DivertExtended(type, seen, size);
     case 'B': {
+      if (DivertExtended(type, seen, size)) return true;
       if (prepared_with_xid_ == 0) return false;
       std::string_view body = seen.substr(5);
       auto portal = ReadCString(body);
@@ -210,6 +290,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       return false;
     }
     case 'C': {
+      if (DivertExtended(type, seen, size)) return true;
       if (seen.size() < 6 || seen[5] != 'S') return false;
       auto name = ReadCString(seen.substr(6));
       if (!name) return false;
@@ -230,8 +311,76 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
   }
 }
 
+bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
+  if (!authenticated_) return false;
+  const bool whole = seen.size() == size;
+  bool start = ext_batch_;
+  if (!start) {
+    const bool at_on = context_.at && context_.at->coordinator;
+    const bool bound = at_on && !EffectiveXid().empty();
+    const bool check = at_on && context_.at->check_unbound_writes && at_resource_;
+    auto wants = [&](const PreparedStatement* slot) {
+      return slot && (slot->special != Special::kNone || (check && slot->may_change));
+    };
+    const std::string_view body = seen.substr(5);
+    switch (type) {
+      case 'P': {
+        auto name = ReadCString(body);
+        start = bound || (name && wants(FindPrepared(std::string(*name))));
+        break;
+      }
+      case 'B': {
+        auto portal = ReadCString(body);
+        std::optional<std::string_view> statement;
+        if (portal) statement = ReadCString(body.substr(portal->size() + 1));
+        start = bound || (statement && wants(FindPrepared(std::string(*statement))));
+        break;
+      }
+      case 'D':
+      case 'C': {
+        std::optional<std::string_view> name;
+        if (body.size() >= 2) name = ReadCString(body.substr(1));
+        start = bound || (name && body[0] == 'S' && FindPrepared(std::string(*name)) &&
+                          FindPrepared(std::string(*name))->special != Special::kNone);
+        break;
+      }
+      case 'E':
+      case 'H':
+        start = bound;
+        break;
+      default:
+        break;
+    }
+    if (!start) {
+      if (context_.at && type != 'H') ++ext_sent_;
+      return false;
+    }
+  }
+  if (!whole) {
+    EndWithFatal("54000", "dtx-sql-proxy: a " + std::string(1, type) + " message of " + std::to_string(size) +
+                              " bytes is too large for a session the proxy must look into (limit " +
+                              std::to_string(kBufferSize) + ")");
+    return false;
+  }
+  ext_batch_ = true;
+  divert_ = Divert::kExtended;
+  return true;
+}
+
 asio::awaitable<bool> Session::HandleDiverted(std::string message) {
-  co_return co_await AnswerXidCommand(diverted_, message);
+  switch (divert_) {
+    case Divert::kXid:
+      co_return co_await AnswerXidCommand(diverted_, message);
+    case Divert::kDtxFunction:
+      co_return co_await HandleDtxFunction(std::move(message));
+    case Divert::kBound:
+      co_return co_await HandleBoundQuery(std::move(message));
+    case Divert::kUnboundWrite:
+      co_return co_await HandleUnboundWrite(std::move(message));
+    case Divert::kExtended:
+      co_return co_await HandleExtended(std::move(message));
+  }
+  co_return false;
 }
 
 asio::awaitable<bool> Session::AnswerXidCommand(const XidCommand& command, std::string_view message) {
@@ -251,8 +400,17 @@ asio::awaitable<bool> Session::AnswerXidCommand(const XidCommand& command, std::
     ++outstanding_;
     co_return co_await WriteServer(query);
   }
-  const bool in_block = tx_status_ == 'T';
   std::string out;
+  ApplyXidCommand(command, out, true);
+  AppendReadyForQuery(out, tx_status_);
+  spdlog::debug("dtx.xid now '{}'", EffectiveXid());
+  const bool ok = co_await WriteClient(out);
+  ReleaseBackend();
+  co_return ok;
+}
+
+void Session::ApplyXidCommand(const XidCommand& command, std::string& out, bool row_description) {
+  const bool in_block = tx_status_ == 'T';
   auto set_local = [&](std::string xid) {
     if (in_block) {
       local_xid_ = std::move(xid);
@@ -288,18 +446,13 @@ asio::awaitable<bool> Session::AnswerXidCommand(const XidCommand& command, std::
       }
       break;
     case XidCommandKind::kShow:
-      AppendRowDescriptionText(out, "dtx.xid");
+      if (row_description) AppendRowDescriptionText(out, "dtx.xid");
       AppendDataRowText(out, EffectiveXid());
       AppendCommandComplete(out, "SHOW");
       break;
     default:
       break;
   }
-  AppendReadyForQuery(out, tx_status_);
-  spdlog::debug("dtx.xid now '{}'", EffectiveXid());
-  const bool ok = co_await WriteClient(out);
-  ReleaseBackend();
-  co_return ok;
 }
 
 // ---- server to client ----
@@ -319,16 +472,20 @@ asio::awaitable<void> Session::BackLoop() {
       back_fresh_ = false;
       continue;
     }
-    back_reading_ = true;
-    auto [ec, n] = co_await ReadSome(server_, sbuf_.get() + slen_, kBufferSize - slen_, back_fresh_);
-    back_reading_ = false;
-    if (ec == asio::error::operation_aborted && pause_requested_ && phase_ == Phase::kRelay) {
-      back_fresh_ = false;
-      continue;
+    if (server_bytes_waiting_) {
+      server_bytes_waiting_ = false;  // left in sbuf_ by ReleaseBackend
+    } else {
+      back_reading_ = true;
+      auto [ec, n] = co_await ReadSome(server_, sbuf_.get() + slen_, kBufferSize - slen_, back_fresh_);
+      back_reading_ = false;
+      if (ec == asio::error::operation_aborted && pause_requested_ && phase_ == Phase::kRelay) {
+        back_fresh_ = false;
+        continue;
+      }
+      if (ec || n == 0) break;
+      slen_ += n;
+      metrics.bytes_server_to_client.fetch_add(n, std::memory_order_relaxed);
     }
-    if (ec || n == 0) break;
-    slen_ += n;
-    metrics.bytes_server_to_client.fetch_add(n, std::memory_order_relaxed);
 
     const std::string_view buf(sbuf_.get(), slen_);
     size_t i = 0;
@@ -397,7 +554,18 @@ void Session::OnServerMessage(char type, std::string_view seen, char* writable) 
   server_sent_fatal_ = false;
   switch (type) {
     case 'Z':
+      ext_answered_ = 0;
+      ext_error_since_sync_ = false;
       if (seen.size() >= 6) OnReadyForQuery(seen[5]);
+      break;
+    case '1':
+    case '2':
+    case '3':
+    case 'n':
+    case 'T':
+    case 'I':
+    case 's':
+      ++ext_answered_;
       break;
     case 'K':
       if (seen.size() == 13 && !proxy_key_) {
@@ -412,6 +580,7 @@ void Session::OnServerMessage(char type, std::string_view seen, char* writable) 
       }
       break;
     case 'E': {
+      ext_error_since_sync_ = true;
       context_.metrics.server_error_responses.fetch_add(1, std::memory_order_relaxed);
       if (watch_tags_) last_tag_rollback_ = true;
       auto fields = ParseErrorFields(seen.substr(5, seen.size() - 5));
@@ -423,6 +592,7 @@ void Session::OnServerMessage(char type, std::string_view seen, char* writable) 
       break;
     }
     case 'C':
+      ++ext_answered_;
       if (watch_tags_) last_tag_rollback_ = seen.substr(5).starts_with("ROLLBACK");
       break;
     case 'N':
@@ -438,6 +608,7 @@ void Session::OnReadyForQuery(char status) {
   authenticated_ = true;
   tx_status_ = status;
   if (status == 'I') {
+    branch_.reset();
     local_xid_.reset();
     if (tx_session_xid_) {
       if (!last_tag_rollback_) session_xid_ = *tx_session_xid_;

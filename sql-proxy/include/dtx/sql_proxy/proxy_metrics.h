@@ -29,6 +29,15 @@ struct ProxyMetrics {
   std::atomic<uint64_t> errors_backend_connect{0};  // the server could not be reached
   std::atomic<uint64_t> errors_backend_lost{0};     // the server closed a session's connection unexpectedly
   std::atomic<uint64_t> errors_client_lost{0};      // a client went away in the middle of a message
+  // AT mode (--coordinator).
+  std::atomic<uint64_t> at_global_begins{0};        // SELECT dtx.begin() answered
+  std::atomic<uint64_t> at_global_commits{0};       // dtx.commit() that committed
+  std::atomic<uint64_t> at_global_rollbacks{0};     // dtx.rollback(), and dtx.commit() that ended rolled back
+  std::atomic<uint64_t> at_statements{0};           // writes of bound sessions recorded for undo
+  std::atomic<uint64_t> at_branches_committed{0};   // local transactions committed as AT branches
+  std::atomic<uint64_t> at_branches_failed{0};      // ... rolled back at COMMIT (lock conflict, coordinator down)
+  std::atomic<uint64_t> at_refusals{0};             // statements refused or failed by the proxy
+  std::atomic<uint64_t> at_unbound_checks{0};       // unbound writes checked against the global locks
 
   std::string Render() const;
 };

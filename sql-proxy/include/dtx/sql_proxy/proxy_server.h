@@ -21,6 +21,8 @@
 
 namespace dtx::sql_proxy {
 
+struct AtServices;  // dtx/sql_proxy/at_services.h
+
 struct BackendAddress {
   std::string host = "127.0.0.1";
   uint16_t port = 5432;
@@ -38,6 +40,8 @@ struct ProxyOptions {
   unsigned workers = 0;                            // 0: one per core
   size_t max_message_size = kDefaultMaxMessage;    // a client message over this ends its session
   std::chrono::milliseconds connect_timeout{5000};
+  // AT mode (--coordinator): shared by the sessions; null turns it off.
+  std::shared_ptr<AtServices> at;
 };
 
 class ProxyServer {

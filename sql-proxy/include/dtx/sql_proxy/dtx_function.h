@@ -1,0 +1,41 @@
+// DtxFunction: recognises the statements dtx-sql-proxy answers itself in AT mode, by cheap checks on
+// the SQL text (a statement not starting with SELECT costs one comparison):
+//
+//   SELECT dtx.begin()  /  SELECT dtx.begin('name')  /  SELECT dtx.begin('name', timeout_ms)
+//   SELECT dtx.commit()  /  SELECT dtx.commit('xid')
+//   SELECT dtx.rollback()  /  SELECT dtx.rollback('xid')
+//
+// Keywords and names are case-insensitive; whitespace is free; one trailing ';' is allowed. A
+// statement that starts with `SELECT dtx.` followed by one of these names but is not one of these
+// forms is kMalformed (refused with a clear error rather than sent to PostgreSQL, which would say
+// the schema dtx does not exist).
+//
+// Also here: MayChangeRows(), the first-keyword check that decides whether a statement of an
+// unbound session is looked at for the global-lock check.
+//
+// Thread-safety: stateless functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace dtx::sql_proxy {
+
+enum class DtxFunctionKind { kNone, kBegin, kCommit, kRollback, kMalformed };
+
+struct DtxFunction {
+  DtxFunctionKind kind = DtxFunctionKind::kNone;
+  bool has_arg = false;  // a first argument was given
+  std::string arg;       // kBegin: the name; kCommit/kRollback: the XID
+  int64_t timeout_ms = -1;  // kBegin: the second argument, or -1
+  std::string error;     // kMalformed
+};
+
+DtxFunction ParseDtxFunction(std::string_view sql);
+
+// True when the statement's first keyword (after whitespace, comments and '(') is UPDATE or
+// DELETE: a write that may change rows that already exist.
+bool MayChangeRows(std::string_view sql);
+
+}  // namespace dtx::sql_proxy

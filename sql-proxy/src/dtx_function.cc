@@ -1,0 +1,136 @@
+#include "dtx/sql_proxy/dtx_function.h"
+
+#include <cctype>
+
+namespace dtx::sql_proxy {
+namespace {
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// Skips whitespace and SQL comments from `i`.
+size_t SkipBlank(std::string_view s, size_t i) {
+  while (i < s.size()) {
+    if (IsSpace(s[i])) {
+      ++i;
+    } else if (s.compare(i, 2, "--") == 0) {
+      while (i < s.size() && s[i] != '\n') ++i;
+    } else if (s.compare(i, 2, "/*") == 0) {
+      const size_t end = s.find("*/", i + 2);
+      i = end == std::string_view::npos ? s.size() : end + 2;
+    } else {
+      break;
+    }
+  }
+  return i;
+}
+
+bool KeywordAt(std::string_view s, size_t i, std::string_view word) {
+  if (s.size() - i < word.size()) return false;
+  for (size_t k = 0; k < word.size(); ++k) {
+    if (std::tolower(static_cast<unsigned char>(s[i + k])) != word[k]) return false;
+  }
+  const size_t end = i + word.size();
+  return end == s.size() || !(std::isalnum(static_cast<unsigned char>(s[end])) || s[end] == '_');
+}
+
+DtxFunction Malformed(std::string why) {
+  DtxFunction f;
+  f.kind = DtxFunctionKind::kMalformed;
+  f.error = std::move(why);
+  return f;
+}
+
+}  // namespace
+
+DtxFunction ParseDtxFunction(std::string_view sql) {
+  size_t i = SkipBlank(sql, 0);
+  if (!KeywordAt(sql, i, "select")) return {};
+  i = SkipBlank(sql, i + 6);
+  if (!KeywordAt(sql, i, "dtx")) return {};
+  i += 3;
+  if (i >= sql.size() || sql[i] != '.') return {};
+  ++i;
+  DtxFunction f;
+  std::string_view name;
+  if (KeywordAt(sql, i, "begin")) {
+    f.kind = DtxFunctionKind::kBegin;
+    name = "begin";
+  } else if (KeywordAt(sql, i, "commit")) {
+    f.kind = DtxFunctionKind::kCommit;
+    name = "commit";
+  } else if (KeywordAt(sql, i, "rollback")) {
+    f.kind = DtxFunctionKind::kRollback;
+    name = "rollback";
+  } else {
+    return {};
+  }
+  const std::string usage = f.kind == DtxFunctionKind::kBegin ? "SELECT dtx.begin(['name' [, timeout_ms]])"
+                                                              : "SELECT dtx." + std::string(name) + "(['xid'])";
+  i = SkipBlank(sql, i + name.size());
+  if (i >= sql.size() || sql[i] != '(') return Malformed("expected " + usage);
+  i = SkipBlank(sql, i + 1);
+  int args = 0;
+  while (i < sql.size() && sql[i] != ')') {
+    if (args > 0) {
+      if (sql[i] != ',') return Malformed("expected " + usage);
+      i = SkipBlank(sql, i + 1);
+    }
+    if (args == 0) {
+      if (i >= sql.size() || sql[i] != '\'') return Malformed("the first argument must be a string literal: " + usage);
+      std::string value;
+      ++i;
+      bool closed = false;
+      while (i < sql.size()) {
+        if (sql[i] == '\'') {
+          if (i + 1 < sql.size() && sql[i + 1] == '\'') {
+            value.push_back('\'');
+            i += 2;
+            continue;
+          }
+          closed = true;
+          ++i;
+          break;
+        }
+        value.push_back(sql[i++]);
+      }
+      if (!closed) return Malformed("unterminated string literal");
+      f.has_arg = true;
+      f.arg = std::move(value);
+    } else if (args == 1 && f.kind == DtxFunctionKind::kBegin) {
+      size_t start = i;
+      if (i < sql.size() && sql[i] == '\'') ++i;  // '5000' is fine too
+      const size_t digits = i;
+      while (i < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i]))) ++i;
+      if (i == digits || i - digits > 12) return Malformed("the timeout must be a whole number of milliseconds: " + usage);
+      f.timeout_ms = std::stoll(std::string(sql.substr(digits, i - digits)));
+      if (sql[start] == '\'') {
+        if (i >= sql.size() || sql[i] != '\'') return Malformed("unterminated string literal");
+        ++i;
+      }
+    } else {
+      return Malformed("too many arguments: " + usage);
+    }
+    ++args;
+    i = SkipBlank(sql, i);
+  }
+  if (i >= sql.size()) return Malformed("expected " + usage);
+  i = SkipBlank(sql, i + 1);
+  if (i < sql.size() && sql[i] == ';') i = SkipBlank(sql, i + 1);
+  if (i != sql.size()) return Malformed("dtx." + std::string(name) + "() must be alone in its statement: " + usage);
+  return f;
+}
+
+bool MayChangeRows(std::string_view sql) {
+  size_t i = 0;
+  while (true) {
+    i = SkipBlank(sql, i);
+    if (i < sql.size() && sql[i] == '(') {
+      ++i;
+      continue;
+    }
+    break;
+  }
+  return KeywordAt(sql, i, "update") || KeywordAt(sql, i, "delete");
+}
+
+}  // namespace dtx::sql_proxy

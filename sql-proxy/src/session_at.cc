@@ -1,0 +1,557 @@
+// The AT half of Session (see docs/sql-proxy.md, "AT mode"): the dtx.* functions, the statements
+// of XID-bound sessions turned into AT branches, and the global-lock check of unbound writes.
+// Everything here runs with the backend acquired (the back loop parked), on the session's
+// worker thread; the blocking coordinator calls run on AtServices::pool.
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <thread>
+
+#include "dtx/at/hidden_columns.h"
+#include "session.h"
+
+namespace dtx::sql_proxy {
+namespace {
+
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+std::string QueryMessage(std::string_view sql) {
+  std::string out;
+  out.push_back('Q');
+  AppendInt32(out, static_cast<int32_t>(4 + sql.size() + 1));
+  out.append(sql);
+  out.push_back('\0');
+  return out;
+}
+
+void AppendMessage(std::string& out, char type, std::string_view body) {
+  out.push_back(type);
+  AppendInt32(out, static_cast<int32_t>(body.size() + 4));
+  out.append(body);
+}
+
+// Parse/Bind/Execute/Sync of one statement with parameters, results in text.
+std::string ExtendedQuery(const at::AtQuery& q) {
+  std::string out, body;
+  body.push_back('\0');  // unnamed statement
+  body.append(q.sql);
+  body.push_back('\0');
+  AppendInt16(body, static_cast<int16_t>(q.params.types.size()));
+  for (uint32_t t : q.params.types) AppendInt32(body, static_cast<int32_t>(t));
+  AppendMessage(out, 'P', body);
+  body.clear();
+  body.push_back('\0');  // unnamed portal
+  body.push_back('\0');  // unnamed statement
+  AppendInt16(body, static_cast<int16_t>(q.params.formats.size()));
+  for (int16_t f : q.params.formats) AppendInt16(body, f);
+  AppendInt16(body, static_cast<int16_t>(q.params.values.size()));
+  for (const auto& v : q.params.values) {
+    if (!v) {
+      AppendInt32(body, -1);
+    } else {
+      AppendInt32(body, static_cast<int32_t>(v->size()));
+      body.append(*v);
+    }
+  }
+  AppendInt16(body, 0);  // results: all text
+  AppendMessage(out, 'B', body);
+  body.clear();
+  body.push_back('\0');
+  AppendInt32(body, 0);
+  AppendMessage(out, 'E', body);
+  AppendMessage(out, 'S', "");
+  return out;
+}
+
+std::string Request(const at::AtQuery& q) {
+  if (q.params.values.empty() && q.params.types.empty()) return QueryMessage(q.sql);
+  return ExtendedQuery(q);
+}
+
+int32_t ReadInt32(std::string_view b, size_t at) {
+  return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint8_t>(b[at])) << 24) |
+                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 1])) << 16) |
+                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 2])) << 8) |
+                              static_cast<uint32_t>(static_cast<uint8_t>(b[at + 3])));
+}
+
+// Every value of a DataRow body; nullopt if malformed.
+std::optional<std::vector<std::optional<std::string>>> DataRowValues(std::string_view body) {
+  if (body.size() < 2) return std::nullopt;
+  const int n = (static_cast<uint8_t>(body[0]) << 8) | static_cast<uint8_t>(body[1]);
+  std::vector<std::optional<std::string>> out;
+  size_t at = 2;
+  for (int k = 0; k < n; ++k) {
+    if (body.size() - at < 4) return std::nullopt;
+    const int32_t len = ReadInt32(body, at);
+    at += 4;
+    if (len < 0) {
+      out.emplace_back();
+      continue;
+    }
+    if (body.size() - at < static_cast<size_t>(len)) return std::nullopt;
+    out.emplace_back(std::string(body.substr(at, len)));
+    at += len;
+  }
+  return out;
+}
+
+bool Writes(at::StatementKind k) {
+  return k == at::StatementKind::kInsert || k == at::StatementKind::kUpdate || k == at::StatementKind::kDelete;
+}
+
+std::string ProxyText(const Status& s) {
+  std::string text = at::SqlTextOf(s);
+  return text.starts_with("dtx-sql-proxy") ? text : "dtx-sql-proxy: " + text;
+}
+
+}  // namespace
+
+// ---- running work off the I/O thread ----
+
+template <class R>
+asio::awaitable<R> Session::OffThread(std::function<R()>& work_ref) {
+  std::function<R()> work = std::move(work_ref);
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer done(executor, asio::steady_timer::time_point::max());
+  std::optional<R> out;
+  context_.at->pool->Post([&, executor, work = std::move(work)]() mutable {
+    R r = work();
+    asio::post(executor, [&, r = std::move(r)]() mutable {
+      out.emplace(std::move(r));
+      done.cancel();
+    });
+  });
+  while (!out) co_await done.async_wait(kTuple);
+  co_return std::move(*out);
+}
+
+// ---- talking to the server with the backend acquired ----
+
+asio::awaitable<bool> Session::NextServerMessage(std::string& out) {
+  while (true) {
+    Frame f = ReadMessage(std::string_view(abuf_).substr(abuf_at_), SIZE_MAX);
+    if (f.status == FrameStatus::kError) co_return false;
+    if (f.status == FrameStatus::kMessage) {
+      out.assign(abuf_, abuf_at_, f.size);
+      abuf_at_ += f.size;
+      if (abuf_at_ == abuf_.size()) {
+        abuf_.clear();
+        abuf_at_ = 0;
+      }
+      OnServerMessage(out[0], out, out.data());
+      co_return true;
+    }
+    if (abuf_at_ > 0) {
+      abuf_.erase(0, abuf_at_);
+      abuf_at_ = 0;
+    }
+    auto [ec, n] = co_await server_.async_read_some(asio::buffer(sbuf_.get(), kBufferSize), kTuple);
+    if (ec || n == 0) co_return false;
+    context_.metrics.bytes_server_to_client.fetch_add(n, std::memory_order_relaxed);
+    abuf_.append(sbuf_.get(), n);
+  }
+}
+
+bool Session::Collect(BackendReply& reply, const std::string& message, int hidden, bool& rowless) {
+  const char type = message[0];
+  const std::string_view body = std::string_view(message).substr(5);
+  switch (type) {
+    case 'Z':
+      reply.status = tx_status_;
+      return true;
+    case 'T':
+      if (hidden > 0) {
+        auto trimmed = at::DropTrailingColumns('T', body, hidden);
+        if (!trimmed.ok()) return false;
+        // A write without a RETURNING of the client's own answers no rows at all.
+        rowless = trimmed->size() >= 2 && (*trimmed)[0] == 0 && (*trimmed)[1] == 0;
+        if (!rowless) AppendMessage(reply.to_client, 'T', *trimmed);
+        return true;
+      }
+      break;
+    case 'D': {
+      if (hidden > 0) {
+        auto values = at::TrailingValues(body, hidden);
+        auto trimmed = at::DropTrailingColumns('D', body, hidden);
+        if (!values.ok() || !trimmed.ok()) return false;
+        reply.rows.push_back(std::move(*values));  // the engine reads the images from the last columns
+        const bool empty = trimmed->size() >= 2 && (*trimmed)[0] == 0 && (*trimmed)[1] == 0;
+        if (!rowless && !empty) AppendMessage(reply.to_client, 'D', *trimmed);
+        return true;
+      }
+      auto values = DataRowValues(body);
+      if (!values) return false;
+      reply.rows.push_back(std::move(*values));
+      break;
+    }
+    case 'C':
+      if (auto tag = ReadCString(body)) reply.command_tag = std::string(*tag);
+      break;
+    case 'E':
+      if (auto fields = ParseErrorFields(body)) {
+        reply.failed = true;
+        reply.sqlstate = fields->sqlstate;
+        reply.message = fields->message;
+      }
+      break;
+    case '1':
+    case '2':
+    case '3':
+      return true;  // Parse/Bind/CloseComplete of the proxy's own extended queries
+    default:
+      break;
+  }
+  reply.to_client.append(message);
+  return true;
+}
+
+asio::awaitable<std::optional<Session::BackendReply>> Session::Exchange(std::string_view request, int hidden) {
+  if (!co_await WriteServer(request)) co_return std::nullopt;
+  BackendReply reply;
+  bool rowless = false;
+  std::string message;
+  while (true) {
+    if (!co_await NextServerMessage(message)) co_return std::nullopt;
+    if (!Collect(reply, message, hidden, rowless)) co_return std::nullopt;
+    if (message[0] == 'Z') co_return reply;
+  }
+}
+
+asio::awaitable<bool> Session::ForwardAcquired(std::string_view message) {
+  ++outstanding_;
+  ReleaseBackend();
+  co_return co_await WriteServer(message);
+}
+
+asio::awaitable<bool> Session::ReplyToClient(std::string bytes) {
+  AppendReadyForQuery(bytes, tx_status_);
+  const bool ok = co_await WriteClient(bytes);
+  ReleaseBackend();
+  co_return ok;
+}
+
+asio::awaitable<bool> Session::FailStatement(const Status& error, bool rollback) {
+  context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
+  // The error is raised by the server, so that a transaction block fails there too.
+  auto r = co_await Exchange(QueryMessage(at::RaiseErrorSql(Status(error.code(), std::string(at::SqlStateOf(error)) +
+                                                                                  ": " + ProxyText(error)))),
+                             0);
+  if (!r) co_return false;
+  if (rollback && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+  co_return co_await ReplyToClient(std::move(r->to_client));
+}
+
+asio::awaitable<bool> Session::ErrorToClient(const Status& error) {
+  if (tx_status_ != 'I') co_return co_await FailStatement(error, false);
+  std::string out;
+  AppendErrorResponse(out, "ERROR", at::SqlStateOf(error), ProxyText(error));
+  co_return co_await ReplyToClient(std::move(out));
+}
+
+// ---- the dtx.* functions ----
+
+asio::awaitable<bool> Session::HandleDtxFunction(std::string message) {
+  if (!co_await AcquireBackend()) co_return false;
+  const DtxFunction fn = std::move(dtx_function_);
+  if (tx_status_ == 'E') co_return co_await ForwardAcquired(message);  // the server answers 25P02
+  auto value = co_await DtxCall(fn);
+  if (!value.ok()) co_return co_await ErrorToClient(value.status());
+  std::string out;
+  AppendRowDescriptionText(out, fn.kind == DtxFunctionKind::kBegin ? "xid" : "status");
+  AppendDataRowText(out, *value);
+  AppendCommandComplete(out, "SELECT 1");
+  co_return co_await ReplyToClient(std::move(out));
+}
+
+asio::awaitable<Result<std::string>> Session::DtxCall(const DtxFunction& fn) {
+  if (fn.kind == DtxFunctionKind::kMalformed) co_return at::SqlError("42601", fn.error);
+  if (!context_.at || !context_.at->coordinator) {
+    co_return at::SqlError("55000", "no coordinator configured: start dtx-sql-proxy with --coordinator host:port");
+  }
+  const char* name = fn.kind == DtxFunctionKind::kBegin ? "begin" : fn.kind == DtxFunctionKind::kCommit ? "commit" : "rollback";
+  if (tx_status_ != 'I' || ext_implicit_ || ext_block_opened_) {
+    co_return at::SqlError("25001", std::string("dtx.") + name + "() cannot run inside a transaction block");
+  }
+  auto& coordinator = *context_.at->coordinator;
+  if (fn.kind == DtxFunctionKind::kBegin) {
+    if (!EffectiveXid().empty()) {
+      co_return at::SqlError("25001", "the session is already bound to global transaction " + EffectiveXid() +
+                                          " (SELECT dtx.commit() or dtx.rollback() first, or RESET dtx.xid)");
+    }
+    const std::string tx_name = fn.has_arg ? fn.arg : context_.at->default_tx_name;
+    const auto timeout = fn.timeout_ms >= 0 ? std::chrono::milliseconds(fn.timeout_ms) : context_.at->default_tx_timeout;
+    std::function<Result<std::string>()> job1 = [&coordinator, tx_name, timeout] {
+      return coordinator.Begin(tx_name, timeout);
+    };
+    auto xid = co_await OffThread<Result<std::string>>(job1);
+    if (!xid.ok()) {
+      const bool down = xid.status().code() == StatusCode::kUnavailable || xid.status().code() == StatusCode::kTimeout;
+      co_return at::SqlError(down ? "08006" : "XX000",
+                             std::string(down ? "the dtx coordinator is unreachable: " : "the dtx coordinator refused Begin: ") +
+                                 std::string(xid.status().message()));
+    }
+    context_.metrics.at_global_begins.fetch_add(1, std::memory_order_relaxed);
+    local_xid_.reset();
+    session_xid_ = *xid;
+    co_return *xid;
+  }
+
+  const std::string xid = fn.has_arg ? fn.arg : EffectiveXid();
+  if (xid.empty()) {
+    co_return at::SqlError("25P01", std::string("dtx.") + name +
+                                        "(): the session is bound to no global transaction (SELECT dtx.begin() first, or name the xid)");
+  }
+  if (!IsValidXid(xid)) co_return at::SqlError("22023", "not a valid xid: '" + xid + "'");
+  const bool commit = fn.kind == DtxFunctionKind::kCommit;
+  std::function<Result<sdk::TxState>()> job2 = [&coordinator, xid, commit]() -> Result<sdk::TxState> {
+    auto r = commit ? coordinator.Commit(xid) : coordinator.Rollback(xid);
+    if (!r.ok() || commit) return r;
+    // A rollback answers once its branches are undone (or it is stuck for an operator), so
+    // the rows are back when dtx.rollback() returns.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    sdk::TxState state = *r;
+    while (!sdk::IsFinal(state.status) && state.status != sdk::GlobalStatus::kRollbackFailed &&
+           state.status != sdk::GlobalStatus::kTimeoutRollbackFailed && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      auto now = coordinator.GetStatus(xid);
+      if (!now.ok()) {
+        // A finished transaction may have left the coordinator's log.
+        if (now.status().code() == StatusCode::kNotFound) state.status = sdk::GlobalStatus::kRollbacked;
+        break;
+      }
+      state = *now;
+    }
+    return state;
+  };
+  auto state = co_await OffThread<Result<sdk::TxState>>(job2);
+  auto unbind = [&] {
+    if (session_xid_ == xid) session_xid_.clear();
+  };
+  if (!state.ok()) {
+    const StatusCode code = state.status().code();
+    const std::string why(state.status().message());
+    if (code == StatusCode::kUnavailable) co_return at::SqlError("08006", "the dtx coordinator is unreachable: " + why);
+    if (code == StatusCode::kNotFound) {
+      unbind();
+      co_return at::SqlError("42704", "global transaction " + xid + " not found: " + why);
+    }
+    if (code == StatusCode::kTimeout || code == StatusCode::kFailedPrecondition) {
+      std::function<Result<sdk::TxState>()> job3 = [&coordinator, xid] { return coordinator.GetStatus(xid); };
+      auto now = co_await OffThread<Result<sdk::TxState>>(job3);
+      const std::string status = now.ok() ? std::string(sdk::GlobalStatusName(now->status)) : "unknown";
+      unbind();
+      if (commit) {
+        context_.metrics.at_global_rollbacks.fetch_add(1, std::memory_order_relaxed);
+        co_return at::SqlError("40000", "global transaction " + xid + " was not committed: it is " + status + " (" + why + ")");
+      }
+      co_return at::SqlError("25000", "global transaction " + xid + " cannot be rolled back: it is " + status + " (" + why + ")");
+    }
+    co_return at::SqlError("XX000", "the dtx coordinator failed: " + why);
+  }
+  unbind();
+  if (commit && state->outcome == sdk::Outcome::kRolledBack) {
+    context_.metrics.at_global_rollbacks.fetch_add(1, std::memory_order_relaxed);
+    co_return at::SqlError("40000", "global transaction " + xid + " was not committed: it is " +
+                                        std::string(sdk::GlobalStatusName(state->status)));
+  }
+  (commit ? context_.metrics.at_global_commits : context_.metrics.at_global_rollbacks)
+      .fetch_add(1, std::memory_order_relaxed);
+  // A commit is decided and durable: its phase 2 only deletes undo rows.
+  if (commit && state->outcome == sdk::Outcome::kCommitted) co_return std::string("Committed");
+  co_return std::string(sdk::GlobalStatusName(state->status));
+}
+
+// ---- statements of bound sessions ----
+
+asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
+  if (!co_await AcquireBackend()) co_return false;
+  const std::string xid = std::move(diverted_xid_);
+  if (xid.empty() || tx_status_ == 'E') co_return co_await ForwardAcquired(message);
+  const std::string sql(*ReadCString(std::string_view(message).substr(5)));
+  if (!at_resource_) {
+    auto parsed = at::Analyze(sql);
+    if (parsed.ok() && (Writes(parsed->kind) || parsed->kind == at::StatementKind::kSelectForUpdate)) {
+      co_return co_await FailStatement(
+          at::SqlError(at::sqlstate::kFeatureNotSupported,
+                       "database \"" + database_ + "\" has no --resource: dtx-sql-proxy cannot undo writes there "
+                       "(start it with --resource " + database_ + "=<conninfo>)"),
+          false);
+    }
+    co_return co_await ForwardAcquired(message);
+  }
+  const bool in_block = tx_status_ == 'T';
+  std::shared_ptr<at::AtBranch> branch;
+  if (in_block) {
+    if (branch_ && branch_->xid() != xid) {
+      if (branch_->has_writes()) {
+        co_return co_await FailStatement(
+            at::SqlError(at::sqlstate::kFeatureNotSupported,
+                         "dtx.xid changed to " + xid + " inside a transaction block that wrote for " + branch_->xid()),
+            false);
+      }
+      branch_.reset();
+    }
+    if (!branch_) branch_ = std::make_shared<at::AtBranch>(at_resource_->options, at_resource_->catalog, xid);
+    branch = branch_;
+  } else {
+    branch = std::make_shared<at::AtBranch>(at_resource_->options, at_resource_->catalog, xid);
+  }
+  auto st = branch->Prepare(sql);
+  if (!st.ok()) co_return co_await FailStatement(st.status(), false);
+  const at::StatementKind kind = (*st)->kind();
+  switch (kind) {
+    case at::StatementKind::kTransactionControl:
+      switch ((*st)->transaction_op()) {
+        case at::TransactionOp::kCommit:
+          if (in_block && branch->has_writes()) {
+            branch_.reset();
+            co_return co_await CommitBranch(branch, message, "", false);
+          }
+          co_return co_await ForwardAcquired(message);
+        case at::TransactionOp::kRollback:
+          if (in_block) branch_.reset();
+          co_return co_await ForwardAcquired(message);
+        case at::TransactionOp::kSavepoint:
+        case at::TransactionOp::kRelease:
+        case at::TransactionOp::kRollbackTo:
+          if (in_block) co_return co_await RunSteps(branch, **st, false);
+          co_return co_await ForwardAcquired(message);
+        default:
+          co_return co_await ForwardAcquired(message);
+      }
+    case at::StatementKind::kInsert:
+    case at::StatementKind::kUpdate:
+    case at::StatementKind::kDelete:
+      context_.metrics.at_statements.fetch_add(1, std::memory_order_relaxed);
+      co_return co_await RunSteps(branch, **st, !in_block);
+    case at::StatementKind::kSelectForUpdate:
+      co_return co_await RunSteps(branch, **st, false);
+    default:
+      co_return co_await ForwardAcquired(message);
+  }
+}
+
+asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit) {
+  if (implicit) {
+    // A write outside a transaction block is a transaction of its own, with its own branch.
+    auto r = co_await Exchange(QueryMessage("BEGIN"), 0);
+    if (!r) co_return false;
+    if (r->failed) co_return co_await ReplyToClient(std::move(r->to_client));
+  }
+  std::string output;
+  while (auto step = st.Next()) {
+    if (step->check_global_locks) {
+      auto& coordinator = *context_.at->coordinator;
+      std::function<Status()> job4 = [&st, &coordinator] { return st.CheckGlobalLocks(coordinator); };
+      Status s = co_await OffThread<Status>(job4);
+      if (!s.ok()) co_return co_await FailStatement(s, implicit);
+      continue;
+    }
+    const bool statement = step->query.role == at::QueryRole::kStatement;
+    auto r = co_await Exchange(Request(step->query), statement ? step->query.hidden_columns : 0);
+    if (!r) co_return false;
+    if (r->failed) {
+      // The server's own error goes to the client as it is.
+      st.OnError();
+      if (implicit && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+      co_return co_await ReplyToClient(std::move(r->to_client));
+    }
+    at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
+    Status s = st.OnResult(result);
+    if (!s.ok()) co_return co_await FailStatement(s, implicit);
+    if (statement) output = std::move(r->to_client);
+  }
+  if (!implicit) co_return co_await ReplyToClient(std::move(output));
+  if (branch->has_writes()) co_return co_await CommitBranch(branch, QueryMessage("COMMIT"), std::move(output), true);
+  auto r = co_await Exchange(QueryMessage("COMMIT"), 0);
+  if (!r) co_return false;
+  co_return co_await ReplyToClient(r->failed ? std::move(r->to_client) : std::move(output));
+}
+
+asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
+                                            std::string output, bool implicit) {
+  auto& coordinator = *context_.at->coordinator;
+  std::function<Result<std::optional<at::AtQuery>>()> job5 = [branch, &coordinator] {
+    return branch->Register(coordinator);
+  };
+  auto undo = co_await OffThread<Result<std::optional<at::AtQuery>>>(job5);
+  if (!undo.ok()) co_return co_await CommitFailed(branch, undo.status());
+  if (*undo) {
+    auto w = co_await Exchange(Request(**undo), 0);
+    if (!w) co_return false;
+    if (w->failed) {
+      Status error = branch->UndoWriteFailed(w->sqlstate, w->message);
+      co_return co_await CommitFailed(branch, error);
+    }
+  }
+  auto c = co_await Exchange(commit_request, 0);
+  if (!c) co_return false;
+  const bool committed = !c->failed && c->command_tag.starts_with("COMMIT");
+  std::function<Status()> job7 = [branch, &coordinator, committed] { return branch->Finish(coordinator, committed); };
+  Status f = co_await OffThread<Status>(job7);
+  if (!f.ok()) {
+    // Phase 2 still finds the branch's undo row (or its absence): the outcome is safe.
+    spdlog::warn("branch {} of {}: reporting phase one {} failed: {}", branch->branch_id(), branch->xid(),
+                 committed ? "done" : "failed", f.ToString());
+  }
+  (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
+      .fetch_add(1, std::memory_order_relaxed);
+  if (implicit && committed) co_return co_await ReplyToClient(std::move(output));
+  co_return co_await ReplyToClient(std::move(c->to_client));
+}
+
+// The local transaction is rolled back; the client gets the error and an idle session.
+asio::awaitable<bool> Session::CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error) {
+  auto& coordinator = *context_.at->coordinator;
+  context_.metrics.at_branches_failed.fetch_add(1, std::memory_order_relaxed);
+  if (!co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+  if (branch->branch_id() != 0) {
+    std::function<Status()> job = [branch, &coordinator] { return branch->Finish(coordinator, false); };
+    Status f = co_await OffThread<Status>(job);
+    if (!f.ok()) spdlog::warn("branch {} of {}: reporting phase one failed: {}", branch->branch_id(), branch->xid(), f.ToString());
+  }
+  std::string out;
+  AppendErrorResponse(out, "ERROR", at::SqlStateOf(error), ProxyText(error));
+  co_return co_await ReplyToClient(std::move(out));
+}
+
+// ---- writes of unbound sessions ----
+
+asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
+  if (!co_await AcquireBackend()) co_return false;
+  if (!EffectiveXid().empty() || tx_status_ == 'E' || !at_resource_) co_return co_await ForwardAcquired(message);
+  const std::string_view sql = *ReadCString(std::string_view(message).substr(5));
+  if (!local_branch_) local_branch_ = std::make_unique<at::AtBranch>(at_resource_->options, at_resource_->catalog, "");
+  auto st = local_branch_->PrepareLocal(sql);
+  if (!st.ok()) co_return co_await FailStatement(st.status(), false);
+  while (auto step = (*st)->Next()) {
+    if (step->check_global_locks) {
+      context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
+      auto& coordinator = *context_.at->coordinator;
+      at::AtStatement& s = **st;
+      std::function<Status()> job8 = [&s, &coordinator] { return s.CheckGlobalLocks(coordinator); };
+      Status status = co_await OffThread<Status>(job8);
+      if (!status.ok()) co_return co_await FailStatement(status, false);
+      continue;
+    }
+    // The statement itself runs unchanged, relayed as usual.
+    if (step->query.role == at::QueryRole::kStatement) co_return co_await ForwardAcquired(message);
+    auto r = co_await Exchange(Request(step->query), 0);
+    if (!r) co_return false;
+    if (r->failed) {
+      (*st)->OnError();
+      co_return co_await ReplyToClient(std::move(r->to_client));
+    }
+    at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
+    Status s = (*st)->OnResult(result);
+    if (!s.ok()) co_return co_await FailStatement(s, false);
+  }
+  co_return co_await ForwardAcquired(message);
+}
+
+}  // namespace dtx::sql_proxy

@@ -1,0 +1,617 @@
+// The extended query protocol in AT mode (see session.h, "extended batches"): from the first
+// message that needs the proxy until the client's Sync, the client's Parse/Bind/Describe/
+// Execute/Close/Flush messages are diverted one by one with the backend acquired. Those the server
+// can answer as they are go on in a chunk (ext_chunk_), sent with a Flush whenever the proxy
+// must run something of its own or answer something itself, so that every answer reaches the
+// client in order; an Execute of a write of a bound session runs as an AT statement (the proxy's
+// own queries use the statement and portal "dtx_at"); the dtx.xid statements and dtx.*
+// functions are answered by the proxy. After an error the rest until Sync is skipped, as
+// PostgreSQL does.
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "session.h"
+
+namespace dtx::sql_proxy {
+namespace {
+
+constexpr char kOwn[] = "dtx_at";
+
+void AppendMessage(std::string& out, char type, std::string_view body) {
+  out.push_back(type);
+  AppendInt32(out, static_cast<int32_t>(body.size() + 4));
+  out.append(body);
+}
+
+void AppendCString(std::string& out, std::string_view s) {
+  out.append(s);
+  out.push_back('\0');
+}
+
+int16_t ReadInt16(std::string_view b, size_t at) {
+  return static_cast<int16_t>((static_cast<uint16_t>(static_cast<uint8_t>(b[at])) << 8) |
+                              static_cast<uint16_t>(static_cast<uint8_t>(b[at + 1])));
+}
+
+int32_t ReadInt32(std::string_view b, size_t at) {
+  return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint8_t>(b[at])) << 24) |
+                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 1])) << 16) |
+                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 2])) << 8) |
+                              static_cast<uint32_t>(static_cast<uint8_t>(b[at + 3])));
+}
+
+bool Writes(at::StatementKind k) {
+  return k == at::StatementKind::kInsert || k == at::StatementKind::kUpdate || k == at::StatementKind::kDelete;
+}
+
+std::string ProxyText(const Status& s) {
+  std::string text = at::SqlTextOf(s);
+  return text.starts_with("dtx-sql-proxy") ? text : "dtx-sql-proxy: " + text;
+}
+
+// Parse/Bind/Execute/Close of the proxy's own statement, then Flush.
+std::string OwnQuery(const at::AtQuery& q, const std::vector<int16_t>& result_formats) {
+  std::string out, body;
+  AppendCString(body, kOwn);
+  AppendCString(body, q.sql);
+  AppendInt16(body, static_cast<int16_t>(q.params.types.size()));
+  for (uint32_t t : q.params.types) AppendInt32(body, static_cast<int32_t>(t));
+  AppendMessage(out, 'P', body);
+  body.clear();
+  AppendCString(body, kOwn);
+  AppendCString(body, kOwn);
+  AppendInt16(body, static_cast<int16_t>(q.params.formats.size()));
+  for (int16_t f : q.params.formats) AppendInt16(body, f);
+  AppendInt16(body, static_cast<int16_t>(q.params.values.size()));
+  for (const auto& v : q.params.values) {
+    if (!v) {
+      AppendInt32(body, -1);
+    } else {
+      AppendInt32(body, static_cast<int32_t>(v->size()));
+      body.append(*v);
+    }
+  }
+  AppendInt16(body, static_cast<int16_t>(result_formats.size()));
+  for (int16_t f : result_formats) AppendInt16(body, f);
+  AppendMessage(out, 'B', body);
+  body.clear();
+  AppendCString(body, kOwn);
+  AppendInt32(body, 0);
+  AppendMessage(out, 'E', body);
+  body.clear();
+  body.push_back('P');
+  AppendCString(body, kOwn);
+  AppendMessage(out, 'C', body);
+  body.clear();
+  body.push_back('S');
+  AppendCString(body, kOwn);
+  AppendMessage(out, 'C', body);
+  AppendMessage(out, 'H', "");
+  return out;
+}
+
+at::AtQuery Plain(std::string sql) {
+  at::AtQuery q;
+  q.sql = std::move(sql);
+  return q;
+}
+
+}  // namespace
+
+std::optional<Session::BindFields> Session::ParseBind(std::string_view body) {
+  BindFields b;
+  auto portal = ReadCString(body);
+  if (!portal) return std::nullopt;
+  b.portal = std::string(*portal);
+  body.remove_prefix(portal->size() + 1);
+  auto statement = ReadCString(body);
+  if (!statement) return std::nullopt;
+  b.statement = std::string(*statement);
+  body.remove_prefix(statement->size() + 1);
+  size_t at = 0;
+  auto need = [&](size_t n) { return body.size() - at >= n; };
+  if (!need(2)) return std::nullopt;
+  const int nf = ReadInt16(body, at);
+  at += 2;
+  if (nf < 0 || !need(2 * static_cast<size_t>(nf))) return std::nullopt;
+  for (int k = 0; k < nf; ++k, at += 2) b.params.formats.push_back(ReadInt16(body, at));
+  if (!need(2)) return std::nullopt;
+  const int np = ReadInt16(body, at);
+  at += 2;
+  if (np < 0) return std::nullopt;
+  for (int k = 0; k < np; ++k) {
+    if (!need(4)) return std::nullopt;
+    const int32_t len = ReadInt32(body, at);
+    at += 4;
+    if (len < 0) {
+      b.params.values.emplace_back();
+      continue;
+    }
+    if (!need(static_cast<size_t>(len))) return std::nullopt;
+    b.params.values.emplace_back(std::string(body.substr(at, len)));
+    at += len;
+  }
+  if (!need(2)) return std::nullopt;
+  const int nr = ReadInt16(body, at);
+  at += 2;
+  if (nr < 0 || !need(2 * static_cast<size_t>(nr))) return std::nullopt;
+  for (int k = 0; k < nr; ++k, at += 2) b.result_formats.push_back(ReadInt16(body, at));
+  return b;
+}
+
+// ---- talking to the server inside a batch ----
+
+// Sends what the client sent so far (and `tail`, a Flush or a Sync) and relays the answers until
+// every one owed has come (or an error, after which the server skips to the Sync; with a Sync:
+// until its ReadyForQuery, which is not relayed).
+asio::awaitable<bool> Session::ExtFlush(bool sync) {
+  std::string request = std::move(ext_chunk_);
+  ext_chunk_.clear();
+  if (sync) {
+    AppendMessage(request, 'S', "");
+  } else if (ext_expect_ > 0) {
+    AppendMessage(request, 'H', "");
+  }
+  if (request.empty()) co_return true;
+  if (!co_await WriteServer(request)) co_return false;
+  std::string out, message;
+  while (sync || ext_expect_ > 0) {
+    if (!co_await NextServerMessage(message)) co_return false;
+    const char type = message[0];
+    if (type == 'Z') break;
+    out.append(message);
+    switch (type) {
+      case '1': case '2': case '3': case 'n': case 'T': case 'C': case 'I': case 's':
+        if (ext_expect_ > 0) --ext_expect_;
+        break;
+      case 'E':
+        ext_expect_ = 0;
+        ext_failed_ = true;
+        break;
+      default:
+        break;
+    }
+  }
+  if (sync) ext_expect_ = 0;
+  if (out.empty()) co_return true;
+  co_return co_await WriteClient(out);
+}
+
+// Runs one query of the proxy's own (after flushing the client's chunk): its rows, hidden
+// columns removed; on a server error the batch has failed.
+asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::AtQuery& q, int hidden,
+                                                                        const std::vector<int16_t>& result_formats) {
+  if (!co_await ExtFlush(false)) co_return std::nullopt;
+  BackendReply reply;
+  if (ext_failed_) {
+    reply.failed = true;
+    co_return reply;
+  }
+  if (!co_await WriteServer(OwnQuery(q, result_formats))) co_return std::nullopt;
+  bool rowless = false;
+  std::string message;
+  int closes = 0;
+  while (true) {
+    if (!co_await NextServerMessage(message)) co_return std::nullopt;
+    const char type = message[0];
+    if (!Collect(reply, message, hidden, rowless)) co_return std::nullopt;
+    if (type == 'E') {
+      ext_failed_ = true;
+      ext_own_left_ = true;  // its Close was skipped
+      co_return reply;
+    }
+    if (type == '3' && ++closes == 2) co_return reply;  // the portal's, then the statement's
+  }
+}
+
+asio::awaitable<bool> Session::ExtFail(const Status& error) {
+  context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
+  if (!co_await ExtFlush(false)) co_return false;
+  if (ext_failed_) co_return true;
+  if ((tx_status_ == 'T' || ext_block_opened_) && !ext_implicit_) {
+    // The client's own block fails on the server too.
+    auto r = co_await ExtRun(Plain(at::RaiseErrorSql(
+                                 Status(error.code(), at::SqlStateOf(error) + ": " + ProxyText(error)))),
+                             0, {});
+    if (!r) co_return false;
+    ext_failed_ = true;
+    co_return co_await WriteClient(r->to_client);
+  }
+  ext_failed_ = true;
+  std::string out;
+  AppendErrorResponse(out, "ERROR", at::SqlStateOf(error), ProxyText(error));
+  co_return co_await WriteClient(out);
+}
+
+// ---- the batch ----
+
+asio::awaitable<bool> Session::HandleExtended(std::string message) {
+  if (!ext_acquired_) {
+    if (!co_await AcquireBackend()) co_return false;
+    ext_acquired_ = true;
+    // Messages of this batch forwarded before it was diverted may still be owed answers.
+    ext_expect_ = ext_error_since_sync_ ? 0 : std::max(0, ext_sent_ - ext_answered_);
+    ext_failed_ = ext_error_since_sync_;
+    ext_sent_ = ext_answered_ = 0;
+  }
+  const char type = message[0];
+  const std::string_view body = std::string_view(message).substr(5);
+  if (type == 'S') co_return co_await ExtSync();
+  if (type == 'X') co_return true;  // cannot come here
+  if (ext_failed_) co_return true;  // skipped until Sync, as the server would
+  switch (type) {
+    case 'P': {
+      auto fields = ParseParse(body);
+      if (!fields) co_return co_await ExtForward(message, 1);
+      const std::string name(fields->statement);
+      const PreparedStatement& slot = name.empty() ? unnamed_ : prepared_[name];
+      if (slot.special != Special::kNone) {
+        if (!co_await ExtFlush(false)) co_return false;
+        std::string out;
+        AppendMessage(out, '1', "");
+        co_return co_await WriteClient(out);
+      }
+      co_return co_await ExtForward(message, 1);
+    }
+    case 'B': {
+      auto bind = ParseBind(body);
+      if (!bind) co_return co_await ExtForward(message, 1);
+      const PreparedStatement* slot = FindPrepared(bind->statement);
+      if (slot) bind->params.types = slot->types;
+      const bool special = slot && slot->special != Special::kNone;
+      portals_[bind->portal] = std::move(*bind);
+      if (special) {
+        if (!co_await ExtFlush(false)) co_return false;
+        std::string out;
+        AppendMessage(out, '2', "");
+        co_return co_await WriteClient(out);
+      }
+      co_return co_await ExtForward(message, 1);
+    }
+    case 'D': {
+      if (body.size() < 2) co_return co_await ExtForward(message, 1);
+      auto name = ReadCString(body.substr(1));
+      const PreparedStatement* slot = nullptr;
+      if (name && body[0] == 'S') slot = FindPrepared(std::string(*name));
+      if (name && body[0] == 'P') {
+        auto it = portals_.find(std::string(*name));
+        if (it != portals_.end()) slot = FindPrepared(it->second.statement);
+      }
+      if (!slot || slot->special == Special::kNone) co_return co_await ExtForward(message, 1);
+      if (!co_await ExtFlush(false)) co_return false;
+      std::string out;
+      if (body[0] == 'S') {
+        std::string none;
+        AppendInt16(none, 0);
+        AppendMessage(out, 't', none);
+      }
+      if (slot->special == Special::kXid && slot->xid_command.kind != XidCommandKind::kShow) {
+        AppendMessage(out, 'n', "");
+      } else {
+        AppendRowDescriptionText(out, slot->special == Special::kXid    ? "dtx.xid"
+                                      : slot->dtx_function.kind == DtxFunctionKind::kBegin ? "xid"
+                                                                                         : "status");
+      }
+      co_return co_await WriteClient(out);
+    }
+    case 'C': {
+      if (body.size() >= 2 && body[0] == 'S') {
+        auto name = ReadCString(body.substr(1));
+        const PreparedStatement* slot = name ? FindPrepared(std::string(*name)) : nullptr;
+        if (slot && slot->special != Special::kNone) {
+          if (!co_await ExtFlush(false)) co_return false;
+          std::string out;
+          AppendMessage(out, '3', "");
+          co_return co_await WriteClient(out);
+        }
+      }
+      co_return co_await ExtForward(message, 1);
+    }
+    case 'H':
+      co_return co_await ExtFlush(false);
+    case 'E':
+      co_return co_await ExtExecute(std::move(message));
+    default:
+      // Anything else inside a batch (a Query, a FunctionCall) ends it: what was sent is
+      // answered, then the message goes on outside the batch.
+      if (!co_await ExtFlush(true)) co_return false;
+      ExtEnd();
+      co_return co_await ForwardAcquired(message);
+  }
+}
+
+asio::awaitable<bool> Session::ExtForward(std::string_view message, int answers) {
+  ext_chunk_.append(message);
+  ext_expect_ += answers;
+  co_return true;
+}
+
+const Session::PreparedStatement* Session::FindPrepared(const std::string& name) const {
+  if (name.empty()) return &unnamed_;
+  auto it = prepared_.find(name);
+  return it == prepared_.end() ? nullptr : &it->second;
+}
+
+asio::awaitable<bool> Session::ExtExecute(std::string message) {
+  auto portal_name = ReadCString(std::string_view(message).substr(5));
+  auto portal = portal_name ? portals_.find(std::string(*portal_name)) : portals_.end();
+  const PreparedStatement* slot = portal != portals_.end() ? FindPrepared(portal->second.statement) : nullptr;
+  if (!slot || !slot->known) co_return co_await ExtForward(message, 1);
+  if (slot->special != Special::kNone) {
+    if (!co_await ExtFlush(false)) co_return false;
+    std::string out;
+    if (slot->special == Special::kXid) {
+      const XidCommand command = slot->xid_command;
+      if (command.kind == XidCommandKind::kMalformed) co_return co_await ExtFail(at::SqlError("22023", command.error));
+      context_.metrics.xid_commands.fetch_add(1, std::memory_order_relaxed);
+      ApplyXidCommand(command, out, false);
+      co_return co_await WriteClient(out);
+    }
+    if (tx_status_ == 'E') {
+      co_return co_await ExtFail(at::SqlError(
+          "25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+    }
+    const DtxFunction fn = slot->dtx_function;
+    auto value = co_await DtxCall(fn);
+    if (!value.ok()) co_return co_await ExtFail(value.status());
+    AppendDataRowText(out, *value);
+    AppendCommandComplete(out, "SELECT 1");
+    co_return co_await WriteClient(out);
+  }
+  const std::string sql = slot->sql;
+  const std::string xid = EffectiveXid();
+  Portal bound = portal->second;
+  if (tx_status_ == 'E' || !context_.at || !context_.at->coordinator) co_return co_await ExtForward(message, 1);
+  if (xid.empty()) {
+    if (!context_.at->check_unbound_writes || !at_resource_ || !MayChangeRows(sql)) {
+      co_return co_await ExtForward(message, 1);
+    }
+    if (!local_branch_) local_branch_ = std::make_unique<at::AtBranch>(at_resource_->options, at_resource_->catalog, "");
+    auto st = local_branch_->PrepareLocal(sql, bound.params);
+    if (!st.ok()) co_return co_await ExtFail(st.status());
+    co_return co_await ExtSteps(**st, message, bound, true);
+  }
+  if (!at_resource_) {
+    auto parsed = at::Analyze(sql);
+    if (parsed.ok() && (Writes(parsed->kind) || parsed->kind == at::StatementKind::kSelectForUpdate)) {
+      co_return co_await ExtFail(at::SqlError(
+          at::sqlstate::kFeatureNotSupported, "database \"" + database_ + "\" has no --resource: dtx-sql-proxy cannot undo writes there "
+                                              "(start it with --resource " + database_ + "=<conninfo>)"));
+    }
+    co_return co_await ExtForward(message, 1);
+  }
+  const bool in_block = (tx_status_ == 'T' || ext_block_opened_) && !ext_implicit_;
+  std::shared_ptr<at::AtBranch> branch;
+  if (in_block) {
+    if (branch_ && branch_->xid() != xid) {
+      if (branch_->has_writes()) {
+        co_return co_await ExtFail(at::SqlError(at::sqlstate::kFeatureNotSupported,
+                                                "dtx.xid changed to " + xid + " inside a transaction block that wrote for " + branch_->xid()));
+      }
+      branch_.reset();
+    }
+    if (!branch_) branch_ = std::make_shared<at::AtBranch>(at_resource_->options, at_resource_->catalog, xid);
+    branch = branch_;
+  } else if (ext_branch_ && ext_branch_->xid() == xid) {
+    branch = ext_branch_;
+  } else {
+    branch = std::make_shared<at::AtBranch>(at_resource_->options, at_resource_->catalog, xid);
+  }
+  auto st = branch->Prepare(sql, bound.params);
+  if (!st.ok()) co_return co_await ExtFail(st.status());
+  switch ((*st)->kind()) {
+    case at::StatementKind::kTransactionControl:
+      switch ((*st)->transaction_op()) {
+        case at::TransactionOp::kCommit:
+          if (in_block && branch->has_writes()) {
+            branch_.reset();
+            co_return co_await ExtCommit(branch, message);
+          }
+          co_return co_await ExtForward(message, 1);
+        case at::TransactionOp::kRollback:
+          if (in_block) branch_.reset();
+          co_return co_await ExtForward(message, 1);
+        case at::TransactionOp::kSavepoint:
+        case at::TransactionOp::kRelease:
+        case at::TransactionOp::kRollbackTo:
+          if (in_block) co_return co_await ExtSteps(**st, message, bound, false);
+          co_return co_await ExtForward(message, 1);
+        case at::TransactionOp::kBegin:
+          ext_block_opened_ = true;
+          co_return co_await ExtForward(message, 1);
+        default:
+          co_return co_await ExtForward(message, 1);
+      }
+    case at::StatementKind::kInsert:
+    case at::StatementKind::kUpdate:
+    case at::StatementKind::kDelete:
+      context_.metrics.at_statements.fetch_add(1, std::memory_order_relaxed);
+      if (!in_block && !ext_implicit_) {
+        // Outside a block: the batch's writes run in a transaction of the proxy's, committed at
+        // the Sync as one branch.
+        if (tx_status_ != 'I') co_return co_await ExtForward(message, 1);
+        auto r = co_await ExtRun(Plain("BEGIN"), 0, {});
+        if (!r) co_return false;
+        if (r->failed) co_return co_await WriteClient(r->to_client);
+        ext_implicit_ = true;
+        ext_branch_ = branch;
+      }
+      co_return co_await ExtSteps(**st, message, bound, false);
+    case at::StatementKind::kSelectForUpdate:
+      co_return co_await ExtSteps(**st, message, bound, false);
+    default:
+      co_return co_await ExtForward(message, 1);
+  }
+}
+
+asio::awaitable<bool> Session::ExtSteps(at::AtStatement& st, std::string_view execute, const Portal& portal,
+                                        bool local) {
+  while (auto step = st.Next()) {
+    if (step->check_global_locks) {
+      if (local) context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
+      if (!co_await ExtFlush(false)) co_return false;
+      if (ext_failed_) co_return true;
+      auto& coordinator = *context_.at->coordinator;
+      std::function<Status()> job1 = [&st, &coordinator] { return st.CheckGlobalLocks(coordinator); };
+      Status s = co_await OffThread<Status>(job1);
+      if (!s.ok()) co_return co_await ExtFail(s);
+      continue;
+    }
+    const bool statement = step->query.role == at::QueryRole::kStatement;
+    if (statement && (local || step->query.hidden_columns == 0)) {
+      // The client's own statement, unchanged: its portal runs as it is.
+      if (local) co_return co_await ExtForward(execute, 1);
+      std::string request(execute);
+      ext_chunk_.append(request);
+      ++ext_expect_;
+      if (!co_await ExtFlush(false)) co_return false;
+      if (ext_failed_) {
+        st.OnError();
+        co_return true;
+      }
+      Status s = st.OnResult(at::QueryResult{});
+      if (!s.ok()) co_return co_await ExtFail(s);
+      continue;
+    }
+    std::vector<int16_t> formats;
+    if (statement) {
+      formats = portal.result_formats;
+      // Per-column formats: the hidden columns come as text.
+      if (formats.size() > 1) formats.insert(formats.end(), step->query.hidden_columns, 0);
+    }
+    auto r = co_await ExtRun(step->query, statement ? step->query.hidden_columns : 0, formats);
+    if (!r) co_return false;
+    if (r->failed) {
+      st.OnError();
+      co_return co_await WriteClient(r->to_client);
+    }
+    at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
+    Status s = st.OnResult(result);
+    if (!s.ok()) co_return co_await ExtFail(s);
+    if (statement && !co_await WriteClient(r->to_client)) co_return false;
+  }
+  co_return true;
+}
+
+// Registers the branch, writes its undo row, then runs the client's COMMIT (`execute`); or
+// rolls the local transaction back and fails the batch.
+asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch, std::optional<std::string> execute,
+                                           bool& committed) {
+  committed = false;
+  auto& coordinator = *context_.at->coordinator;
+  if (!co_await ExtFlush(false)) co_return false;
+  if (ext_failed_) co_return true;
+  std::function<Result<std::optional<at::AtQuery>>()> job2 = [branch, &coordinator] {
+    return branch->Register(coordinator);
+  };
+  auto undo = co_await OffThread<Result<std::optional<at::AtQuery>>>(job2);
+  Status error = undo.status();
+  if (undo.ok() && *undo) {
+    auto w = co_await ExtRun(**undo, 0, {});
+    if (!w) co_return false;
+    if (w->failed) {
+      error = branch->UndoWriteFailed(w->sqlstate, w->message);
+      // The server skips to the Sync; ExtSync rolls the transaction back.
+      ext_failed_ = true;
+    }
+  }
+  if (error.ok()) {
+    if (execute) {
+      ext_chunk_.append(*execute);
+      ++ext_expect_;
+      // The COMMIT's answer is relayed; it committed unless an error came.
+      if (!co_await ExtFlush(false)) co_return false;
+      committed = !ext_failed_;
+    } else {
+      auto c = co_await ExtRun(Plain("COMMIT"), 0, {});
+      if (!c) co_return false;
+      committed = !c->failed;
+      if (c->failed && !co_await WriteClient(c->to_client)) co_return false;
+    }
+  } else if (!ext_failed_) {
+    auto r = co_await ExtRun(Plain("ROLLBACK"), 0, {});
+    if (!r) co_return false;
+  }
+  if (branch->branch_id() != 0) {
+    std::function<Status()> job3 = [branch, &coordinator, committed] { return branch->Finish(coordinator, committed); };
+    Status f = co_await OffThread<Status>(job3);
+    if (!f.ok()) spdlog::warn("branch {} of {}: reporting phase one failed: {}", branch->branch_id(), branch->xid(), f.ToString());
+  }
+  (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
+      .fetch_add(1, std::memory_order_relaxed);
+  if (!error.ok()) {
+    context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
+    ext_failed_ = true;
+    std::string out;
+    AppendErrorResponse(out, "ERROR", at::SqlStateOf(error), ProxyText(error));
+    co_return co_await WriteClient(out);
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> Session::ExtCommit(std::shared_ptr<at::AtBranch> branch, std::string execute) {
+  bool committed = false;
+  co_return co_await ExtRegister(std::move(branch), std::move(execute), committed);
+}
+
+asio::awaitable<bool> Session::ExtSync() {
+  if (ext_implicit_ && !ext_failed_) {
+    bool committed = false;
+    auto branch = ext_branch_;
+    if (branch->has_writes()) {
+      if (!co_await ExtRegister(branch, std::nullopt, committed)) co_return false;
+    } else {
+      auto c = co_await ExtRun(Plain("COMMIT"), 0, {});
+      if (!c) co_return false;
+    }
+  }
+  if (!co_await ExtFlush(true)) co_return false;
+  if (ext_implicit_ && tx_status_ != 'I') {
+    // The proxy's own transaction of this batch failed: it ends here.
+    if (!co_await Exchange(QueryMessageFor("ROLLBACK"), 0)) co_return false;
+  }
+  if (ext_own_left_) {
+    std::string close;
+    for (char kind : {'P', 'S'}) {
+      std::string body(1, kind);
+      AppendCString(body, kOwn);
+      AppendMessage(close, 'C', body);
+    }
+    AppendMessage(close, 'S', "");
+    if (!co_await Exchange(close, 0)) co_return false;
+  }
+  std::string out;
+  AppendReadyForQuery(out, tx_status_);
+  ExtEnd();
+  const bool ok = co_await WriteClient(out);
+  ReleaseBackend();
+  co_return ok;
+}
+
+void Session::ExtEnd() {
+  ext_batch_ = false;
+  ext_acquired_ = false;
+  ext_failed_ = false;
+  ext_implicit_ = false;
+  ext_block_opened_ = false;
+  ext_own_left_ = false;
+  ext_sent_ = ext_answered_ = 0;
+  ext_error_since_sync_ = false;
+  ext_expect_ = 0;
+  ext_chunk_.clear();
+  ext_branch_.reset();
+  if (tx_status_ == 'I') portals_.clear();
+}
+
+std::string Session::QueryMessageFor(std::string_view sql) {
+  std::string out;
+  out.push_back('Q');
+  AppendInt32(out, static_cast<int32_t>(4 + sql.size() + 1));
+  out.append(sql);
+  out.push_back('\0');
+  return out;
+}
+
+}  // namespace dtx::sql_proxy

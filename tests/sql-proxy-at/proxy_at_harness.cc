@@ -1,0 +1,168 @@
+#include "proxy_at_harness.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
+namespace dtx::at::testing {
+
+Client::Client(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
+  EXPECT_EQ(PQstatus(conn_), CONNECTION_OK) << conninfo << ": " << PQerrorMessage(conn_);
+  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+}
+
+Client::~Client() { PQfinish(conn_); }
+
+bool Client::ok() const { return PQstatus(conn_) == CONNECTION_OK; }
+
+Answer Client::Take(PGresult* r) {
+  Answer a;
+  const auto status = PQresultStatus(r);
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+    a.ok = true;
+    a.tag = PQcmdStatus(r);
+    for (int i = 0; i < PQntuples(r); ++i) {
+      std::vector<std::optional<std::string>> row;
+      for (int j = 0; j < PQnfields(r); ++j) {
+        if (PQgetisnull(r, i, j)) {
+          row.emplace_back();
+        } else {
+          row.emplace_back(std::string(PQgetvalue(r, i, j), PQgetlength(r, i, j)));
+        }
+      }
+      a.rows.push_back(std::move(row));
+    }
+  } else {
+    const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char* message = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    a.sqlstate = state ? state : "";
+    a.error = message ? message : PQerrorMessage(conn_);
+  }
+  PQclear(r);
+  return a;
+}
+
+Answer Client::Exec(const std::string& sql) {
+  PGresult* r = PQexec(conn_, sql.c_str());
+  // With several results (several statements), libpq returns the last one.
+  return Take(r);
+}
+
+namespace {
+std::vector<const char*> Values(const std::vector<std::optional<std::string>>& params) {
+  std::vector<const char*> out;
+  for (const auto& p : params) out.push_back(p ? p->c_str() : nullptr);
+  return out;
+}
+}  // namespace
+
+Answer Client::Params(const std::string& sql, const std::vector<std::optional<std::string>>& params) {
+  auto values = Values(params);
+  return Take(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(), nullptr,
+                           nullptr, 0));
+}
+
+Answer Client::Prepare(const std::string& name, const std::string& sql, int params) {
+  return Take(PQprepare(conn_, name.c_str(), sql.c_str(), params, nullptr));
+}
+
+Answer Client::ExecPrepared(const std::string& name, const std::vector<std::optional<std::string>>& params) {
+  auto values = Values(params);
+  return Take(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()), values.data(), nullptr, nullptr, 0));
+}
+
+char Client::TxStatus() const {
+  switch (PQtransactionStatus(conn_)) {
+    case PQTRANS_IDLE: return 'I';
+    case PQTRANS_INTRANS: return 'T';
+    case PQTRANS_INERROR: return 'E';
+    default: return '?';
+  }
+}
+
+void ProxyAtTest::SetUp() {
+  auto base = sdk::testing::PostgresUri();
+  auto target = ::dtx::testing::SharedPostgres();
+  if (!base || !target) {
+    if (std::getenv("DTX_REQUIRE_POSTGRES")) FAIL() << "DTX_TEST_PG_URI is not set";
+    GTEST_SKIP() << "DTX_TEST_PG_URI is not set: run through scripts/with-postgres.sh";
+  }
+  pg_ = *target;
+  schema_ = std::make_unique<sdk::testing::PgSchema>(*base);
+  coordinator_ = std::make_unique<::dtx::testing::CoordinatorProcess>();
+  ASSERT_GT(coordinator_->port(), 0);
+  direct_ = Direct();
+  ASSERT_TRUE(direct_->ok());
+  StartProxy();
+}
+
+void ProxyAtTest::StartProxy(std::vector<std::string> extra, bool with_coordinator) {
+  proxy_.reset();
+  std::vector<std::string> args = {"--server", pg_.host + ":" + std::to_string(pg_.port)};
+  if (with_coordinator) {
+    args.insert(args.end(), {"--coordinator", coordinator_->address(), "--resource", pg_.database + "=" + schema_->uri(),
+                             "--lock-retry-ms", "300"});
+  }
+  args.insert(args.end(), extra.begin(), extra.end());
+  proxy_ = std::make_unique<::dtx::testing::ProxyProcess>(args);
+  ASSERT_GT(proxy_->port(), 0);
+}
+
+std::unique_ptr<Client> ProxyAtTest::Connect() {
+  return std::make_unique<Client>("host=127.0.0.1 port=" + std::to_string(proxy_->port()) + " user=" + pg_.user +
+                                  " dbname=" + pg_.database + " options=-csearch_path=" + schema_->name());
+}
+
+std::unique_ptr<Client> ProxyAtTest::Direct() {
+  return std::make_unique<Client>("host=" + pg_.host + " port=" + std::to_string(pg_.port) + " user=" + pg_.user +
+                                  " dbname=" + pg_.database + " options=-csearch_path=" + schema_->name());
+}
+
+Answer ProxyAtTest::Sql(const std::string& sql) {
+  Answer a = direct_->Exec(sql);
+  EXPECT_TRUE(a.ok) << sql << ": " << a.sqlstate << " " << a.error;
+  return a;
+}
+
+std::vector<std::string> ProxyAtTest::Snapshot(const std::string& table) {
+  auto a = Sql("SELECT row_to_json(t.*)::text FROM " + table + " t");
+  std::vector<std::string> out;
+  for (auto& row : a.rows) out.push_back(row[0].value_or("NULL"));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+int64_t ProxyAtTest::UndoRows() {
+  auto a = Sql("SELECT count(*) FROM dtx_undo_log");
+  return a.ok ? std::stoll(a.Value()) : -1;
+}
+
+bool ProxyAtTest::WaitUndoEmpty(std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (UndoRows() != 0) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return true;
+}
+
+std::string ProxyAtTest::AdminTransaction(const std::string& xid) {
+  auto body = sdk::testing::HttpGet(coordinator_->admin_port(), "/api/v1/transactions/" + xid);
+  return body.ok() ? *body : std::string(body.status().message());
+}
+
+bool ProxyAtTest::WaitStatus(const std::string& xid, const std::string& status, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  // A finished transaction leaves the coordinator's log: gone counts as finished.
+  const bool final = status == "Committed" || status == "Rollbacked" || status == "TimeoutRollbacked";
+  while (true) {
+    const std::string view = AdminTransaction(xid);
+    if (view.find("\"status\":\"" + status + "\"") != std::string::npos) return true;
+    if (final && view.find("HTTP/1.1 404") != std::string::npos) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+}  // namespace dtx::at::testing

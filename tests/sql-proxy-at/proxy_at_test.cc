@@ -1,0 +1,332 @@
+// AT mode end to end: dtx-sql-proxy in front of a real PostgreSQL, a real dtx-coordinator, libpq
+// clients. Global commits keep the writes and clear the undo log; global rollbacks put every row
+// back exactly; lock conflicts, dirty writes, refusals and a coordinator that is down.
+#include "proxy_at_harness.h"
+
+#include <thread>
+
+namespace dtx::at::testing {
+namespace {
+
+class ProxyAt : public ProxyAtTest {
+ protected:
+  void SetUp() override {
+    ProxyAtTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    Sql("CREATE TABLE acct (id int PRIMARY KEY, balance numeric(12,2) NOT NULL, owner text)");
+    Sql("INSERT INTO acct SELECT g, 100, 'owner ' || g FROM generate_series(1, 10) g");
+  }
+
+  // SELECT dtx.begin() on `c`; the XID.
+  std::string Begin(Client& c) {
+    Answer a = c.Exec("SELECT dtx.begin()");
+    EXPECT_TRUE(a.ok) << a.sqlstate << " " << a.error;
+    EXPECT_EQ(a.rows.size(), 1u);
+    return a.Value();
+  }
+};
+
+TEST_F(ProxyAt, GlobalCommitKeepsWritesAndClearsUndo) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_FALSE(xid.empty());
+  EXPECT_EQ(c->Exec("SHOW dtx.xid").Value(), xid);
+  // Outside a block: a transaction of its own.
+  Answer u = c->Exec("UPDATE acct SET balance = balance - 10 WHERE id = 1");
+  ASSERT_TRUE(u.ok) << u.error;
+  EXPECT_EQ(u.tag, "UPDATE 1");
+  EXPECT_EQ(c->TxStatus(), 'I');
+  // In a block, with RETURNING of the client's own.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  Answer r = c->Exec("UPDATE acct SET balance = balance + 10 WHERE id = 2 RETURNING id, balance");
+  ASSERT_TRUE(r.ok) << r.error;
+  ASSERT_EQ(r.rows.size(), 1u);
+  ASSERT_EQ(r.rows[0].size(), 2u);  // the hidden columns are not shown
+  EXPECT_EQ(r.rows[0][1], "110.00");
+  ASSERT_TRUE(c->Exec("INSERT INTO acct VALUES (11, 5, 'new')").ok);
+  ASSERT_TRUE(c->Exec("DELETE FROM acct WHERE id = 3").ok);
+  EXPECT_EQ(UndoRows(), 1);  // the first branch's
+  Answer commit = c->Exec("COMMIT");
+  ASSERT_TRUE(commit.ok) << commit.error;
+  EXPECT_EQ(commit.tag, "COMMIT");
+  EXPECT_EQ(UndoRows(), 2);
+  Answer done = c->Exec("SELECT dtx.commit()");
+  ASSERT_TRUE(done.ok) << done.sqlstate << " " << done.error;
+  EXPECT_EQ(done.Value(), "Committed");
+  EXPECT_EQ(c->Exec("SHOW dtx.xid").Value(), "");  // unbound
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 1").Value(), "90.00");
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 2").Value(), "110.00");
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id = 11").Value(), "1");
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id = 3").Value(), "0");
+  EXPECT_TRUE(WaitStatus(xid, "Committed"));
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_at_branches_total{outcome=\"committed\"}"), 2);
+}
+
+TEST_F(ProxyAt, GlobalRollbackRestoresRows) {
+  const auto before = Snapshot("acct");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = balance * 2, owner = NULL WHERE id <= 5").ok);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("DELETE FROM acct WHERE id BETWEEN 6 AND 8").ok);
+  ASSERT_TRUE(c->Exec("INSERT INTO acct VALUES (20, 1, 'a'), (21, 2, 'b')").ok);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 0 WHERE id = 20").ok);
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_NE(Snapshot("acct"), before);
+  Answer rb = c->Exec("SELECT dtx.rollback()");
+  ASSERT_TRUE(rb.ok) << rb.sqlstate << " " << rb.error;
+  EXPECT_TRUE(WaitStatus(xid, "Rollbacked"));
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Snapshot("acct"), before);
+}
+
+TEST_F(ProxyAt, RolledBackBlockRecordsNothing) {
+  const auto before = Snapshot("acct");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 1 WHERE id = 1").ok);
+  ASSERT_TRUE(c->Exec("ROLLBACK").ok);
+  EXPECT_EQ(UndoRows(), 0);
+  // A failing statement in a block: the server's error, and the block's COMMIT is a ROLLBACK.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 2 WHERE id = 2").ok);
+  Answer bad = c->Exec("UPDATE acct SET balance = 'x' WHERE id = 3");
+  EXPECT_FALSE(bad.ok);
+  EXPECT_EQ(bad.sqlstate, "22P02");
+  EXPECT_EQ(c->TxStatus(), 'E');
+  Answer commit = c->Exec("COMMIT");
+  EXPECT_EQ(commit.tag, "ROLLBACK");
+  EXPECT_EQ(UndoRows(), 0);
+  EXPECT_EQ(Snapshot("acct"), before);
+  ASSERT_EQ(c->Exec("SELECT dtx.commit()").Value(), "Committed");
+  EXPECT_TRUE(WaitStatus(xid, "Committed"));
+}
+
+TEST_F(ProxyAt, LockConflictFailsTheSecondCommit) {
+  auto a = Connect();
+  auto b = Connect();
+  const std::string xa = Begin(*a);
+  const std::string xb = Begin(*b);
+  ASSERT_TRUE(a->Exec("UPDATE acct SET balance = 50 WHERE id = 1").ok);
+  ASSERT_TRUE(b->Exec("BEGIN").ok);
+  ASSERT_TRUE(b->Exec("UPDATE acct SET balance = 70 WHERE id = 1").ok);  // the local lock is free again
+  ASSERT_TRUE(b->Exec("UPDATE acct SET balance = 70 WHERE id = 2").ok);
+  auto start = std::chrono::steady_clock::now();
+  Answer commit = b->Exec("COMMIT");
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_FALSE(commit.ok);
+  EXPECT_EQ(commit.sqlstate, "55P03") << commit.error;
+  EXPECT_NE(commit.error.find(xb), std::string::npos) << commit.error;
+  EXPECT_GE(waited, std::chrono::milliseconds(300));  // --lock-retry-ms
+  EXPECT_EQ(b->TxStatus(), 'I');
+  // The local transaction was rolled back: both rows keep a's state.
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 1").Value(), "50.00");
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 2").Value(), "100.00");
+  // b's session goes on.
+  EXPECT_EQ(b->Exec("SELECT 1").Value(), "1");
+  ASSERT_EQ(a->Exec("SELECT dtx.commit()").Value(), "Committed");
+  // Once a's locks are gone, b gets through.
+  ASSERT_TRUE(b->Exec("UPDATE acct SET balance = 70 WHERE id = 1").ok);
+  ASSERT_EQ(b->Exec("SELECT dtx.rollback()").Value(), "Rollbacked");
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 1").Value(), "50.00");
+}
+
+TEST_F(ProxyAt, DirtyWriteShowsRollbackFailed) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 1 WHERE id = 4").ok);
+  // Someone writes the row straight on PostgreSQL, past the proxy and its lock check.
+  Sql("UPDATE acct SET balance = 999 WHERE id = 4");
+  Answer rb = c->Exec("SELECT dtx.rollback()");
+  EXPECT_TRUE(WaitStatus(xid, "RollbackFailed")) << AdminTransaction(xid) << " / " << rb.error;
+  const std::string view = AdminTransaction(xid);
+  EXPECT_NE(view.find("PhaseTwoRollbackFailedUnretryable"), std::string::npos) << view;
+  // Nothing was touched: the other writer's value and the undo row stay for an operator.
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 4").Value(), "999.00");
+  EXPECT_EQ(UndoRows(), 1);
+}
+
+TEST_F(ProxyAt, UnboundWriteWaitsForGlobalLock) {
+  auto g = Connect();
+  auto local = Connect();
+  const std::string xid = Begin(*g);
+  ASSERT_TRUE(g->Exec("UPDATE acct SET balance = 1 WHERE id = 5").ok);
+  Answer blocked = local->Exec("UPDATE acct SET balance = 2 WHERE id = 5");
+  EXPECT_FALSE(blocked.ok);
+  EXPECT_EQ(blocked.sqlstate, "55P03") << blocked.error;
+  EXPECT_NE(blocked.error.find(xid), std::string::npos) << blocked.error;
+  Answer del = local->Exec("DELETE FROM acct WHERE id >= 5");
+  EXPECT_EQ(del.sqlstate, "55P03");
+  // Rows no global transaction holds are free.
+  EXPECT_TRUE(local->Exec("UPDATE acct SET balance = 2 WHERE id = 6").ok);
+  ASSERT_EQ(g->Exec("SELECT dtx.rollback()").Value(), "Rollbacked");
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 5").Value(), "100.00");
+  EXPECT_TRUE(local->Exec("UPDATE acct SET balance = 2 WHERE id = 5").ok);
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), 1);
+}
+
+TEST_F(ProxyAt, UnboundWritesUncheckedWhenTurnedOff) {
+  StartProxy({"--check-unbound-writes", "false"});
+  auto g = Connect();
+  auto local = Connect();
+  Begin(*g);
+  ASSERT_TRUE(g->Exec("UPDATE acct SET balance = 1 WHERE id = 5").ok);
+  EXPECT_TRUE(local->Exec("UPDATE acct SET balance = 2 WHERE id = 5").ok);
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), 0);
+}
+
+TEST_F(ProxyAt, SelectForUpdateChecksGlobalLocks) {
+  auto a = Connect();
+  auto b = Connect();
+  const std::string xa = Begin(*a);
+  Begin(*b);
+  ASSERT_TRUE(a->Exec("UPDATE acct SET balance = 1 WHERE id = 7").ok);
+  ASSERT_TRUE(b->Exec("BEGIN").ok);
+  Answer rows = b->Exec("SELECT id, balance FROM acct WHERE id = 8 FOR UPDATE");
+  ASSERT_TRUE(rows.ok) << rows.error;
+  EXPECT_EQ(rows.rows.size(), 1u);
+  Answer held = b->Exec("SELECT id, balance FROM acct WHERE id IN (7, 8) FOR UPDATE");
+  EXPECT_EQ(held.sqlstate, "55P03") << held.error;
+  EXPECT_EQ(b->TxStatus(), 'E');
+  ASSERT_TRUE(b->Exec("ROLLBACK").ok);
+  ASSERT_EQ(a->Exec("SELECT dtx.commit()").Value(), "Committed");
+  ASSERT_TRUE(b->Exec("BEGIN").ok);
+  EXPECT_TRUE(b->Exec("SELECT id FROM acct WHERE id IN (7, 8) FOR UPDATE").ok);
+  ASSERT_TRUE(b->Exec("COMMIT").ok);
+}
+
+TEST_F(ProxyAt, RefusalsNameTheReason) {
+  Sql("CREATE TABLE nokey (a int, b text)");
+  Sql("INSERT INTO nokey VALUES (1, 'x')");
+  auto c = Connect();
+  Begin(*c);
+  struct Case {
+    const char* sql;
+    const char* needle;
+  } cases[] = {
+      {"UPDATE nokey SET b = 'y'", "primary key"},
+      {"TRUNCATE acct", "TRUNCATE"},
+      {"CREATE TABLE t2 (a int)", ""},
+      {"UPDATE acct SET balance = 1 FROM nokey WHERE acct.id = nokey.a", "FROM"},
+      {"INSERT INTO acct VALUES (1, 1, 'x') ON CONFLICT DO NOTHING", "ON CONFLICT"},
+  };
+  for (const auto& k : cases) {
+    Answer a = c->Exec(k.sql);
+    EXPECT_FALSE(a.ok) << k.sql;
+    EXPECT_EQ(a.sqlstate, "0A000") << k.sql << ": " << a.error;
+    EXPECT_NE(a.error.find(k.needle), std::string::npos) << k.sql << ": " << a.error;
+    EXPECT_EQ(c->TxStatus(), 'I');
+  }
+  // Nothing ran.
+  EXPECT_EQ(Sql("SELECT b FROM nokey").Value(), "x");
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct").Value(), "10");
+  EXPECT_EQ(Sql("SELECT count(*) FROM pg_tables WHERE tablename = 't2'").Value(), "0");
+  // In a block the refusal fails the block, as an error of the server's would.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 3 WHERE id = 1").ok);
+  EXPECT_EQ(c->Exec("TRUNCATE acct").sqlstate, "0A000");
+  EXPECT_EQ(c->TxStatus(), 'E');
+  EXPECT_EQ(c->Exec("UPDATE acct SET balance = 4 WHERE id = 2").sqlstate, "25P02");
+  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 1").Value(), "100.00");
+  EXPECT_EQ(c->Exec("SELECT 1").Value(), "1");
+}
+
+TEST_F(ProxyAt, DtxFunctionRules) {
+  auto c = Connect();
+  // Inside a block: 25001, and the block fails.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  Answer in_block = c->Exec("SELECT dtx.begin()");
+  EXPECT_EQ(in_block.sqlstate, "25001") << in_block.error;
+  EXPECT_EQ(c->TxStatus(), 'E');
+  ASSERT_TRUE(c->Exec("ROLLBACK").ok);
+  // Named, with a timeout; case and a trailing ';' do not matter.
+  Answer begun = c->Exec("select DTX.BEGIN('transfer', 30000);");
+  ASSERT_TRUE(begun.ok) << begun.error;
+  const std::string xid = begun.Value();
+  EXPECT_NE(AdminTransaction(xid).find("\"name\":\"transfer\""), std::string::npos) << AdminTransaction(xid);
+  Answer twice = c->Exec("SELECT dtx.begin()");
+  EXPECT_EQ(twice.sqlstate, "25001") << twice.error;
+  EXPECT_EQ(c->Exec("SHOW dtx.xid").Value(), xid);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_EQ(c->Exec("SELECT dtx.commit()").sqlstate, "25001");
+  ASSERT_TRUE(c->Exec("ROLLBACK").ok);
+  EXPECT_EQ(c->Exec("SELECT dtx.commit(").sqlstate, "42601");
+  // Another connection ends it by its XID.
+  auto other = Connect();
+  Answer by_xid = other->Exec("SELECT dtx.rollback('" + xid + "')");
+  ASSERT_TRUE(by_xid.ok) << by_xid.error;
+  EXPECT_EQ(by_xid.Value(), "Rollbacked");
+  // The first session is still bound to it; its commit names the outcome.
+  Answer late = c->Exec("SELECT dtx.commit()");
+  EXPECT_FALSE(late.ok);
+  EXPECT_EQ(late.sqlstate, "40000") << late.error;
+  EXPECT_NE(late.error.find(xid), std::string::npos);
+  EXPECT_EQ(c->Exec("SHOW dtx.xid").Value(), "");
+  EXPECT_EQ(c->Exec("SELECT dtx.commit()").sqlstate, "25P01");
+}
+
+TEST_F(ProxyAt, TimedOutGlobalTransactionCommitIsAnError) {
+  auto c = Connect();
+  Answer begun = c->Exec("SELECT dtx.begin('short', 200)");
+  ASSERT_TRUE(begun.ok) << begun.error;
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 0 WHERE id = 9").ok);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  Answer commit = c->Exec("SELECT dtx.commit()");
+  EXPECT_EQ(commit.sqlstate, "40000") << commit.error;
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 9").Value(), "100.00");
+}
+
+TEST_F(ProxyAt, CoordinatorDown) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 0 WHERE id = 10").ok);
+  coordinator_->Kill();
+  Answer commit = c->Exec("COMMIT");
+  EXPECT_FALSE(commit.ok);
+  EXPECT_EQ(commit.sqlstate, "08006") << commit.error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 10").Value(), "100.00");  // rolled back locally
+  EXPECT_EQ(c->Exec("SELECT 1").Value(), "1");  // the session goes on
+  auto d = Connect();
+  Answer begin = d->Exec("SELECT dtx.begin()");
+  EXPECT_EQ(begin.sqlstate, "08006") << begin.error;
+  EXPECT_EQ(d->Exec("SELECT 2").Value(), "2");
+  // Unbound writes cannot be checked: refused rather than let through.
+  EXPECT_EQ(d->Exec("UPDATE acct SET balance = 1 WHERE id = 1").sqlstate, "08006");
+}
+
+TEST_F(ProxyAt, NoCoordinatorConfigured) {
+  StartProxy({}, false);
+  auto c = Connect();
+  Answer a = c->Exec("SELECT dtx.begin()");
+  EXPECT_FALSE(a.ok);
+  EXPECT_NE(a.error.find("no coordinator configured"), std::string::npos) << a.error;
+  // Binding and writes work as without AT.
+  ASSERT_TRUE(c->Exec("SET dtx.xid = 'x-1'").ok);
+  EXPECT_TRUE(c->Exec("UPDATE acct SET balance = 5 WHERE id = 1").ok);
+  EXPECT_EQ(UndoRows(), 0);
+}
+
+TEST_F(ProxyAt, DatabaseWithoutResourceRefusesBoundWrites) {
+  // Only otherdb has AT.
+  proxy_.reset();
+  proxy_ = std::make_unique<::dtx::testing::ProxyProcess>(std::vector<std::string>{
+      "--server", pg_.host + ":" + std::to_string(pg_.port), "--coordinator", coordinator_->address(), "--resource",
+      "otherdb=" + schema_->uri()});
+  auto c = Connect();
+  Begin(*c);
+  Answer w = c->Exec("UPDATE acct SET balance = 5 WHERE id = 1");
+  EXPECT_EQ(w.sqlstate, "0A000") << w.error;
+  EXPECT_NE(w.error.find("--resource"), std::string::npos) << w.error;
+  EXPECT_EQ(c->Exec("SELECT balance FROM acct WHERE id = 1").Value(), "100.00");
+}
+
+}  // namespace
+}  // namespace dtx::at::testing

@@ -1,0 +1,158 @@
+// AT mode end to end, per column type and statement kind: a global rollback puts back exactly
+// the rows there were (compared as row_to_json of every row), through the simple and the
+// extended query protocol; composite keys. (A json value's whitespace inside the value is kept;
+// whitespace before or after it is not: see docs/undo-log.md.)
+#include "proxy_at_harness.h"
+
+namespace dtx::at::testing {
+namespace {
+
+class ProxyAtTypes : public ProxyAtTest {
+ protected:
+  void SetUp() override {
+    ProxyAtTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    Sql("CREATE TABLE typed (id bigint PRIMARY KEY, i int, n numeric(20,6), t text, ts timestamp, tz timestamptz,"
+        " b boolean, raw bytea, j json, jb jsonb, d date, f float8, u uuid, arr int[])");
+    Sql("INSERT INTO typed VALUES"
+        " (1, 1, 1.5, 'one', '2024-01-01 10:00:00.123456', '2024-01-01 10:00:00+02', true, '\\x00ff10', '{\"a\": 1}',"
+        "  '{\"b\": [1, 2]}', '2024-02-29', 0.1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,2,3}'),"
+        " (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),"
+        " (3, -7, 123456789.000001, 'quote '' and \\ backslash, é, 中', 'infinity', '-infinity', false, '', 'null',"
+        "  '[]', '1999-12-31', 'NaN', '00000000-0000-0000-0000-000000000000', '{}'),"
+        " (4, 2147483647, -0.000001, E'tab\\tnewline\\n', '1970-01-01', '1970-01-01 00:00:00+00', true, '\\xdeadbeef',"
+        "  '{\"spaced\" :  true }', '{\"z\": null}', '2000-01-01', 1e300, NULL, '{NULL,1}')");
+    Sql("CREATE TABLE pair (region text, num int, qty int NOT NULL, note text, PRIMARY KEY (region, num))");
+    Sql("INSERT INTO pair SELECT r, g, g * 10, NULL FROM unnest(array['eu', 'us', 'a:b,c.d\\e']) r, generate_series(1, 3) g");
+  }
+
+  std::string Begin(Client& c) {
+    Answer a = c.Exec("SELECT dtx.begin()");
+    EXPECT_TRUE(a.ok) << a.sqlstate << " " << a.error;
+    return a.Value();
+  }
+
+  void RollBackAndCompare(Client& c, const std::string& xid, const std::vector<std::string>& typed,
+                          const std::vector<std::string>& pair) {
+    Answer rb = c.Exec("SELECT dtx.rollback()");
+    ASSERT_TRUE(rb.ok) << rb.sqlstate << " " << rb.error;
+    EXPECT_TRUE(WaitStatus(xid, "Rollbacked")) << AdminTransaction(xid);
+    EXPECT_TRUE(WaitUndoEmpty());
+    EXPECT_EQ(Snapshot("typed"), typed);
+    EXPECT_EQ(Snapshot("pair"), pair);
+  }
+};
+
+TEST_F(ProxyAtTypes, SimpleProtocolUpdateEveryType) {
+  const auto typed = Snapshot("typed"), pair = Snapshot("pair");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  Answer u = c->Exec(
+      "UPDATE typed SET i = coalesce(i, 0) - 1, n = 2.25, t = 'changed', ts = now(), tz = now(), b = NOT coalesce(b, false),"
+      " raw = '\\x01', j = '{\"x\": 2}', jb = '{\"y\": 3}', d = current_date, f = 2.5, u = NULL, arr = '{9}'");
+  ASSERT_TRUE(u.ok) << u.error;
+  EXPECT_EQ(u.tag, "UPDATE 4");
+  EXPECT_NE(Snapshot("typed"), typed);
+  RollBackAndCompare(*c, xid, typed, pair);
+}
+
+TEST_F(ProxyAtTypes, SimpleProtocolInsertDeleteEveryType) {
+  const auto typed = Snapshot("typed"), pair = Snapshot("pair");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  Answer d = c->Exec("DELETE FROM typed WHERE id IN (1, 3, 4) RETURNING id");
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_EQ(d.rows.size(), 3u);
+  ASSERT_TRUE(c->Exec("INSERT INTO typed SELECT id + 100, i, n, t, ts, tz, b, raw, j, jb, d, f, u, arr FROM "
+                      "(SELECT * FROM typed WHERE id = 2) s").ok);
+  ASSERT_TRUE(c->Exec("INSERT INTO typed (id, t, raw, j) VALUES (200, 'new', '\\xabcd', '[1, \"two\"]')").ok);
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_EQ(Sql("SELECT count(*) FROM typed").Value(), "3");
+  RollBackAndCompare(*c, xid, typed, pair);
+}
+
+TEST_F(ProxyAtTypes, CompositeKeys) {
+  const auto typed = Snapshot("typed"), pair = Snapshot("pair");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("UPDATE pair SET qty = qty + 1, note = 'x' WHERE num >= 2").ok);
+  ASSERT_TRUE(c->Exec("DELETE FROM pair WHERE region = 'a:b,c.d\\e' AND num = 1").ok);
+  ASSERT_TRUE(c->Exec("INSERT INTO pair VALUES ('eu', 4, 40, 'new'), ('a:b', 1, 1, NULL)").ok);
+  // The lock keys keep the separators of the key parts apart.
+  const std::string view = AdminTransaction(xid);
+  EXPECT_NE(view.find("a\\\\:b\\\\,c\\\\.d"), std::string::npos) << view;
+  RollBackAndCompare(*c, xid, typed, pair);
+}
+
+TEST_F(ProxyAtTypes, ExtendedProtocolWithParameters) {
+  const auto typed = Snapshot("typed"), pair = Snapshot("pair");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  Answer u = c->Params("UPDATE typed SET t = $1, raw = $2::bytea, n = $3 WHERE id = $4 RETURNING id, t",
+                       {"param text", "\\x0102", std::nullopt, "1"});
+  ASSERT_TRUE(u.ok) << u.sqlstate << " " << u.error;
+  ASSERT_EQ(u.rows.size(), 1u);
+  ASSERT_EQ(u.rows[0].size(), 2u);
+  EXPECT_EQ(u.rows[0][1], "param text");
+  EXPECT_EQ(Sql("SELECT t FROM typed WHERE id = 1").Value(), "param text");  // committed as its own branch
+  Answer i = c->Params("INSERT INTO pair VALUES ($1, $2, $3, $4)", {"us", "9", "90", std::nullopt});
+  ASSERT_TRUE(i.ok) << i.error;
+  EXPECT_EQ(i.tag, "INSERT 0 1");
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Prepare("del", "DELETE FROM pair WHERE region = $1 AND num = $2", 2).ok);
+  for (const char* n : {"1", "2", "3"}) {
+    Answer d = c->ExecPrepared("del", {"eu", n});
+    ASSERT_TRUE(d.ok) << d.error;
+    EXPECT_EQ(d.tag, "DELETE 1");
+  }
+  Answer commit = c->Params("COMMIT", {});
+  ASSERT_TRUE(commit.ok) << commit.error;
+  EXPECT_EQ(Sql("SELECT count(*) FROM pair WHERE region = 'eu'").Value(), "0");
+  EXPECT_GE(UndoRows(), 3);
+  RollBackAndCompare(*c, xid, typed, pair);
+}
+
+TEST_F(ProxyAtTypes, ExtendedProtocolDtxFunctionsAndXidStatements) {
+  auto c = Connect();
+  Answer begun = c->Params("SELECT dtx.begin('ext')", {});
+  ASSERT_TRUE(begun.ok) << begun.error;
+  const std::string xid = begun.Value();
+  ASSERT_FALSE(xid.empty());
+  Answer show = c->Params("SHOW dtx.xid", {});
+  ASSERT_TRUE(show.ok) << show.error;
+  EXPECT_EQ(show.Value(), xid);
+  ASSERT_TRUE(c->Params("UPDATE pair SET qty = 0 WHERE region = $1", {"us"}).ok);
+  ASSERT_TRUE(c->Params("RESET dtx.xid", {}).ok);
+  EXPECT_EQ(c->Params("SHOW dtx.xid", {}).Value(), "");
+  ASSERT_TRUE(c->Params("SET dtx.xid = '" + xid + "'", {}).ok);
+  EXPECT_EQ(c->Exec("SHOW dtx.xid").Value(), xid);
+  Answer done = c->Params("SELECT dtx.rollback()", {});
+  ASSERT_TRUE(done.ok) << done.error;
+  EXPECT_EQ(done.Value(), "Rollbacked");
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Sql("SELECT count(*) FROM pair WHERE qty = 0").Value(), "0");
+  // A refusal through the extended protocol, and the session goes on.
+  Begin(*c);
+  Answer refused = c->Params("TRUNCATE pair", {});
+  EXPECT_EQ(refused.sqlstate, "0A000") << refused.error;
+  EXPECT_EQ(c->Params("SELECT $1::int + 1", {"1"}).Value(), "2");
+  ASSERT_TRUE(c->Exec("SELECT dtx.commit()").ok);
+}
+
+TEST_F(ProxyAtTypes, ExtendedProtocolUnboundWriteChecked) {
+  auto g = Connect();
+  auto local = Connect();
+  const std::string xid = Begin(*g);
+  ASSERT_TRUE(g->Params("UPDATE pair SET qty = 1 WHERE region = $1 AND num = $2", {"eu", "1"}).ok);
+  Answer blocked = local->Params("UPDATE pair SET qty = 2 WHERE region = $1 AND num = $2", {"eu", "1"});
+  EXPECT_EQ(blocked.sqlstate, "55P03") << blocked.error;
+  Answer free = local->Params("UPDATE pair SET qty = 2 WHERE region = $1 AND num = $2", {"eu", "2"});
+  EXPECT_TRUE(free.ok) << free.error;
+  EXPECT_EQ(free.tag, "UPDATE 1");
+  ASSERT_TRUE(g->Exec("SELECT dtx.commit()").ok);
+  EXPECT_TRUE(local->Params("UPDATE pair SET qty = 2 WHERE region = $1 AND num = $2", {"eu", "1"}).ok);
+}
+
+}  // namespace
+}  // namespace dtx::at::testing

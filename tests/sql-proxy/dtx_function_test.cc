@@ -1,0 +1,56 @@
+// ParseDtxFunction and MayChangeRows: the statements AT mode answers itself, and the first-keyword
+// check for unbound writes.
+#include <gtest/gtest.h>
+
+#include "dtx/sql_proxy/dtx_function.h"
+
+namespace dtx::sql_proxy {
+namespace {
+
+TEST(DtxFunction, RecognisesTheForms) {
+  auto f = ParseDtxFunction("SELECT dtx.begin()");
+  EXPECT_EQ(f.kind, DtxFunctionKind::kBegin);
+  EXPECT_FALSE(f.has_arg);
+  EXPECT_EQ(f.timeout_ms, -1);
+  f = ParseDtxFunction("  select DTX.Begin ( 'order''s' , 5000 ) ; ");
+  EXPECT_EQ(f.kind, DtxFunctionKind::kBegin);
+  EXPECT_EQ(f.arg, "order's");
+  EXPECT_EQ(f.timeout_ms, 5000);
+  f = ParseDtxFunction("SELECT dtx.begin('n', '250')");
+  EXPECT_EQ(f.timeout_ms, 250);
+  f = ParseDtxFunction("/* app */ SELECT dtx.commit('tc-1:42')");
+  EXPECT_EQ(f.kind, DtxFunctionKind::kCommit);
+  EXPECT_EQ(f.arg, "tc-1:42");
+  EXPECT_EQ(ParseDtxFunction("SELECT dtx.rollback();").kind, DtxFunctionKind::kRollback);
+}
+
+TEST(DtxFunction, LeavesOtherStatementsAlone) {
+  for (const char* sql : {"SELECT 1", "SELECT dtxx.begin()", "SELECT dtx.beginning()", "select * from dtx.begin",
+                          "UPDATE t SET a = 1", "", "SELECT", "SELECT dtx", "SELECT dtx.other()"}) {
+    EXPECT_EQ(ParseDtxFunction(sql).kind, DtxFunctionKind::kNone) << sql;
+  }
+}
+
+TEST(DtxFunction, RefusesMalformedCalls) {
+  for (const char* sql : {"SELECT dtx.begin(", "SELECT dtx.begin(1)", "SELECT dtx.begin('a', 'x')",
+                          "SELECT dtx.begin('a', 1, 2)", "SELECT dtx.commit('a', 1)", "SELECT dtx.commit('a",
+                          "SELECT dtx.commit(); DELETE FROM t", "SELECT dtx.rollback() + 1", "SELECT dtx.begin"}) {
+    auto f = ParseDtxFunction(sql);
+    EXPECT_EQ(f.kind, DtxFunctionKind::kMalformed) << sql;
+    EXPECT_FALSE(f.error.empty()) << sql;
+  }
+}
+
+TEST(MayChangeRows, FirstKeyword) {
+  EXPECT_TRUE(MayChangeRows("UPDATE t SET a = 1"));
+  EXPECT_TRUE(MayChangeRows("  delete from t"));
+  EXPECT_TRUE(MayChangeRows("/* c */ -- x\n ( UPDATE t SET a = 1)"));
+  EXPECT_FALSE(MayChangeRows("SELECT 1"));
+  EXPECT_FALSE(MayChangeRows("INSERT INTO t VALUES (1)"));
+  EXPECT_FALSE(MayChangeRows("updated"));
+  EXPECT_FALSE(MayChangeRows(""));
+  EXPECT_FALSE(MayChangeRows("/* unterminated"));
+}
+
+}  // namespace
+}  // namespace dtx::sql_proxy
