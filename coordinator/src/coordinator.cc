@@ -207,35 +207,23 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     {
       Add(s);
     }
-    if (store_->WritesInOrder()) {
-      // Answered before the record is durable: whatever depends on this transaction (a branch, a
-      // decision) waits for a later batch of the same ordered log, which is never durable without
-      // this one. A crash before then forgets an XID that nothing used yet; its later calls get
-      // XID_NOT_FOUND. (XIDs are seeded from the clock at start, so a restart never reissues one.)
-      store_->Write(std::move(Batch().Insert(s->rec)), [self = shared_from_this(), s](const WriteResult& r) {
-        if (r.ok()) return;
-        SPDLOG_WARN("coordinator: could not log the Begin of {}: {}; it is forgotten", s->rec.xid, r.status.ToString());
-        self->CancelTimeout(s);
-        self->Forget(s->rec.xid);
-      });
-      metrics_->transactions_begun.Add();
-      WatchTimeout(s, Clock::now() + timeout);
-      pb::BeginResponse resp;
-      resp.set_xid(xid);
-      return reply.Reply(resp);
-    }
-    store_->Write(std::move(Batch().Insert(s->rec)),
-                  [self = shared_from_this(), s, timeout, reply = std::move(reply)](const WriteResult& r) mutable {
-                    pb::BeginResponse resp;
-                    if (!r.ok()) {
-                      self->Forget(s->rec.xid);
-                      return Answer(reply, pb::LOG_UNAVAILABLE, r.status.ToString());
-                    }
-                    self->metrics_->transactions_begun.Add();
-                    self->WatchTimeout(s, Clock::now() + timeout);
-                    resp.set_xid(s->rec.xid);
-                    reply.Reply(resp);
-                  });
+    // Answered once the record is written, before it is durable (the SQLite store fsyncs it with
+    // a later group): whatever depends on this transaction (a branch, the outcome) waits for a
+    // later batch of the same ordered log, which is never durable without it. So only a power
+    // loss in that gap can forget an XID, one that nothing used yet: its later calls get
+    // XID_NOT_FOUND. (XIDs are seeded from the clock at start, so a restart never reissues one.)
+    store_->WriteUnsynced(std::move(Batch().Insert(s->rec)),
+                          [self = shared_from_this(), s, timeout, reply = std::move(reply)](const WriteResult& r) mutable {
+                            pb::BeginResponse resp;
+                            if (!r.ok()) {
+                              self->Forget(s->rec.xid);
+                              return Answer(reply, pb::LOG_UNAVAILABLE, r.status.ToString());
+                            }
+                            self->metrics_->transactions_begun.Add();
+                            self->WatchTimeout(s, Clock::now() + timeout);
+                            resp.set_xid(s->rec.xid);
+                            reply.Reply(resp);
+                          });
   }
 
   // Answers with an error code and its explanation.

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include <pthread.h>
 
@@ -180,6 +181,7 @@ struct SqliteLogStore::Impl {
   struct Queued {
     Batch batch;
     WriteCallback done;
+    bool unsynced = false;  // WriteUnsynced: called back once committed, before the fsync
   };
   std::mutex mu;
   std::condition_variable wake;
@@ -188,6 +190,8 @@ struct SqliteLogStore::Impl {
   Status failed;              // guarded by mu: set once a commit or fsync fails; refuses writes after
   std::thread thread;
   std::atomic<uint64_t> commits{0}, batches{0}, failed_batches{0};
+
+  void Enqueue(Batch batch, WriteCallback done, bool unsynced);
 
   ~Impl() {
     sqlite3_close_v2(db);
@@ -421,14 +425,17 @@ struct SqliteLogStore::Impl {
     for (auto& c : synced) {
       if (!sync_failed.ok()) {
         // Committed but perhaps not on disk: never acknowledged as durable.
-        for (auto& r : c.results) {
-          if (!r.ok()) continue;
+        for (size_t i = 0; i < c.results.size(); ++i) {
+          auto& r = c.results[i];
+          if (!r.ok() || !c.group[i].done) continue;  // failed already, or answered unsynced
           --batches;
           ++failed_batches;
           r = WriteResult{sync_failed, std::nullopt};
         }
       }
-      for (size_t i = 0; i < c.group.size(); ++i) c.group[i].done(c.results[i]);
+      for (size_t i = 0; i < c.group.size(); ++i) {
+        if (c.group[i].done) c.group[i].done(c.results[i]);
+      }
     }
   }
 
@@ -448,7 +455,9 @@ struct SqliteLogStore::Impl {
         c = std::move(done_queue.front());
         done_queue.pop_front();
       }
-      for (size_t i = 0; i < c.group.size(); ++i) c.group[i].done(c.results[i]);
+      for (size_t i = 0; i < c.group.size(); ++i) {
+        if (c.group[i].done) c.group[i].done(c.results[i]);
+      }
     }
   }
 
@@ -491,6 +500,13 @@ struct SqliteLogStore::Impl {
       } else {
         ++commits;
         for (const auto& r : results) r.ok() ? ++batches : ++failed_batches;
+        if (wal_file) {
+          // WriteUnsynced: committed is enough (the fsync comes on the syncer).
+          for (size_t i = 0; i < group.size(); ++i) {
+            if (!group[i].unsynced || !results[i].ok()) continue;
+            std::exchange(group[i].done, nullptr)(results[i]);
+          }
+        }
       }
       Committed(std::move(group), std::move(results));
     }
@@ -607,12 +623,17 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   return std::unique_ptr<SqliteLogStore>(new SqliteLogStore(std::move(impl)));
 }
 
-void SqliteLogStore::Write(Batch batch, WriteCallback done) {
+void SqliteLogStore::Write(Batch batch, WriteCallback done) { impl_->Enqueue(std::move(batch), std::move(done), false); }
+void SqliteLogStore::WriteUnsynced(Batch batch, WriteCallback done) {
+  impl_->Enqueue(std::move(batch), std::move(done), true);
+}
+
+void SqliteLogStore::Impl::Enqueue(Batch batch, WriteCallback done, bool unsynced) {
   {
-    std::lock_guard lock(impl_->mu);
-    if (!impl_->closing) {
-      impl_->queue.push_back({std::move(batch), std::move(done)});
-      impl_->wake.notify_one();
+    std::lock_guard lock(mu);
+    if (!closing) {
+      queue.push_back({std::move(batch), std::move(done), unsynced});
+      wake.notify_one();
       return;
     }
   }

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -86,6 +88,59 @@ TEST_F(SqliteFaults, FailedFsyncFailsTheBatchAndTheStoreRefusesWrites) {
   ASSERT_TRUE(three.ok());
   EXPECT_FALSE(three->has_value());
   EXPECT_TRUE(store->WriteSync(BranchBatch("x:4", 4)).ok()) << "reopened, it writes again";
+}
+
+// Waits for the callback of an asynchronous write.
+WriteResult Await(const std::function<void(LogStore::WriteCallback)>& write) {
+  std::promise<WriteResult> done;
+  write([&done](const WriteResult& r) { done.set_value(r); });
+  return done.get_future().get();
+}
+
+TEST_F(SqliteFaults, AnUnsyncedWriteIsAnsweredOnceWrittenAndADurableOneOnlyAfterTheFsync) {
+  auto store = Open();
+  ASSERT_TRUE(store->WriteSync(BranchBatch("x:1", 1)).ok());
+  vfs_.FailSyncs(true);
+  WriteResult unsynced = Await([&](auto cb) { store->WriteUnsynced(BranchBatch("x:2", 2), cb); });
+  EXPECT_TRUE(unsynced.ok()) << "written is enough: " << unsynced.status;
+  WriteResult durable = Await([&](auto cb) { store->Write(BranchBatch("x:3", 3), cb); });
+  EXPECT_FALSE(durable.ok()) << "never acknowledged without its fsync";
+  EXPECT_EQ(durable.status.code(), StatusCode::kIOError) << durable.status;
+  vfs_.FailSyncs(false);
+}
+
+TEST_F(SqliteFaults, APowerLossForgetsAnUnsyncedWriteUnlessALaterDurableOneCoveredIt) {
+  auto store = Open();
+  ASSERT_TRUE(store->WriteSync(BranchBatch("x:1", 1)).ok());
+  vfs_.FailSyncs(true);  // the unsynced write is answered, and nothing reaches the disk
+  ASSERT_TRUE(Await([&](auto cb) { store->WriteUnsynced(std::move(Batch().Insert(Global("x:2"))), cb); }).ok());
+  vfs_.Freeze();
+  vfs_.FailSyncs(false);
+  store->Close();
+  store.reset();
+  vfs_.DropUnsyncedAndThaw();
+  store = Open();
+  auto two = store->Get("x:2");
+  ASSERT_TRUE(two.ok());
+  EXPECT_FALSE(two->has_value()) << "forgotten by the power loss";
+  EXPECT_TRUE(store->Get("x:1")->has_value());
+
+  // An unsynced write followed by a durable one that depends on it: once the second is
+  // acknowledged, both survive a power loss.
+  ASSERT_TRUE(Await([&](auto cb) { store->WriteUnsynced(std::move(Batch().Insert(Global("x:4"))), cb); }).ok());
+  BranchRecord b;
+  b.xid = "x:4";
+  b.branch_id = 40;
+  b.resource_id = "db1";
+  ASSERT_TRUE(store->WriteSync(std::move(Batch().Insert(b))).ok());
+  vfs_.Freeze();
+  store->Close();
+  store.reset();
+  vfs_.DropUnsyncedAndThaw();
+  store = Open();
+  auto four = store->Get("x:4");
+  ASSERT_TRUE(four.ok() && four->has_value());
+  EXPECT_EQ((*four)->branches.size(), 1u);
 }
 
 TEST_F(SqliteFaults, FullDiskIsReportedAsSuch) {

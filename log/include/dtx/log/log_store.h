@@ -1,7 +1,8 @@
 // LogStore: the coordinator's durable transaction log.
 //
-// Promise: a batch's callback reports OK only after the batch is durable; after a crash the
-// reopened store holds every acknowledged batch and no part of any other. Implementations:
+// Promise: a batch's callback reports OK only after the batch is durable (WriteUnsynced: once it
+// is written); after a crash the reopened store holds every acknowledged batch and no part of any
+// other. Implementations:
 // SqliteLogStore (embedded default), PostgresLogStore (shared by a cluster of coordinators),
 // MemoryLogStore (tests), FaultInjectionLogStore (tests: fails writes on demand).
 //
@@ -65,11 +66,11 @@ class LogStore {
 
   virtual LogStoreStats Stats() const { return {}; }
 
-  // True if batches become durable in the order of their Write calls and a write that fails
-  // fails every later one (one ordered journal). A caller may then answer for a batch before it
-  // is durable when everything that depends on it waits for a later batch, which cannot be
-  // durable without it.
-  virtual bool WritesInOrder() const { return false; }
+  // Like Write, but `done` may run once the batch is written to the store's files, before it is
+  // durable: it survives the process being killed, not the machine losing power. For a record
+  // that matters only through later batches: in an ordered store (SQLite) a later batch is never
+  // durable without it. Stores without that distinction call back once durable.
+  virtual void WriteUnsynced(Batch batch, WriteCallback done) { Write(std::move(batch), std::move(done)); }
 
   // Waits for every queued batch, then stops accepting writes. Idempotent.
   virtual void Close() = 0;

@@ -25,7 +25,6 @@ class MemoryLogStore final : public LogStore {
   Result<ListPage> List(const ListFilter& filter) override;
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
   void Close() override;
-  bool WritesInOrder() const override { return true; }
 
  private:
   struct Txn {

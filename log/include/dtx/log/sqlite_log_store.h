@@ -42,7 +42,7 @@ class SqliteLogStore final : public LogStore {
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
   void Close() override;
   LogStoreStats Stats() const override;
-  bool WritesInOrder() const override { return true; }  // one journal; a failed commit stops the store
+  void WriteUnsynced(Batch batch, WriteCallback done) override;
 
   // The schema version this build writes (the `schema_version` row of dtx_meta).
   static constexpr int kSchemaVersion = 3;
