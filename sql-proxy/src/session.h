@@ -234,6 +234,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unordered_map<std::string, PreparedStatement> prepared_;
   PreparedStatement unnamed_;
   size_t prepared_with_xid_ = 0;     // statements in prepared_ (and unnamed_) with an XID comment
+  size_t prepared_special_ = 0;      // ... that the proxy answers itself (Special)
 
   // AT mode.
   std::string database_;                          // from the startup

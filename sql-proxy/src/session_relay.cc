@@ -230,6 +230,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       slot->xid = xid ? std::string(*xid) : std::string();
       if (!slot->xid.empty()) ++prepared_with_xid_;
       slot->known = false;
+      if (slot->special != Special::kNone) --prepared_special_;
       slot->special = Special::kNone;
       slot->may_change = false;
       slot->sql.clear();
@@ -245,6 +246,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
             slot->special = Special::kDtxFunction;
             slot->dtx_function = std::move(function);
           }
+          if (slot->special != Special::kNone) ++prepared_special_;
           if (context_.at) {
             slot->sql = std::string(fields->query);
             slot->may_change = MayChangeRows(fields->query);
@@ -296,9 +298,11 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       if (!name) return false;
       if (name->empty()) {
         if (!unnamed_.xid.empty()) --prepared_with_xid_;
+        if (unnamed_.special != Special::kNone) --prepared_special_;
         unnamed_ = {};
       } else if (auto it = prepared_.find(std::string(*name)); it != prepared_.end()) {
         if (!it->second.xid.empty()) --prepared_with_xid_;
+        if (it->second.special != Special::kNone) --prepared_special_;
         prepared_.erase(it);
       }
       return false;
@@ -316,6 +320,8 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
   const bool whole = seen.size() == size;
   bool start = ext_batch_;
   if (!start) {
+    // The plain path: no AT mode and no statement the proxy answers itself.
+    if (!context_.at && prepared_special_ == 0) return false;
     const bool at_on = context_.at && context_.at->coordinator;
     const bool bound = at_on && !EffectiveXid().empty();
     const bool check = at_on && context_.at->check_unbound_writes && at_resource_;

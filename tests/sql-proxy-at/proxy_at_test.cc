@@ -312,6 +312,14 @@ TEST_F(ProxyAt, NoCoordinatorConfigured) {
   ASSERT_TRUE(c->Exec("SET dtx.xid = 'x-1'").ok);
   EXPECT_TRUE(c->Exec("UPDATE acct SET balance = 5 WHERE id = 1").ok);
   EXPECT_EQ(UndoRows(), 0);
+  // The extended protocol: the binding statements and the functions are answered by the proxy.
+  ASSERT_TRUE(c->Params("SET dtx.xid = 'x-2'", {}).ok);
+  EXPECT_EQ(c->Exec("SHOW dtx.xid").Value(), "x-2");
+  ASSERT_TRUE(c->Prepare("show", "SHOW dtx.xid", 0).ok);
+  EXPECT_EQ(c->ExecPrepared("show", {}).Value(), "x-2");
+  Answer e = c->Params("SELECT dtx.commit()", {});
+  EXPECT_NE(e.error.find("no coordinator configured"), std::string::npos) << e.error;
+  EXPECT_EQ(c->Params("SELECT $1::int * 2", {"21"}).Value(), "42");
 }
 
 TEST_F(ProxyAt, DatabaseWithoutResourceRefusesBoundWrites) {

@@ -54,7 +54,8 @@ struct AtServices {
   bool check_unbound_writes = true;
   std::string default_tx_name = "sql";
   std::chrono::milliseconds default_tx_timeout{60'000};
-  std::unique_ptr<BlockingPool> pool = std::make_unique<BlockingPool>(16);
+  // Coordinator calls block a thread for a round trip, lock retries for up to --lock-retry-ms.
+  std::unique_ptr<BlockingPool> pool = std::make_unique<BlockingPool>(64);
 
   const AtResource* Find(const std::string& database) const {
     auto it = resources.find(database);
