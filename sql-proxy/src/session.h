@@ -15,9 +15,16 @@
 // back loop once every request forwarded so far has been answered (no ReadyForQuery owed), and
 // then owns both sockets: it may write to the client itself, and may run its own statements on the
 // server inside the client's transaction (reading the answers through sbuf_, where the back loop
-// left any bytes it had not forwarded). This is how the dtx.xid statements are answered in order, and the hook
-// where writes of XID-bound sessions will be turned into AT branches: a statement is classified in
-// FrontLoop (see OnClientMessage), and a diverted statement runs with the backend acquired.
+// left any bytes it had not forwarded). This is how the dtx.xid statements are answered in order.
+//
+// AT mode (SessionContext::at, session_at.cc and session_at_extended.cc): OnClientMessage diverts
+// the dtx.* functions, every Query of a session bound to a global transaction, and the
+// UPDATE/DELETE of unbound sessions (a first-keyword check; nothing else of theirs is parsed);
+// for the extended protocol it diverts a whole batch, from the first message that needs the proxy
+// to the client's Sync. A diverted statement runs with the backend acquired: the AT engine
+// (dtx::at::AtBranch) says which queries to run, the session runs them on the server, forwards
+// the statement's answer without the hidden columns, and makes the blocking coordinator calls
+// on AtServices::pool, resuming on this session's thread.
 //
 // Ownership: the session is held by shared_ptr from its coroutines; the worker keeps a raw
 // pointer in its session set until the destructor runs (on the worker thread) and calls on_end.
@@ -175,6 +182,7 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
                                      std::string output, bool implicit);
   asio::awaitable<bool> CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error);
+  void FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed);
   asio::awaitable<bool> AnswerXidCommand(const XidCommand& command, std::string_view message);
   // Applies a SET/RESET/SHOW dtx.xid and appends its answer (without ReadyForQuery).
   void ApplyXidCommand(const XidCommand& command, std::string& out, bool row_description);

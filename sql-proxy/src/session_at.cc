@@ -492,29 +492,32 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
   auto c = co_await Exchange(commit_request, 0);
   if (!c) co_return false;
   const bool committed = !c->failed && c->command_tag.starts_with("COMMIT");
-  std::function<Status()> job7 = [branch, &coordinator, committed] { return branch->Finish(coordinator, committed); };
-  Status f = co_await OffThread<Status>(job7);
-  if (!f.ok()) {
-    // Phase 2 still finds the branch's undo row (or its absence): the outcome is safe.
-    spdlog::warn("branch {} of {}: reporting phase one {} failed: {}", branch->branch_id(), branch->xid(),
-                 committed ? "done" : "failed", f.ToString());
-  }
+  FinishLater(branch, committed);
   (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
       .fetch_add(1, std::memory_order_relaxed);
   if (implicit && committed) co_return co_await ReplyToClient(std::move(output));
   co_return co_await ReplyToClient(std::move(c->to_client));
 }
 
+// Reports phase one done (or failed) without waiting for the answer: the client's COMMIT is
+// answered at once. Nothing depends on the report's order: a phase 2 that comes first finds the
+// undo row (or its absence, and leaves a marker), and a late report is refused by the coordinator.
+void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) {
+  if (branch->branch_id() == 0) return;
+  context_.at->pool->Post([branch = std::move(branch), coordinator = context_.at->coordinator, committed] {
+    Status f = branch->Finish(*coordinator, committed);
+    if (!f.ok()) {
+      spdlog::warn("branch {} of {}: reporting phase one {} failed: {}", branch->branch_id(), branch->xid(),
+                   committed ? "done" : "failed", f.ToString());
+    }
+  });
+}
+
 // The local transaction is rolled back; the client gets the error and an idle session.
 asio::awaitable<bool> Session::CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error) {
-  auto& coordinator = *context_.at->coordinator;
   context_.metrics.at_branches_failed.fetch_add(1, std::memory_order_relaxed);
   if (!co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-  if (branch->branch_id() != 0) {
-    std::function<Status()> job = [branch, &coordinator] { return branch->Finish(coordinator, false); };
-    Status f = co_await OffThread<Status>(job);
-    if (!f.ok()) spdlog::warn("branch {} of {}: reporting phase one failed: {}", branch->branch_id(), branch->xid(), f.ToString());
-  }
+  FinishLater(branch, false);
   std::string out;
   AppendErrorResponse(out, "ERROR", at::SqlStateOf(error), ProxyText(error));
   co_return co_await ReplyToClient(std::move(out));

@@ -534,11 +534,7 @@ asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch,
     auto r = co_await ExtRun(Plain("ROLLBACK"), 0, {});
     if (!r) co_return false;
   }
-  if (branch->branch_id() != 0) {
-    std::function<Status()> job3 = [branch, &coordinator, committed] { return branch->Finish(coordinator, committed); };
-    Status f = co_await OffThread<Status>(job3);
-    if (!f.ok()) spdlog::warn("branch {} of {}: reporting phase one failed: {}", branch->branch_id(), branch->xid(), f.ToString());
-  }
+  FinishLater(branch, committed);
   (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
       .fetch_add(1, std::memory_order_relaxed);
   if (!error.ok()) {

@@ -2,7 +2,8 @@
 // connection of its own to the PostgreSQL server chosen by the startup's database name; the
 // session relays the v3 protocol both ways (authentication included, so the proxy never sees a
 // password), answers the dtx.xid statements itself, and forwards CancelRequests to the right
-// server by the key it handed out.
+// server by the key it handed out. With ProxyOptions::at (AT mode) the writes of sessions bound
+// to a global transaction become AT branches (see session.h and docs/sql-proxy.md).
 //
 // Threads: `workers` I/O threads, each running its own io_context; a session lives on one of them
 // for its whole life (no locks on the relay path).
