@@ -75,6 +75,25 @@ DtxFunction ParseDtxFunction(std::string_view sql) {
       if (sql[i] != ',') return Malformed("expected " + usage);
       i = SkipBlank(sql, i + 1);
     }
+    // $n: a parameter of the extended protocol.
+    if (i < sql.size() && sql[i] == '$' && args < 2) {
+      const size_t digits = ++i;
+      while (i < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i])) && i - digits < 4) ++i;
+      if (i == digits) return Malformed("expected " + usage);
+      const int n = std::stoi(std::string(sql.substr(digits, i - digits)));
+      if (n < 1) return Malformed("no parameter $0");
+      if (args == 0) {
+        f.has_arg = true;
+        f.arg_param = n;
+      } else if (f.kind == DtxFunctionKind::kBegin) {
+        f.timeout_param = n;
+      } else {
+        return Malformed("too many arguments: " + usage);
+      }
+      ++args;
+      i = SkipBlank(sql, i);
+      continue;
+    }
     if (args == 0) {
       if (i >= sql.size() || sql[i] != '\'') return Malformed("the first argument must be a string literal: " + usage);
       std::string value;

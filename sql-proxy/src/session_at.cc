@@ -259,6 +259,10 @@ asio::awaitable<bool> Session::HandleDtxFunction(std::string message) {
   if (!co_await AcquireBackend()) co_return false;
   const DtxFunction fn = std::move(dtx_function_);
   if (tx_status_ == 'E') co_return co_await ForwardAcquired(message);  // the server answers 25P02
+  if (fn.arg_param != 0 || fn.timeout_param != 0) {
+    co_return co_await ErrorToClient(at::SqlError(
+        "42P02", "there is no parameter $" + std::to_string(fn.arg_param ? fn.arg_param : fn.timeout_param)));
+  }
   auto value = co_await DtxCall(fn);
   if (!value.ok()) co_return co_await ErrorToClient(value.status());
   std::string out;

@@ -353,7 +353,28 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
       co_return co_await ExtFail(at::SqlError(
           "25P02", "current transaction is aborted, commands ignored until end of transaction block"));
     }
-    const DtxFunction fn = slot->dtx_function;
+    DtxFunction fn = slot->dtx_function;
+    // $n arguments take the Bind's values (text).
+    for (auto [number, is_timeout] : {std::pair{fn.arg_param, false}, std::pair{fn.timeout_param, true}}) {
+      if (number == 0) continue;
+      const auto& values = portal->second.params.values;
+      const auto& formats = portal->second.params.formats;
+      const size_t k = static_cast<size_t>(number - 1);
+      const bool binary = formats.size() == 1 ? formats[0] == 1 : (k < formats.size() && formats[k] == 1);
+      if (k >= values.size() || !values[k] || binary) {
+        co_return co_await ExtFail(at::SqlError("22023", "dtx function parameter $" + std::to_string(number) +
+                                                             " must be a non-NULL text value"));
+      }
+      if (!is_timeout) {
+        fn.arg = *values[k];
+      } else {
+        const std::string& t = *values[k];
+        if (t.empty() || t.size() > 12 || t.find_first_not_of("0123456789") != std::string::npos) {
+          co_return co_await ExtFail(at::SqlError("22023", "the timeout must be a whole number of milliseconds"));
+        }
+        fn.timeout_ms = std::stoll(t);
+      }
+    }
     auto value = co_await DtxCall(fn);
     if (!value.ok()) co_return co_await ExtFail(value.status());
     AppendDataRowText(out, *value);

@@ -138,6 +138,15 @@ TEST_F(ProxyAtTypes, ExtendedProtocolDtxFunctionsAndXidStatements) {
   EXPECT_EQ(refused.sqlstate, "0A000") << refused.error;
   EXPECT_EQ(c->Params("SELECT $1::int + 1", {"1"}).Value(), "2");
   ASSERT_TRUE(c->Exec("SELECT dtx.commit()").ok);
+  // Parameters as arguments, as node's pg sends them.
+  Answer named = c->Params("SELECT dtx.begin($1, $2)", {"by-param", "30000"});
+  ASSERT_TRUE(named.ok) << named.error;
+  EXPECT_NE(AdminTransaction(named.Value()).find("\"name\":\"by-param\""), std::string::npos);
+  auto other = Connect();
+  Answer by_xid = other->Params("SELECT dtx.rollback($1)", {named.Value()});
+  ASSERT_TRUE(by_xid.ok) << by_xid.error;
+  EXPECT_EQ(by_xid.Value(), "Rollbacked");
+  EXPECT_EQ(other->Exec("SELECT dtx.begin($1)").sqlstate, "42P02");
 }
 
 TEST_F(ProxyAtTypes, ExtendedProtocolUnboundWriteChecked) {

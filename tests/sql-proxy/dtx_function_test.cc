@@ -22,6 +22,17 @@ TEST(DtxFunction, RecognisesTheForms) {
   EXPECT_EQ(f.kind, DtxFunctionKind::kCommit);
   EXPECT_EQ(f.arg, "tc-1:42");
   EXPECT_EQ(ParseDtxFunction("SELECT dtx.rollback();").kind, DtxFunctionKind::kRollback);
+  f = ParseDtxFunction("SELECT dtx.begin($1, $2)");
+  EXPECT_EQ(f.kind, DtxFunctionKind::kBegin);
+  EXPECT_EQ(f.arg_param, 1);
+  EXPECT_EQ(f.timeout_param, 2);
+  f = ParseDtxFunction("SELECT dtx.commit($1)");
+  EXPECT_EQ(f.kind, DtxFunctionKind::kCommit);
+  EXPECT_TRUE(f.has_arg);
+  EXPECT_EQ(f.arg_param, 1);
+  EXPECT_EQ(ParseDtxFunction("SELECT dtx.commit($1, $2)").kind, DtxFunctionKind::kMalformed);
+  EXPECT_EQ(ParseDtxFunction("SELECT dtx.commit($)").kind, DtxFunctionKind::kMalformed);
+  EXPECT_EQ(ParseDtxFunction("SELECT dtx.commit($0)").kind, DtxFunctionKind::kMalformed);
 }
 
 TEST(DtxFunction, LeavesOtherStatementsAlone) {

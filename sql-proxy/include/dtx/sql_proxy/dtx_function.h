@@ -5,6 +5,7 @@
 //   SELECT dtx.commit()  /  SELECT dtx.commit('xid')
 //   SELECT dtx.rollback()  /  SELECT dtx.rollback('xid')
 //
+// Through the extended protocol an argument may also be a parameter ($1, $2; text format).
 // Keywords and names are case-insensitive; whitespace is free; one trailing ';' is allowed. A
 // statement that starts with `SELECT dtx.` followed by one of these names but is not one of these
 // forms is kMalformed (refused with a clear error rather than sent to PostgreSQL, which would say
@@ -29,6 +30,9 @@ struct DtxFunction {
   bool has_arg = false;  // a first argument was given
   std::string arg;       // kBegin: the name; kCommit/kRollback: the XID
   int64_t timeout_ms = -1;  // kBegin: the second argument, or -1
+  // Arguments written as $n (extended protocol): the parameter numbers, 0 when a literal.
+  int arg_param = 0;
+  int timeout_param = 0;
   std::string error;     // kMalformed
 };
 
