@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# AT mode's cost: a TPC-B-like pgbench script where every transaction is a dtx global transaction
+# (SELECT dtx.begin(); BEGIN; ...; END; SELECT dtx.commit();) against the same script without the
+# dtx lines, both through dtx-sql-proxy in AT mode, in one run. Prints both rates and the ratio
+# (the issue's target: at least 0.6).
+#
+#   bench/at/run_at_bench.sh [BUILD_DIR]        (default build; needs dtx-coordinator, dtx-sql-proxy)
+#
+# Each run is `pgbench -n -M simple -c 8 -j 2 -T 20 -f <script>` (CLIENTS, THREADS, SECONDS_PER_RUN
+# change them). Three runs:
+#   plain   through a proxy started with --check-unbound-writes false (a plain proxy's work);
+#   plain   through the AT proxy with its defaults (unbound UPDATEs ask the coordinator for locks);
+#   global  through the AT proxy: every transaction begins, registers one AT branch and commits
+#           at the coordinator, with its undo log written and later deleted.
+# Data: pgbench -i -s 10 (1,000,000 accounts), then branches widened to 1,000 and tellers to
+# 10,000 rows, so that two of the 8 clients rarely hold the same branch's global lock at once
+# (at scale 10 every transaction updates one of 10 branch rows: a global lock conflict for most
+# pairs of clients). pgbench_history gets a bigserial primary key (AT needs one).
+# A throwaway PostgreSQL 15 in a temp folder (synchronous_commit off, as in bench/sql-proxy, so
+# that the figures measure the path rather than the disk); the coordinator keeps its default
+# durable SQLite log (TC_FLAGS adds flags, e.g. "--store memory"). PROXY_WORKERS (2) sets the
+# proxies' I/O threads. PROFILE=N prints the top N symbols of a perf profile of the AT proxy
+# during the global run. Everything on 127.0.0.1.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/../.."
+build=${1:-build}
+seconds=${SECONDS_PER_RUN:-20}
+clients=${CLIENTS:-8}
+threads=${THREADS:-2}
+workers=${PROXY_WORKERS:-2}
+bin=${DTX_PG_BIN:-/usr/lib/postgresql/15/bin}
+for b in dtx-coordinator dtx-sql-proxy; do
+  [ -x "$build/bin/$b" ] || { echo "no $build/bin/$b: ninja -C $build dtx-coordinator dtx-sql-proxy" >&2; exit 2; }
+done
+
+as_pg=()
+owner=""
+if [ "$(id -u)" -eq 0 ]; then
+  as_pg=(runuser -u postgres --)
+  owner=postgres
+fi
+dir=$(mktemp -d /tmp/dtx-at-bench.XXXXXX)
+[ -z "$owner" ] || chown "$owner:" "$dir"
+run_pg() { (cd "$dir" && "${as_pg[@]}" "$@"); }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ ! -f "$dir/data/postmaster.pid" ] || run_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# Starts a program that prints "LISTENING <port>"; sets $port.
+start() {
+  local out=$1
+  shift
+  : >"$out"
+  "$@" >"$out" 2>>"$dir/stderr.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    port=$(sed -n 's/^LISTENING \([0-9]*\)$/\1/p' "$out" | head -1)
+    [ -n "$port" ] && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "run_at_bench: $1 did not start:" >&2
+  cat "$dir/stderr.log" >&2
+  exit 1
+}
+
+pg_port=$(free_port)
+run_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
+cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$dir'
+shared_buffers = 256MB
+synchronous_commit = off
+max_connections = 100
+log_min_messages = warning
+CONF
+run_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w start >/dev/null
+psql_pg() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres "$@"; }
+"$bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+psql_pg <<'SQL'
+INSERT INTO pgbench_branches (bid, bbalance) SELECT g, 0 FROM generate_series(11, 1000) g;
+INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT g, (g - 1) / 10 + 1, 0 FROM generate_series(101, 10000) g;
+ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY;
+VACUUM ANALYZE;
+SQL
+
+start "$dir/tc.out" "$build/bin/dtx-coordinator" --port 0 --admin 127.0.0.1:0 --data-dir "$dir/tc" \
+  --log-level warn ${TC_FLAGS:-}
+tc=127.0.0.1:$port
+tc_pid=${pids[-1]}
+for _ in $(seq 1 100); do
+  tc_admin=$(sed -n 's/^ADMIN \([0-9]*\)$/\1/p' "$dir/tc.out" | head -1)
+  [ -z "$tc_admin" ] || break
+  sleep 0.05
+done
+at_flags=(--admin "" --server "127.0.0.1:$pg_port" --workers "$workers" --log-level warn
+          --coordinator "$tc" --resource "postgres=postgresql://postgres@127.0.0.1:$pg_port/postgres")
+start "$dir/proxy-at.out" "$build/bin/dtx-sql-proxy" --port 0 "${at_flags[@]}"
+at_port=$port
+at_pid=${pids[-1]}
+start "$dir/proxy-nocheck.out" "$build/bin/dtx-sql-proxy" --port 0 "${at_flags[@]}" --check-unbound-writes false
+nocheck_port=$port
+nocheck_pid=${pids[-1]}
+
+# CPU time (ms) of a process and its reaped children (the postmaster's children are its backends).
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15 + $16 + $17) * 1000 / hz)}' "/proc/$1/stat"; }
+postmaster=$(head -1 "$dir/data/postmaster.pid")
+
+# pgbench on a port with a script, the proxy's pid; prints
+# "tps failed aborted latency_ms cpu_us_per_tx(proxy coordinator postgres)".
+bench() {
+  local out p0 c0 g0 p1 c1 g1
+  p0=$(cpu_ms "$3") c0=$(cpu_ms "$tc_pid") g0=$(cpu_ms "$postmaster")
+  out=$("$bin/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -M simple -c "$clients" -j "$threads" -T "$seconds" \
+          -f "$2" postgres 2>&1) || true
+  echo "$out" >>"$dir/pgbench.log"
+  local tps failed aborted latency
+  tps=$(echo "$out" | awk '/^tps = / {printf "%.0f", $3}')
+  failed=$(echo "$out" | awk '/^number of failed transactions:/ {print $5}')
+  aborted=$(echo "$out" | grep -c 'aborted in command' || true)
+  latency=$(echo "$out" | awk '/^latency average = / {print $4}')
+  sleep 0.5  # the backends have exited and been reaped
+  p1=$(cpu_ms "$3") c1=$(cpu_ms "$tc_pid") g1=$(cpu_ms "$postmaster")
+  local n=$(( ${tps:-0} * seconds ))
+  [ "$n" -gt 0 ] || n=1
+  echo "${tps:-0} ${failed:-?} ${aborted} ${latency:-?} $(( (p1 - p0) * 1000 / n )) $(( (c1 - c0) * 1000 / n )) $(( (g1 - g0) * 1000 / n ))"
+}
+
+echo "pgbench -n -M simple -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
+  "dtx-sql-proxy --workers $workers; coordinator log: ${TC_FLAGS:-SQLite (default)}"
+echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g \
+  < <(bench "$nocheck_port" "$here/tpcb-plain.sql" "$nocheck_pid")
+if [ -n "${PROFILE:-}" ]; then  # perf profile of the AT proxy during the global run
+  perf record -o "$dir/perf.data" -p "$at_pid" -- sleep "$seconds" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
+read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g \
+  < <(bench "$at_port" "$here/tpcb-global.sql" "$at_pid")
+read -r checked_tps checked_failed checked_aborted checked_lat checked_cpu_p checked_cpu_c checked_cpu_g \
+  < <(bench "$at_port" "$here/tpcb-plain.sql" "$at_pid")
+fmt='%-52s %6s %8s %6s %8s %17s\n'
+printf "$fmt" run tps lat_ms failed aborted "cpu_us/tx p/c/pg"
+printf "$fmt" "plain, proxy with --check-unbound-writes false" "$plain_tps" "$plain_lat" "$plain_failed" \
+  "$plain_aborted" "$plain_cpu_p/$plain_cpu_c/$plain_cpu_g"
+printf "$fmt" "plain, AT proxy defaults (unbound writes checked)" "$checked_tps" "$checked_lat" "$checked_failed" \
+  "$checked_aborted" "$checked_cpu_p/$checked_cpu_c/$checked_cpu_g"
+printf "$fmt" "global: dtx.begin(); BEGIN; ...; END; dtx.commit()" "$global_tps" "$global_lat" "$global_failed" \
+  "$global_aborted" "$global_cpu_p/$global_cpu_c/$global_cpu_g"
+if [ -n "${PROFILE:-}" ]; then
+  wait "$perf_pid" || true
+  perf report -i "$dir/perf.data" --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
+fi
+echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes)"
+awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN {
+  printf "ratio global / plain = %.2f (target >= 0.6); global / plain with unbound checks = %.2f\n", (p ? g / p : 0), (c ? g / c : 0) }'
+
+# Phase 2 settles: nothing unfinished at the coordinator, the undo log emptied.
+for _ in $(seq 1 100); do
+  open=$(curl -sf "http://127.0.0.1:$tc_admin/api/v1/transactions" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["transactions"]))' || echo "?")
+  undo=$(psql_pg -At -c "SELECT count(*) FROM dtx_undo_log WHERE log_status = 0")
+  [ "$open" = 0 ] && [ "$undo" = 0 ] && break
+  sleep 0.2
+done
+echo "after the runs: coordinator lists $open unfinished transaction(s); $undo undo-log row(s) left"
+if [ "$global_aborted" != 0 ] || [ "$plain_aborted" != 0 ] || [ "$checked_aborted" != 0 ]; then
+  echo "some pgbench clients aborted; the first errors:"
+  grep -m 5 'aborted in command\|ERROR' "$dir/pgbench.log" || true
+fi
