@@ -153,6 +153,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> HandleBoundQuery(std::string message);
   asio::awaitable<bool> HandleUnboundWrite(std::string message);
   asio::awaitable<bool> RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit);
+  // AT branches need row images in UTF-8: an error for a session whose client_encoding is other.
+  std::optional<Status> EncodingRefusal() const;
   // ---- extended batches (session_at_extended.cc) ----
   struct BindFields {
     std::string portal, statement;
@@ -247,6 +249,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // AT mode.
   std::string database_;                          // from the startup
   const AtResource* at_resource_ = nullptr;       // its --resource, if any
+  std::string client_encoding_ = "UTF8";          // from the server's ParameterStatus
   std::shared_ptr<at::AtBranch> branch_;          // the current transaction block's
   std::unique_ptr<at::AtBranch> local_branch_;    // lock checks of unbound writes
   std::string abuf_;                              // server bytes read with the backend acquired

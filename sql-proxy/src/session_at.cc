@@ -9,6 +9,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <cctype>
 #include <thread>
 
 #include "dtx/at/hidden_columns.h"
@@ -120,7 +121,18 @@ asio::awaitable<R> Session::OffThread(std::function<R()>& work_ref) {
   asio::steady_timer done(executor, asio::steady_timer::time_point::max());
   std::optional<R> out;
   context_.at->pool->Post([&, executor, work = std::move(work)]() mutable {
-    R r = work();
+    // An exception must not leave the pool's thread (it would end the process): it becomes the
+    // call's error.
+    std::optional<R> caught;
+    try {
+      caught.emplace(work());
+    } catch (const std::exception& ex) {
+      spdlog::error("a coordinator call of a session failed with an exception: {}", ex.what());
+      caught.emplace(R(at::SqlError("XX000", std::string("dtx-sql-proxy: internal error: ") + ex.what())));
+    } catch (...) {
+      caught.emplace(R(at::SqlError("XX000", "dtx-sql-proxy: internal error")));
+    }
+    R r = std::move(*caught);
     asio::post(executor, [&, r = std::move(r)]() mutable {
       out.emplace(std::move(r));
       done.cancel();
@@ -440,7 +452,19 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
   }
 }
 
+std::optional<Status> Session::EncodingRefusal() const {
+  std::string e;
+  for (char c : client_encoding_) {
+    if (c != '_' && c != '-') e.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  }
+  if (e == "UTF8" || e == "UNICODE") return std::nullopt;
+  return at::SqlError(at::sqlstate::kFeatureNotSupported,
+                      "a session bound to a global transaction must use client_encoding UTF8 (it is " + client_encoding_ +
+                          "): the undo log keeps row images in UTF-8 (SET client_encoding = 'UTF8')");
+}
+
 asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit) {
+  if (auto refusal = EncodingRefusal()) co_return co_await FailStatement(*refusal, false);
   if (implicit) {
     // A write outside a transaction block is a transaction of its own, with its own branch.
     auto r = co_await Exchange(QueryMessage("BEGIN"), 0);
@@ -509,7 +533,12 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
 void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) {
   if (branch->branch_id() == 0) return;
   context_.at->pool->Post([branch = std::move(branch), coordinator = context_.at->coordinator, committed] {
-    Status f = branch->Finish(*coordinator, committed);
+    Status f;
+    try {
+      f = branch->Finish(*coordinator, committed);
+    } catch (const std::exception& ex) {
+      f = Internal(ex.what());
+    }
     if (!f.ok()) {
       spdlog::warn("branch {} of {}: reporting phase one {} failed: {}", branch->branch_id(), branch->xid(),
                    committed ? "done" : "failed", f.ToString());

@@ -469,6 +469,9 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
 
 asio::awaitable<bool> Session::ExtSteps(at::AtStatement& st, std::string_view execute, const Portal& portal,
                                         bool local) {
+  if (!local) {
+    if (auto refusal = EncodingRefusal()) co_return co_await ExtFail(*refusal);
+  }
   while (auto step = st.Next()) {
     if (step->check_global_locks) {
       if (local) context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);

@@ -514,6 +514,7 @@ asio::awaitable<void> Session::BackLoop() {
       if (f.type == 'K') need = 13;
       if (f.type == 'E') need = kPrefixBytes;
       if (f.type == 'C' && watch_tags_) need = 64;
+      if (f.type == 'S') need = 64;  // ParameterStatus: client_encoding
       if (available < std::min(need, f.size)) break;
       ++messages;
       OnServerMessage(f.type, buf.substr(i, std::min(available, f.size)), sbuf_.get() + i);
@@ -601,6 +602,13 @@ void Session::OnServerMessage(char type, std::string_view seen, char* writable) 
       ++ext_answered_;
       if (watch_tags_) last_tag_rollback_ = seen.substr(5).starts_with("ROLLBACK");
       break;
+    case 'S': {  // ParameterStatus
+      const std::string_view body = seen.substr(5);
+      if (auto name = ReadCString(body); name && *name == "client_encoding") {
+        if (auto value = ReadCString(body.substr(name->size() + 1))) client_encoding_ = std::string(*value);
+      }
+      break;
+    }
     case 'N':
       server_sent_fatal_ = was_fatal;  // a notice after a FATAL does not change what ended the session
       break;

@@ -287,7 +287,14 @@ Result<std::optional<AtQuery>> AtBranch::Register(sdk::CoordinatorClient& client
                     "the global transaction " + xid_ + " cannot take this branch: " + std::string(id.status().message()),
                     id.status().code());
   }
-  return std::optional<AtQuery>(InsertUndoQuery(options_.undo_table, xid_, branch_id_, entries_));
+  try {
+    return std::optional<AtQuery>(InsertUndoQuery(options_.undo_table, xid_, branch_id_, entries_));
+  } catch (const nlohmann::json::exception& ex) {
+    // Row images that are not UTF-8 (a session whose client_encoding is not UTF8) cannot be
+    // written to the undo log; the session refuses such writes earlier, this is the backstop.
+    return SqlError("22021", std::string("the row images are not valid UTF-8 and cannot be kept in the undo log "
+                                         "(AT mode needs client_encoding UTF8): ") + ex.what());
+  }
 }
 
 Status AtBranch::UndoWriteFailed(std::string_view state, std::string_view message) const {
