@@ -152,7 +152,7 @@ void CheckRefusal(const dtx::Status& s, bool utf8) {
   CheckCarriesState(s);
   const std::string state = SqlStateOf(s);
   Check(state == sqlstate::kFeatureNotSupported || state == sqlstate::kSyntaxError ||
-        state == sqlstate::kUndefinedTable || (!utf8 && state == sqlstate::kInternal));
+        state == sqlstate::kUndefinedTable || (!utf8 && (state == "22021" || state == sqlstate::kInternal)));
   CheckRaise(s);
 }
 
