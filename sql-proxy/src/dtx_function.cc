@@ -1,6 +1,7 @@
 #include "dtx/sql_proxy/dtx_function.h"
 
 #include <cctype>
+#include <vector>
 
 namespace dtx::sql_proxy {
 namespace {
@@ -31,6 +32,21 @@ bool KeywordAt(std::string_view s, size_t i, std::string_view word) {
   }
   const size_t end = i + word.size();
   return end == s.size() || !(std::isalnum(static_cast<unsigned char>(s[end])) || s[end] == '_');
+}
+
+// The first few words of a statement, lower-cased (stops at anything that is not a word).
+std::vector<std::string> LeadingWords(std::string_view s, size_t max) {
+  std::vector<std::string> words;
+  size_t i = SkipBlank(s, 0);
+  while (words.size() < max && i < s.size() && (std::isalpha(static_cast<unsigned char>(s[i])) || s[i] == '_')) {
+    std::string w;
+    while (i < s.size() && (std::isalnum(static_cast<unsigned char>(s[i])) || s[i] == '_')) {
+      w.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(s[i++]))));
+    }
+    words.push_back(std::move(w));
+    i = SkipBlank(s, i);
+  }
+  return words;
 }
 
 DtxFunction Malformed(std::string why) {
@@ -150,6 +166,44 @@ bool MayChangeRows(std::string_view sql) {
     break;
   }
   return KeywordAt(sql, i, "update") || KeywordAt(sql, i, "delete");
+}
+
+}  // namespace dtx::sql_proxy
+
+namespace dtx::sql_proxy {
+
+TxEffect TxEffectOf(std::string_view sql) {
+  const size_t i = SkipBlank(sql, 0);
+  if (i >= sql.size()) return TxEffect::kNone;
+  switch (std::tolower(static_cast<unsigned char>(sql[i]))) {  // most statements stop here
+    case 'a': case 'b': case 'c': case 'e': case 'p': case 'r': case 's': break;
+    default: return TxEffect::kNone;
+  }
+  const std::vector<std::string> w = LeadingWords(sql, 6);
+  if (w.empty()) return TxEffect::kNone;
+  const std::string& first = w[0];
+  if (first == "begin" || (first == "start" && w.size() > 1 && w[1] == "transaction")) return TxEffect::kBegin;
+  if (first == "prepare") return w.size() > 1 && w[1] == "transaction" ? TxEffect::kEnd : TxEffect::kNone;
+  const bool commit = first == "commit" || first == "end";
+  const bool rollback = first == "rollback" || first == "abort";
+  if (!commit && !rollback) return TxEffect::kNone;
+  size_t k = 1;
+  if (k < w.size() && w[k] == "prepared") return TxEffect::kNone;  // COMMIT/ROLLBACK PREPARED: not the block's
+  if (k < w.size() && (w[k] == "work" || w[k] == "transaction")) ++k;
+  if (rollback && first == "rollback" && k < w.size() && w[k] == "to") return TxEffect::kRollbackTo;
+  if (k + 1 < w.size() && w[k] == "and" && w[k + 1] == "chain") return TxEffect::kChain;
+  return TxEffect::kEnd;
+}
+
+char AfterTxEffect(char status, TxEffect effect) {
+  switch (effect) {
+    case TxEffect::kBegin: return status == 'I' ? 'T' : status;
+    case TxEffect::kEnd: return 'I';
+    case TxEffect::kChain: return status == 'I' ? 'I' : 'T';
+    case TxEffect::kRollbackTo: return status == 'E' ? 'T' : status;
+    case TxEffect::kNone: break;
+  }
+  return status;
 }
 
 }  // namespace dtx::sql_proxy

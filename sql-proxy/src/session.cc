@@ -322,6 +322,13 @@ asio::awaitable<bool> Session::AcquireBackend() {
     front_wake_.expires_at(asio::steady_timer::time_point::max());
     co_await front_wake_.async_wait(kTuple);
   }
+  if (server_bytes_waiting_) {
+    // Left by the last ReleaseBackend and not yet seen by the back loop (acquired again at once):
+    // they are read first now, since reading with the backend acquired goes through sbuf_.
+    abuf_.insert(0, sbuf_.get(), slen_);
+    slen_ = 0;
+    server_bytes_waiting_ = false;
+  }
   co_return phase_ != Phase::kEnding;
 }
 

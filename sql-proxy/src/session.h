@@ -87,6 +87,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string sql;              // AT mode only
     std::vector<uint32_t> types;  // AT mode only
     bool may_change = false;      // UPDATE/DELETE (AT mode)
+    TxEffect tx = TxEffect::kNone;  // AT mode: what it does to the transaction block
     Special special = Special::kNone;
     XidCommand xid_command;
     DtxFunction dtx_function;
@@ -124,6 +125,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // How many bytes of a client message of this type and size the front loop must see at once.
   size_t ClientNeed(char type, size_t size) const;
   asio::awaitable<bool> HandleDiverted(std::string message);
+  // Reads the rest of a client message larger than the buffer (its first bytes fill cbuf_) into
+  // `message`, so that one the proxy must look into is seen whole. false: the client went away.
+  asio::awaitable<bool> ReadWholeMessage(std::string& message, size_t size);
 
   // ---- AT mode (session_at.cc); all with the backend acquired ----
   struct BackendReply {
@@ -155,6 +159,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit);
   // AT branches need row images in UTF-8: an error for a session whose client_encoding is other.
   std::optional<Status> EncodingRefusal() const;
+  // A bound session on a database without --resource: an error for anything but reads,
+  // transaction control and session settings (and for what the analyser refuses).
+  std::optional<Status> NoResourceRefusal(std::string_view sql) const;
   // ---- extended batches (session_at_extended.cc) ----
   struct BindFields {
     std::string portal, statement;
@@ -172,12 +179,23 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<std::optional<BackendReply>> ExtRun(const at::AtQuery& q, int hidden,
                                                       const std::vector<int16_t>& result_formats);
   asio::awaitable<bool> ExtFail(const Status& error);
+  using PortalMap = std::unordered_map<std::string, Portal>;
   asio::awaitable<bool> ExtExecute(std::string message);
+  asio::awaitable<bool> ExtExecuteStatement(std::string message, PortalMap::iterator portal,
+                                            const PreparedStatement* slot);
+  // Flushes the chunk, then answers one message of the client's itself: a CommandComplete with
+  // `tag` (type 'C'), or an empty message of `type`.
+  asio::awaitable<bool> ExtAnswer(char type, std::string_view tag);
   asio::awaitable<bool> ExtSteps(at::AtStatement& st, std::string_view execute, const Portal& portal, bool local);
   asio::awaitable<bool> ExtRegister(std::shared_ptr<at::AtBranch> branch, std::optional<std::string> execute,
                                     bool& committed);
   asio::awaitable<bool> ExtCommit(std::shared_ptr<at::AtBranch> branch, std::string execute);
   asio::awaitable<bool> ExtSync();
+  // Registers and commits the batch's implicit transaction (ext_implicit_) as one branch.
+  asio::awaitable<bool> ExtEndImplicit();
+  // Sends the client's Sync (or one of the proxy's) and ends the batch on the server: a local
+  // transaction whose branch failed is rolled back, the proxy's own statement closed.
+  asio::awaitable<bool> ExtCloseOnServer();
   void ExtEnd();
   static std::string QueryMessageFor(std::string_view sql);
 
@@ -188,6 +206,12 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> AnswerXidCommand(const XidCommand& command, std::string_view message);
   // Applies a SET/RESET/SHOW dtx.xid and appends its answer (without ReadyForQuery).
   void ApplyXidCommand(const XidCommand& command, std::string& out, bool row_description);
+  // AT mode: an error when `command` would move the session off the global transaction that the
+  // open local transaction wrote for (its COMMIT must register that branch).
+  std::optional<Status> XidChangeRefusal(const XidCommand& command) const;
+  // The client's transaction block as the server will see it once the messages sent so far ran:
+  // tx_status_ between batches, ext_block_ inside one.
+  char ClientBlock() const { return ext_batch_ ? ext_block_ : tx_status_; }
   void OnServerMessage(char type, std::string_view seen, char* writable);
   void OnReadyForQuery(char status);
 
@@ -261,14 +285,18 @@ class Session : public std::enable_shared_from_this<Session> {
   bool ext_acquired_ = false;     // the batch holds the backend
   bool ext_failed_ = false;       // an error: the rest until Sync is skipped
   bool ext_implicit_ = false;     // the proxy began a transaction for this batch's writes
-  bool ext_block_opened_ = false; // the batch ran a BEGIN of the client's
+  // The client's block once the batch's messages sent so far have run: 'I', 'T', 'E', or '?'
+  // when Executes were relayed before the batch was diverted (bound writes are then refused).
+  char ext_block_ = 'I';
+  bool ext_rollback_at_sync_ = false;  // a branch failed at its COMMIT: roll back after the Sync
   bool ext_own_left_ = false;     // the proxy's statement is left prepared after an error
   int ext_expect_ = 0;            // answers owed for messages sent to the server
   std::string ext_chunk_;         // client messages not sent yet
   std::shared_ptr<at::AtBranch> ext_branch_;  // ext_implicit_: its branch
-  std::unordered_map<std::string, Portal> portals_;
+  PortalMap portals_;
   // Forwarded extended messages since the last Sync, and their answers seen by the back loop.
   int ext_sent_ = 0;
+  int ext_execs_sent_ = 0;  // ... of which Executes
   int ext_answered_ = 0;
   bool ext_error_since_sync_ = false;
 };

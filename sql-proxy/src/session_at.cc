@@ -290,7 +290,7 @@ asio::awaitable<Result<std::string>> Session::DtxCall(const DtxFunction& fn) {
     co_return at::SqlError("55000", "no coordinator configured: start dtx-sql-proxy with --coordinator host:port");
   }
   const char* name = fn.kind == DtxFunctionKind::kBegin ? "begin" : fn.kind == DtxFunctionKind::kCommit ? "commit" : "rollback";
-  if (tx_status_ != 'I' || ext_implicit_ || ext_block_opened_) {
+  if (ClientBlock() != 'I' || ext_implicit_) {
     co_return at::SqlError("25001", std::string("dtx.") + name + "() cannot run inside a transaction block");
   }
   auto& coordinator = *context_.at->coordinator;
@@ -390,14 +390,7 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
   if (xid.empty() || tx_status_ == 'E') co_return co_await ForwardAcquired(message);
   const std::string sql(*ReadCString(std::string_view(message).substr(5)));
   if (!at_resource_) {
-    auto parsed = at::Analyze(sql);
-    if (parsed.ok() && (Writes(parsed->kind) || parsed->kind == at::StatementKind::kSelectForUpdate)) {
-      co_return co_await FailStatement(
-          at::SqlError(at::sqlstate::kFeatureNotSupported,
-                       "database \"" + database_ + "\" has no --resource: dtx-sql-proxy cannot undo writes there "
-                       "(start it with --resource " + database_ + "=<conninfo>)"),
-          false);
-    }
+    if (auto refusal = NoResourceRefusal(sql)) co_return co_await FailStatement(*refusal, false);
     co_return co_await ForwardAcquired(message);
   }
   const bool in_block = tx_status_ == 'T';
@@ -450,6 +443,25 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
     default:
       co_return co_await ForwardAcquired(message);
   }
+}
+
+std::optional<Status> Session::NoResourceRefusal(std::string_view sql) const {
+  auto parsed = at::Analyze(sql);
+  if (parsed.ok()) {
+    switch (parsed->kind) {
+      case at::StatementKind::kReadOnly:
+      case at::StatementKind::kTransactionControl:
+      case at::StatementKind::kOther:
+      case at::StatementKind::kEmpty:
+        return std::nullopt;
+      default:
+        break;
+    }
+  }
+  std::string why = "database \"" + database_ + "\" has no --resource: dtx-sql-proxy cannot undo writes there "
+                    "(start it with --resource " + database_ + "=<conninfo>)";
+  if (!parsed.ok()) why += "; and " + at::SqlTextOf(parsed.status());
+  return at::SqlError(at::sqlstate::kFeatureNotSupported, why);
 }
 
 std::optional<Status> Session::EncodingRefusal() const {
@@ -565,6 +577,9 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   if (!local_branch_) local_branch_ = std::make_unique<at::AtBranch>(at_resource_->options, at_resource_->catalog, "");
   auto st = local_branch_->PrepareLocal(sql);
   if (!st.ok()) co_return co_await FailStatement(st.status(), false);
+  // Outside a block the row locks of the check must last until the write ran: the check, the
+  // statement and a COMMIT make one local transaction of the proxy's.
+  bool own = false;
   while (auto step = (*st)->Next()) {
     if (step->check_global_locks) {
       context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
@@ -572,22 +587,38 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
       at::AtStatement& s = **st;
       std::function<Status()> job8 = [&s, &coordinator] { return s.CheckGlobalLocks(coordinator); };
       Status status = co_await OffThread<Status>(job8);
-      if (!status.ok()) co_return co_await FailStatement(status, false);
+      if (!status.ok()) co_return co_await FailStatement(status, own);
       continue;
     }
-    // The statement itself runs unchanged, relayed as usual.
-    if (step->query.role == at::QueryRole::kStatement) co_return co_await ForwardAcquired(message);
+    if (step->query.role == at::QueryRole::kStatement) break;
+    if (step->query.role == at::QueryRole::kLockKeys && tx_status_ == 'I' && !own) {
+      auto b = co_await Exchange(QueryMessage("BEGIN"), 0);
+      if (!b) co_return false;
+      if (b->failed) co_return co_await ReplyToClient(std::move(b->to_client));
+      own = true;
+    }
     auto r = co_await Exchange(Request(step->query), 0);
     if (!r) co_return false;
     if (r->failed) {
       (*st)->OnError();
+      if (own && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
       co_return co_await ReplyToClient(std::move(r->to_client));
     }
     at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
     Status s = (*st)->OnResult(result);
-    if (!s.ok()) co_return co_await FailStatement(s, false);
+    if (!s.ok()) co_return co_await FailStatement(s, own);
   }
-  co_return co_await ForwardAcquired(message);
+  // The statement itself runs unchanged: relayed as usual, or inside the proxy's transaction.
+  if (!own) co_return co_await ForwardAcquired(message);
+  auto r = co_await Exchange(message, 0);
+  if (!r) co_return false;
+  if (r->failed) {
+    if (!co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+    co_return co_await ReplyToClient(std::move(r->to_client));
+  }
+  auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
+  if (!c) co_return false;
+  co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(r->to_client));
 }
 
 }  // namespace dtx::sql_proxy

@@ -210,7 +210,7 @@ asio::awaitable<bool> Session::ExtFail(const Status& error) {
   context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
   if (!co_await ExtFlush(false)) co_return false;
   if (ext_failed_) co_return true;
-  if ((tx_status_ == 'T' || ext_block_opened_) && !ext_implicit_) {
+  if (ext_block_ == 'T') {
     // The client's own block fails on the server too.
     auto r = co_await ExtRun(Plain(at::RaiseErrorSql(
                                  Status(error.code(), at::SqlStateOf(error) + ": " + ProxyText(error)))),
@@ -234,7 +234,10 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
     // Messages of this batch forwarded before it was diverted may still be owed answers.
     ext_expect_ = ext_error_since_sync_ ? 0 : std::max(0, ext_sent_ - ext_answered_);
     ext_failed_ = ext_error_since_sync_;
-    ext_sent_ = ext_answered_ = 0;
+    // Executes relayed before the batch was diverted may have opened or ended a block.
+    ext_block_ = ext_execs_sent_ > 0 ? '?' : tx_status_;
+    ext_rollback_at_sync_ = false;
+    ext_sent_ = ext_execs_sent_ = ext_answered_ = 0;
   }
   const char type = message[0];
   const std::string_view body = std::string_view(message).substr(5);
@@ -313,12 +316,21 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
       co_return co_await ExtFlush(false);
     case 'E':
       co_return co_await ExtExecute(std::move(message));
-    default:
-      // Anything else inside a batch (a Query, a FunctionCall) ends it: what was sent is
-      // answered, then the message goes on outside the batch.
-      if (!co_await ExtFlush(true)) co_return false;
+    default: {
+      // Anything else inside a batch (a Query, a FunctionCall) ends it: the batch's implicit
+      // transaction is committed (PostgreSQL would commit it with the Query's), what was sent
+      // is answered, then the message goes on outside the batch. After an error it is skipped,
+      // as the server skips everything until a Sync.
+      if (!co_await ExtEndImplicit()) co_return false;
+      const bool failed = ext_failed_;
+      if (!co_await ExtCloseOnServer()) co_return false;
       ExtEnd();
+      if (failed) {
+        ReleaseBackend();
+        co_return true;
+      }
       co_return co_await ForwardAcquired(message);
+    }
   }
 }
 
@@ -338,18 +350,42 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
   auto portal_name = ReadCString(std::string_view(message).substr(5));
   auto portal = portal_name ? portals_.find(std::string(*portal_name)) : portals_.end();
   const PreparedStatement* slot = portal != portals_.end() ? FindPrepared(portal->second.statement) : nullptr;
-  if (!slot || !slot->known) co_return co_await ExtForward(message, 1);
+  const TxEffect effect = slot && slot->known ? slot->tx : TxEffect::kNone;
+  const bool ok = co_await ExtExecuteStatement(std::move(message), portal, slot);
+  // What the statement does to the client's block (it ran, or everything until Sync is skipped).
+  if (ok && !ext_failed_ && ext_block_ != '?') ext_block_ = AfterTxEffect(ext_block_, effect);
+  co_return ok;
+}
+
+asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMap::iterator portal,
+                                                   const PreparedStatement* slot) {
+  if (!slot || !slot->known) {
+    if (context_.at && context_.at->coordinator && !EffectiveXid().empty() && ext_block_ != 'E') {
+      // A portal or statement the proxy did not see prepared (SQL-level PREPARE, a cursor):
+      // it cannot tell whether it writes.
+      co_return co_await ExtFail(at::SqlError(
+          at::sqlstate::kFeatureNotSupported,
+          "a session bound to a global transaction can only execute statements prepared through the "
+          "extended protocol (Parse) or cursors declared while bound: this portal is unknown to dtx-sql-proxy"));
+    }
+    co_return co_await ExtForward(message, 1);
+  }
   if (slot->special != Special::kNone) {
     if (!co_await ExtFlush(false)) co_return false;
     std::string out;
     if (slot->special == Special::kXid) {
       const XidCommand command = slot->xid_command;
       if (command.kind == XidCommandKind::kMalformed) co_return co_await ExtFail(at::SqlError("22023", command.error));
+      if (ext_block_ == 'E') {
+        co_return co_await ExtFail(at::SqlError(
+            "25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+      }
+      if (auto refusal = XidChangeRefusal(command)) co_return co_await ExtFail(*refusal);
       context_.metrics.xid_commands.fetch_add(1, std::memory_order_relaxed);
       ApplyXidCommand(command, out, false);
       co_return co_await WriteClient(out);
     }
-    if (tx_status_ == 'E') {
+    if (ext_block_ == 'E') {
       co_return co_await ExtFail(at::SqlError(
           "25P02", "current transaction is aborted, commands ignored until end of transaction block"));
     }
@@ -384,7 +420,7 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
   const std::string sql = slot->sql;
   const std::string xid = EffectiveXid();
   Portal bound = portal->second;
-  if (tx_status_ == 'E' || !context_.at || !context_.at->coordinator) co_return co_await ExtForward(message, 1);
+  if (ext_block_ == 'E' || !context_.at || !context_.at->coordinator) co_return co_await ExtForward(message, 1);
   if (xid.empty()) {
     if (!context_.at->check_unbound_writes || !at_resource_ || !MayChangeRows(sql)) {
       co_return co_await ExtForward(message, 1);
@@ -395,15 +431,10 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
     co_return co_await ExtSteps(**st, message, bound, true);
   }
   if (!at_resource_) {
-    auto parsed = at::Analyze(sql);
-    if (parsed.ok() && (Writes(parsed->kind) || parsed->kind == at::StatementKind::kSelectForUpdate)) {
-      co_return co_await ExtFail(at::SqlError(
-          at::sqlstate::kFeatureNotSupported, "database \"" + database_ + "\" has no --resource: dtx-sql-proxy cannot undo writes there "
-                                              "(start it with --resource " + database_ + "=<conninfo>)"));
-    }
+    if (auto refusal = NoResourceRefusal(sql)) co_return co_await ExtFail(*refusal);
     co_return co_await ExtForward(message, 1);
   }
-  const bool in_block = (tx_status_ == 'T' || ext_block_opened_) && !ext_implicit_;
+  const bool in_block = ext_block_ != 'I';
   std::shared_ptr<at::AtBranch> branch;
   if (in_block) {
     if (branch_ && branch_->xid() != xid) {
@@ -422,25 +453,64 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
   }
   auto st = branch->Prepare(sql, bound.params);
   if (!st.ok()) co_return co_await ExtFail(st.status());
-  switch ((*st)->kind()) {
+  const at::StatementKind kind = (*st)->kind();
+  if (ext_block_ == '?' && (kind == at::StatementKind::kTransactionControl || Writes(kind) ||
+                            kind == at::StatementKind::kSelectForUpdate)) {
+    co_return co_await ExtFail(at::SqlError(
+        at::sqlstate::kFeatureNotSupported,
+        "dtx-sql-proxy cannot tell the transaction state of this pipeline: statements ran before the session "
+        "was bound in it; send a Sync before the global transaction's statements"));
+  }
+  switch (kind) {
     case at::StatementKind::kTransactionControl:
       switch ((*st)->transaction_op()) {
         case at::TransactionOp::kCommit:
+          if (ext_implicit_) {
+            // COMMIT of the implicit transaction (PostgreSQL commits it too): its branch first.
+            if (slot->tx == TxEffect::kChain) {
+              co_return co_await ExtFail(at::SqlError("25P01", "COMMIT AND CHAIN can only be used in transaction blocks"));
+            }
+            if (!co_await ExtEndImplicit()) co_return false;
+            if (ext_failed_) co_return true;
+            co_return co_await ExtAnswer('C', "COMMIT");
+          }
           if (in_block && branch->has_writes()) {
             branch_.reset();
             co_return co_await ExtCommit(branch, message);
           }
           co_return co_await ExtForward(message, 1);
         case at::TransactionOp::kRollback:
+          if (ext_implicit_) {
+            if (slot->tx == TxEffect::kChain) {
+              co_return co_await ExtFail(at::SqlError("25P01", "ROLLBACK AND CHAIN can only be used in transaction blocks"));
+            }
+            auto r = co_await ExtRun(Plain("ROLLBACK"), 0, {});
+            if (!r) co_return false;
+            ext_implicit_ = false;
+            ext_branch_.reset();  // never registered
+            if (r->failed) co_return co_await WriteClient(r->to_client);
+            co_return co_await ExtAnswer('C', "ROLLBACK");
+          }
           if (in_block) branch_.reset();
           co_return co_await ExtForward(message, 1);
         case at::TransactionOp::kSavepoint:
         case at::TransactionOp::kRelease:
         case at::TransactionOp::kRollbackTo:
+          if (ext_implicit_) {
+            co_return co_await ExtFail(at::SqlError("25P01", "savepoints can only be used in transaction blocks"));
+          }
           if (in_block) co_return co_await ExtSteps(**st, message, bound, false);
           co_return co_await ExtForward(message, 1);
         case at::TransactionOp::kBegin:
-          ext_block_opened_ = true;
+          if (ext_implicit_) {
+            // PostgreSQL turns the implicit transaction into the client's block: so does the
+            // proxy, and the writes so far become the block's branch.
+            if (!co_await ExtFlush(false)) co_return false;
+            if (ext_failed_) co_return true;
+            ext_implicit_ = false;
+            branch_ = std::move(ext_branch_);
+            co_return co_await ExtAnswer('C', "BEGIN");
+          }
           co_return co_await ExtForward(message, 1);
         default:
           co_return co_await ExtForward(message, 1);
@@ -452,10 +522,15 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
       if (!in_block && !ext_implicit_) {
         // Outside a block: the batch's writes run in a transaction of the proxy's, committed at
         // the Sync as one branch.
-        if (tx_status_ != 'I') co_return co_await ExtForward(message, 1);
         auto r = co_await ExtRun(Plain("BEGIN"), 0, {});
         if (!r) co_return false;
         if (r->failed) co_return co_await WriteClient(r->to_client);
+        if (r->to_client.find("25001") != std::string::npos) {
+          // The server was in a block after all: the proxy's view of the pipeline is wrong, so
+          // the write is refused (and the block fails) rather than left out of the branch.
+          ext_block_ = 'T';
+          co_return co_await ExtFail(at::SqlError("XX000", "dtx-sql-proxy lost track of the transaction block in this pipeline"));
+        }
         ext_implicit_ = true;
         ext_branch_ = branch;
       }
@@ -465,6 +540,17 @@ asio::awaitable<bool> Session::ExtExecute(std::string message) {
     default:
       co_return co_await ExtForward(message, 1);
   }
+}
+
+asio::awaitable<bool> Session::ExtAnswer(char type, std::string_view tag) {
+  if (!co_await ExtFlush(false)) co_return false;
+  std::string out;
+  if (type == 'C') {
+    AppendCommandComplete(out, tag);
+  } else {
+    AppendMessage(out, type, "");
+  }
+  co_return co_await WriteClient(out);
 }
 
 asio::awaitable<bool> Session::ExtSteps(at::AtStatement& st, std::string_view execute, const Portal& portal,
@@ -564,6 +650,7 @@ asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch,
   if (!error.ok()) {
     context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
     ext_failed_ = true;
+    ext_rollback_at_sync_ = true;  // the local transaction ends rolled back, whichever protocol
     std::string out;
     AppendErrorResponse(out, "ERROR", at::SqlStateOf(error), ProxyText(error));
     co_return co_await WriteClient(out);
@@ -576,22 +663,42 @@ asio::awaitable<bool> Session::ExtCommit(std::shared_ptr<at::AtBranch> branch, s
   co_return co_await ExtRegister(std::move(branch), std::move(execute), committed);
 }
 
-asio::awaitable<bool> Session::ExtSync() {
-  if (ext_implicit_ && !ext_failed_) {
-    bool committed = false;
-    auto branch = ext_branch_;
+asio::awaitable<bool> Session::ExtEndImplicit() {
+  if (!ext_implicit_) co_return true;
+  auto branch = std::move(ext_branch_);
+  ext_implicit_ = false;
+  if (!ext_failed_) {
     if (branch->has_writes()) {
+      bool committed = false;
       if (!co_await ExtRegister(branch, std::nullopt, committed)) co_return false;
     } else {
       auto c = co_await ExtRun(Plain("COMMIT"), 0, {});
       if (!c) co_return false;
+      if (c->failed && !co_await WriteClient(c->to_client)) co_return false;
     }
   }
+  // The proxy's own transaction failed: it is rolled back once the server has reached the Sync.
+  if (ext_failed_) ext_rollback_at_sync_ = true;
+  co_return true;
+}
+
+asio::awaitable<bool> Session::ExtSync() {
+  if (!co_await ExtEndImplicit()) co_return false;
+  if (!co_await ExtCloseOnServer()) co_return false;
+  std::string out;
+  AppendReadyForQuery(out, tx_status_);
+  ExtEnd();
+  const bool ok = co_await WriteClient(out);
+  ReleaseBackend();
+  co_return ok;
+}
+
+asio::awaitable<bool> Session::ExtCloseOnServer() {
   if (!co_await ExtFlush(true)) co_return false;
-  if (ext_implicit_ && tx_status_ != 'I') {
-    // The proxy's own transaction of this batch failed: it ends here.
+  if (ext_rollback_at_sync_ && tx_status_ != 'I') {
     if (!co_await Exchange(QueryMessageFor("ROLLBACK"), 0)) co_return false;
   }
+  ext_rollback_at_sync_ = false;
   if (ext_own_left_) {
     std::string close;
     for (char kind : {'P', 'S'}) {
@@ -601,13 +708,9 @@ asio::awaitable<bool> Session::ExtSync() {
     }
     AppendMessage(close, 'S', "");
     if (!co_await Exchange(close, 0)) co_return false;
+    ext_own_left_ = false;
   }
-  std::string out;
-  AppendReadyForQuery(out, tx_status_);
-  ExtEnd();
-  const bool ok = co_await WriteClient(out);
-  ReleaseBackend();
-  co_return ok;
+  co_return true;
 }
 
 void Session::ExtEnd() {
@@ -615,9 +718,10 @@ void Session::ExtEnd() {
   ext_acquired_ = false;
   ext_failed_ = false;
   ext_implicit_ = false;
-  ext_block_opened_ = false;
+  ext_block_ = 'I';
+  ext_rollback_at_sync_ = false;
   ext_own_left_ = false;
-  ext_sent_ = ext_answered_ = 0;
+  ext_sent_ = ext_execs_sent_ = ext_answered_ = 0;
   ext_error_since_sync_ = false;
   ext_expect_ = 0;
   ext_chunk_.clear();

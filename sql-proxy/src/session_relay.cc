@@ -4,6 +4,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
 #include <cstring>
@@ -98,6 +99,28 @@ asio::awaitable<void> Session::FrontLoop() {
       if (f.size == 0) break;  // not even a whole header yet
       const size_t available = clen_ - i;
       if (available < ClientNeed(f.type, f.size)) break;
+      if (f.size > available && context_.at && (f.type == 'Q' || f.type == 'P' || f.type == 'B')) {
+        // AT mode looks into these whole: larger than the buffer (which it fills from its start,
+        // since ClientNeed asked for that much), the message is read on into a string of its own.
+        if (i > forward_from && !co_await WriteServer(buf.substr(forward_from, i - forward_from))) {
+          failed = true;
+          break;
+        }
+        std::string message;
+        if (!co_await ReadWholeMessage(message, f.size)) {
+          client_gone = client_lost = true;
+          break;
+        }
+        ++messages;
+        i = forward_from = 0;  // the buffer is empty now
+        if (OnClientMessage(f.type, message, f.size)) {
+          if (!co_await HandleDiverted(std::move(message))) failed = true;
+        } else if (!co_await WriteServer(message)) {
+          failed = true;
+        }
+        front_fresh_ = false;
+        break;
+      }
       ++messages;
       const std::string_view seen = buf.substr(i, std::min(available, f.size));
       if (OnClientMessage(f.type, seen, f.size)) {
@@ -123,7 +146,7 @@ asio::awaitable<void> Session::FrontLoop() {
         i = clen_;
       }
     }
-    if (failed) break;
+    if (failed || client_gone) break;
     metrics.messages_client_to_server.fetch_add(messages, std::memory_order_relaxed);
     if (i > forward_from && !co_await WriteServer(buf.substr(forward_from, i - forward_from))) break;
     if (i > 0) {
@@ -158,6 +181,18 @@ asio::awaitable<void> Session::FrontLoop() {
   boost::system::error_code ignored;
   server_.close(ignored);
   back_wake_.cancel();
+}
+
+asio::awaitable<bool> Session::ReadWholeMessage(std::string& message, size_t size) {
+  message.reserve(size);
+  message.assign(cbuf_.get(), clen_);
+  clen_ = 0;
+  const size_t rest = size - message.size();
+  message.resize(size);
+  auto [ec, n] = co_await asio::async_read(client_, asio::buffer(message.data() + (size - rest), rest), kTuple);
+  if (ec || n != rest) co_return false;
+  context_.metrics.bytes_client_to_server.fetch_add(n, std::memory_order_relaxed);
+  co_return true;
 }
 
 bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
@@ -209,7 +244,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
         divert_ = Divert::kExtended;
         return true;
       }
-      ext_sent_ = 0;
+      ext_sent_ = ext_execs_sent_ = 0;
       ++outstanding_;
       return false;
     case 'F':
@@ -233,6 +268,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       if (slot->special != Special::kNone) --prepared_special_;
       slot->special = Special::kNone;
       slot->may_change = false;
+      slot->tx = TxEffect::kNone;
       slot->sql.clear();
       slot->types.clear();
       if (authenticated_ && seen.size() == size) {
@@ -250,6 +286,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
           if (context_.at) {
             slot->sql = std::string(fields->query);
             slot->may_change = MayChangeRows(fields->query);
+            slot->tx = TxEffectOf(fields->query);
             std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
             if (rest.size() >= 2) {
               const int n = (static_cast<uint8_t>(rest[0]) << 8) | static_cast<uint8_t>(rest[1]);
@@ -359,6 +396,7 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
     }
     if (!start) {
       if (context_.at && type != 'H') ++ext_sent_;
+      if (context_.at && type == 'E') ++ext_execs_sent_;
       return false;
     }
   }
@@ -406,6 +444,7 @@ asio::awaitable<bool> Session::AnswerXidCommand(const XidCommand& command, std::
     ++outstanding_;
     co_return co_await WriteServer(query);
   }
+  if (auto refusal = XidChangeRefusal(command)) co_return co_await FailStatement(*refusal, false);
   std::string out;
   ApplyXidCommand(command, out, true);
   AppendReadyForQuery(out, tx_status_);
@@ -415,8 +454,37 @@ asio::awaitable<bool> Session::AnswerXidCommand(const XidCommand& command, std::
   co_return ok;
 }
 
+std::optional<Status> Session::XidChangeRefusal(const XidCommand& command) const {
+  const at::AtBranch* open = nullptr;
+  if (ext_implicit_ && ext_branch_) {
+    open = ext_branch_.get();
+  } else if (branch_ && branch_->has_writes()) {
+    open = branch_.get();
+  }
+  if (!open) return std::nullopt;
+  const bool in_block = ClientBlock() == 'T';
+  std::string after;
+  switch (command.kind) {
+    case XidCommandKind::kSet:
+      after = command.xid;
+      break;
+    case XidCommandKind::kSetLocal:
+      after = in_block ? command.xid : EffectiveXid();
+      break;
+    case XidCommandKind::kReset:
+      after = command.local && !in_block ? EffectiveXid() : std::string();
+      break;
+    default:
+      return std::nullopt;
+  }
+  if (after == open->xid()) return std::nullopt;
+  return at::SqlError(at::sqlstate::kFeatureNotSupported,
+                      "dtx.xid cannot change inside a transaction that wrote for global transaction " + open->xid() +
+                          ": its COMMIT registers that branch (COMMIT or ROLLBACK first)");
+}
+
 void Session::ApplyXidCommand(const XidCommand& command, std::string& out, bool row_description) {
-  const bool in_block = tx_status_ == 'T';
+  const bool in_block = ClientBlock() == 'T';
   auto set_local = [&](std::string xid) {
     if (in_block) {
       local_xid_ = std::move(xid);

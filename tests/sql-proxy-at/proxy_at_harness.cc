@@ -71,6 +71,41 @@ Answer Client::ExecPrepared(const std::string& name, const std::vector<std::opti
   return Take(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()), values.data(), nullptr, nullptr, 0));
 }
 
+std::vector<Answer> Client::Pipeline(const std::vector<std::string>& statements) {
+  std::vector<Answer> out;
+  if (PQenterPipelineMode(conn_) != 1) {
+    ADD_FAILURE() << "pipeline mode: " << PQerrorMessage(conn_);
+    return out;
+  }
+  for (const auto& sql : statements) {
+    if (PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) != 1) {
+      ADD_FAILURE() << "send: " << PQerrorMessage(conn_);
+    }
+  }
+  if (PQpipelineSync(conn_) != 1) ADD_FAILURE() << "sync: " << PQerrorMessage(conn_);
+  for (size_t k = 0; k < statements.size(); ++k) {
+    PGresult* r = PQgetResult(conn_);
+    if (!r) {
+      ADD_FAILURE() << "no result for statement " << k << ": " << PQerrorMessage(conn_);
+      break;
+    }
+    if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
+      PQclear(r);
+      Answer a;
+      a.sqlstate = "pipeline aborted";
+      out.push_back(a);
+    } else {
+      out.push_back(Take(r));
+    }
+    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);  // the NULL after each statement
+  }
+  PGresult* sync = PQgetResult(conn_);
+  EXPECT_TRUE(sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC) << "expected the pipeline's Sync";
+  if (sync) PQclear(sync);
+  EXPECT_EQ(PQexitPipelineMode(conn_), 1) << PQerrorMessage(conn_);
+  return out;
+}
+
 char Client::TxStatus() const {
   switch (PQtransactionStatus(conn_)) {
     case PQTRANS_IDLE: return 'I';

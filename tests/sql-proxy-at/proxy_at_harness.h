@@ -46,6 +46,9 @@ class Client {
   // Extended protocol with a named statement: Prepare once, then ExecPrepared.
   Answer Prepare(const std::string& name, const std::string& sql, int params);
   Answer ExecPrepared(const std::string& name, const std::vector<std::optional<std::string>>& params);
+  // libpq pipeline mode: each statement as Parse/Bind/Describe/Execute (no parameters), one
+  // Sync at the end; an answer per statement (after an error: sqlstate "pipeline aborted").
+  std::vector<Answer> Pipeline(const std::vector<std::string>& statements);
   // Transaction status from libpq: 'I', 'T', 'E', or '?'.
   char TxStatus() const;
 

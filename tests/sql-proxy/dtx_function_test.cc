@@ -65,3 +65,41 @@ TEST(MayChangeRows, FirstKeyword) {
 
 }  // namespace
 }  // namespace dtx::sql_proxy
+
+namespace dtx::sql_proxy {
+namespace {
+
+TEST(TxEffect, ReadsWhatAStatementDoesToTheBlock) {
+  EXPECT_EQ(TxEffectOf("BEGIN"), TxEffect::kBegin);
+  EXPECT_EQ(TxEffectOf("  /* c */ begin isolation level serializable"), TxEffect::kBegin);
+  EXPECT_EQ(TxEffectOf("START TRANSACTION READ ONLY"), TxEffect::kBegin);
+  EXPECT_EQ(TxEffectOf("COMMIT"), TxEffect::kEnd);
+  EXPECT_EQ(TxEffectOf("end work;"), TxEffect::kEnd);
+  EXPECT_EQ(TxEffectOf("ABORT"), TxEffect::kEnd);
+  EXPECT_EQ(TxEffectOf("ROLLBACK TRANSACTION"), TxEffect::kEnd);
+  EXPECT_EQ(TxEffectOf("COMMIT AND CHAIN"), TxEffect::kChain);
+  EXPECT_EQ(TxEffectOf("rollback work and chain"), TxEffect::kChain);
+  EXPECT_EQ(TxEffectOf("COMMIT AND NO CHAIN"), TxEffect::kEnd);
+  EXPECT_EQ(TxEffectOf("ROLLBACK TO SAVEPOINT a"), TxEffect::kRollbackTo);
+  EXPECT_EQ(TxEffectOf("rollback to a"), TxEffect::kRollbackTo);
+  EXPECT_EQ(TxEffectOf("PREPARE TRANSACTION 'x'"), TxEffect::kEnd);
+  EXPECT_EQ(TxEffectOf("COMMIT PREPARED 'x'"), TxEffect::kNone);
+  EXPECT_EQ(TxEffectOf("PREPARE p AS SELECT 1"), TxEffect::kNone);
+  EXPECT_EQ(TxEffectOf("SAVEPOINT a"), TxEffect::kNone);
+  EXPECT_EQ(TxEffectOf("SELECT 'begin'"), TxEffect::kNone);
+  EXPECT_EQ(TxEffectOf("beginning"), TxEffect::kNone);
+  EXPECT_EQ(TxEffectOf(""), TxEffect::kNone);
+}
+
+TEST(TxEffect, MovesTheBlockStatus) {
+  EXPECT_EQ(AfterTxEffect('I', TxEffect::kBegin), 'T');
+  EXPECT_EQ(AfterTxEffect('T', TxEffect::kBegin), 'T');
+  EXPECT_EQ(AfterTxEffect('E', TxEffect::kEnd), 'I');
+  EXPECT_EQ(AfterTxEffect('E', TxEffect::kChain), 'T');
+  EXPECT_EQ(AfterTxEffect('E', TxEffect::kRollbackTo), 'T');
+  EXPECT_EQ(AfterTxEffect('T', TxEffect::kRollbackTo), 'T');
+  EXPECT_EQ(AfterTxEffect('T', TxEffect::kNone), 'T');
+}
+
+}  // namespace
+}  // namespace dtx::sql_proxy

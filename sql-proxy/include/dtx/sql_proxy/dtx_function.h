@@ -42,4 +42,12 @@ DtxFunction ParseDtxFunction(std::string_view sql);
 // DELETE: a write that may change rows that already exist.
 bool MayChangeRows(std::string_view sql);
 
+// What a statement does to the session's transaction block (BEGIN/START, COMMIT/END,
+// ROLLBACK/ABORT with or without AND CHAIN, ROLLBACK TO, PREPARE TRANSACTION), from its
+// keywords; kNone for everything else.
+enum class TxEffect : uint8_t { kNone, kBegin, kEnd, kChain, kRollbackTo };
+TxEffect TxEffectOf(std::string_view sql);
+// The block status ('I', 'T', 'E') after a statement with `effect` ran without error in `status`.
+char AfterTxEffect(char status, TxEffect effect);
+
 }  // namespace dtx::sql_proxy

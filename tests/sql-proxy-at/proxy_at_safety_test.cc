@@ -1,0 +1,215 @@
+// AT mode: the ways a bound session's writes could escape its branch (no undo, no global locks)
+// are closed. Unbinding inside a block that wrote, libpq pipelines that open and end blocks
+// between one Sync and the next, statements larger than the proxy's buffer, databases without
+// --resource, and a client encoding the undo log cannot hold. Each test ends with a global
+// rollback and checks that every row is back, or that the statement was refused before it ran.
+#include <string>
+
+#include "proxy_at_harness.h"
+
+namespace dtx::at::testing {
+namespace {
+
+class ProxyAtSafety : public ProxyAtTest {
+ protected:
+  void SetUp() override {
+    ProxyAtTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    Sql("CREATE TABLE acct (id int PRIMARY KEY, balance numeric(12,2) NOT NULL, note text)");
+    Sql("INSERT INTO acct SELECT g, 100, '' FROM generate_series(1, 10) g");
+    before_ = Snapshot("acct");
+  }
+
+  std::string Begin(Client& c) {
+    Answer a = c.Exec("SELECT dtx.begin()");
+    EXPECT_TRUE(a.ok) << a.sqlstate << " " << a.error;
+    return a.Value();
+  }
+
+  // Rolls `xid` back through the client and expects every row as it was at SetUp.
+  void ExpectRolledBackToStart(Client& c, const std::string& xid) {
+    Answer rb = c.Exec("SELECT dtx.rollback('" + xid + "')");
+    ASSERT_TRUE(rb.ok) << rb.sqlstate << " " << rb.error;
+    EXPECT_TRUE(WaitStatus(xid, "Rollbacked"));
+    EXPECT_TRUE(WaitUndoEmpty());
+    EXPECT_EQ(Snapshot("acct"), before_);
+  }
+
+  std::vector<std::string> before_;
+};
+
+TEST_F(ProxyAtSafety, UnbindingInsideABlockThatWroteIsRefused) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  for (const std::string unbind : {"RESET dtx.xid", "SET dtx.xid = ''", "SET LOCAL dtx.xid = ''", "SET dtx.xid TO DEFAULT"}) {
+    SCOPED_TRACE(unbind);
+    ASSERT_TRUE(c->Exec("BEGIN").ok);
+    ASSERT_TRUE(c->Exec("UPDATE acct SET balance = balance - 10 WHERE id = 1").ok);
+    Answer r = c->Exec(unbind);
+    EXPECT_EQ(r.sqlstate, "0A000") << r.error;
+    EXPECT_NE(r.error.find(xid), std::string::npos) << r.error;
+    EXPECT_EQ(c->TxStatus(), 'E');  // the block failed: its COMMIT is a ROLLBACK
+    EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+    EXPECT_EQ(c->Exec("SHOW dtx.xid").Value(), xid);
+  }
+  // The same through the extended protocol (the proxy answers SET dtx.xid itself there too).
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Params("UPDATE acct SET balance = balance - 10 WHERE id = $1", {"2"}).ok);
+  Answer r = c->Params("RESET dtx.xid", {});
+  EXPECT_EQ(r.sqlstate, "0A000") << r.error;
+  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+  // Setting the same xid again is no change; a block that did not write may unbind.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = balance - 10 WHERE id = 3").ok);
+  EXPECT_TRUE(c->Exec("SET dtx.xid = '" + xid + "'").ok);
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_TRUE(c->Exec("RESET dtx.xid").ok);
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 3").Value(), "90.00");
+  ExpectRolledBackToStart(*c, xid);
+}
+
+TEST_F(ProxyAtSafety, PipelineCommitThenWriteBeforeOneSync) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  auto answers = c->Pipeline({"BEGIN", "UPDATE acct SET balance = balance - 10 WHERE id = 1", "COMMIT",
+                              "UPDATE acct SET balance = balance - 10 WHERE id = 2"});
+  ASSERT_EQ(answers.size(), 4u);
+  for (const auto& a : answers) EXPECT_TRUE(a.ok) << a.sqlstate << " " << a.error;
+  EXPECT_EQ(answers[2].tag, "COMMIT");
+  EXPECT_EQ(c->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT sum(balance) FROM acct WHERE id IN (1, 2)").Value(), "180.00");
+  ExpectRolledBackToStart(*c, xid);  // both writes are in branches
+}
+
+TEST_F(ProxyAtSafety, PipelineWriteThenBeginMakesOneBlock) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  auto answers = c->Pipeline({"UPDATE acct SET balance = balance - 10 WHERE id = 1", "BEGIN",
+                              "UPDATE acct SET balance = balance + 10 WHERE id = 2", "COMMIT"});
+  ASSERT_EQ(answers.size(), 4u);
+  for (const auto& a : answers) EXPECT_TRUE(a.ok) << a.sqlstate << " " << a.error;
+  EXPECT_EQ(answers[1].tag, "BEGIN");
+  EXPECT_EQ(answers[3].tag, "COMMIT");
+  EXPECT_EQ(c->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 1").Value(), "90.00");
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 2").Value(), "110.00");
+  ExpectRolledBackToStart(*c, xid);
+}
+
+TEST_F(ProxyAtSafety, PipelineLockConflictCommitsNothing) {
+  auto holder = Connect();
+  const std::string held = Begin(*holder);
+  ASSERT_TRUE(holder->Exec("UPDATE acct SET balance = 1 WHERE id = 2").ok);  // global lock on id 2
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  auto answers = c->Pipeline({"UPDATE acct SET balance = balance - 10 WHERE id = 1", "BEGIN",
+                              "UPDATE acct SET balance = balance + 10 WHERE id = 3", "COMMIT"});
+  ASSERT_EQ(answers.size(), 4u);
+  // Without a conflict the implicit transaction became the client's block and committed.
+  for (const auto& a : answers) EXPECT_TRUE(a.ok) << a.sqlstate << " " << a.error;
+  auto conflict = c->Pipeline({"UPDATE acct SET balance = balance - 10 WHERE id = 4", "BEGIN",
+                               "UPDATE acct SET balance = balance + 10 WHERE id = 2", "COMMIT"});
+  ASSERT_EQ(conflict.size(), 4u);
+  EXPECT_EQ(conflict[3].sqlstate, "55P03") << conflict[3].error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  // Nothing of the failed pipeline is committed: id 4 untouched, id 2 still the holder's write.
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 4").Value(), "100.00");
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 2").Value(), "1.00");
+  Answer rb = holder->Exec("SELECT dtx.rollback()");
+  ASSERT_TRUE(rb.ok) << rb.error;
+  EXPECT_TRUE(WaitStatus(held, "Rollbacked"));
+  ExpectRolledBackToStart(*c, xid);
+}
+
+TEST_F(ProxyAtSafety, PipelineSavepointOutsideABlockIsRefused) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  auto answers = c->Pipeline({"UPDATE acct SET balance = 0 WHERE id = 1", "SAVEPOINT s"});
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[1].sqlstate, "25P01") << answers[1].error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  EXPECT_EQ(Snapshot("acct"), before_);  // the failed pipeline's write is rolled back
+  ExpectRolledBackToStart(*c, xid);
+}
+
+TEST_F(ProxyAtSafety, StatementsLargerThanTheBufferAreStillBranches) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  const std::string big(100 * 1024, 'x');
+  // Simple protocol: a value and a comment that together pass 64 KiB.
+  Answer u = c->Exec("UPDATE acct SET note = '" + big + "' WHERE id = 1 /* " + big + " */");
+  ASSERT_TRUE(u.ok) << u.sqlstate << " " << u.error;
+  // Extended: a large Parse and a large Bind value.
+  Answer p = c->Params("UPDATE acct SET note = $1 || '" + big + "' WHERE id = $2", {big, "2"});
+  ASSERT_TRUE(p.ok) << p.sqlstate << " " << p.error;
+  EXPECT_EQ(Sql("SELECT length(note) FROM acct WHERE id = 2").Value(), std::to_string(2 * big.size()));
+  ExpectRolledBackToStart(*c, xid);
+  // The session goes on normally after the large messages.
+  EXPECT_EQ(c->Exec("SELECT 1").Value(), "1");
+}
+
+TEST_F(ProxyAtSafety, DatabaseWithoutResourceRefusesWhatItCannotTellIsARead) {
+  proxy_.reset();
+  proxy_ = std::make_unique<::dtx::testing::ProxyProcess>(std::vector<std::string>{
+      "--server", pg_.host + ":" + std::to_string(pg_.port), "--coordinator", coordinator_->address(), "--resource",
+      "otherdb=" + schema_->uri()});
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  for (const std::string sql : {"INSERT INTO acct VALUES (1, 5, '') ON CONFLICT (id) DO UPDATE SET balance = 5",
+                                "WITH d AS (DELETE FROM acct WHERE id = 2 RETURNING *) SELECT count(*) FROM d",
+                                "TRUNCATE acct", "UPDATE acct SET balance = 1 WHERE id = 3; SELECT 1"}) {
+    SCOPED_TRACE(sql);
+    Answer a = c->Exec(sql);
+    EXPECT_EQ(a.sqlstate, "0A000") << a.error;
+    EXPECT_NE(a.error.find("--resource"), std::string::npos) << a.error;
+    Answer e = c->Params(sql.substr(0, sql.find(';')), {});
+    EXPECT_EQ(e.sqlstate, "0A000") << e.error;
+  }
+  EXPECT_EQ(c->Exec("SELECT count(*) FROM acct").Value(), "10");  // reads pass
+  EXPECT_EQ(Snapshot("acct"), before_);
+  ASSERT_TRUE(c->Exec("SELECT dtx.rollback('" + xid + "')").ok);
+}
+
+TEST_F(ProxyAtSafety, NonUtf8ClientIsRefusedAndTheProxyLives) {
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("SET client_encoding = 'LATIN1'").ok);
+  Answer a = c->Exec(std::string("UPDATE acct SET note = 'caf\xe9' WHERE id = 1"));
+  // Refused with the reason (22021 when the text itself is not UTF-8, 0A000 for the session).
+  EXPECT_TRUE(a.sqlstate == "0A000" || a.sqlstate == "22021") << a.sqlstate << " " << a.error;
+  EXPECT_NE(a.error.find("client_encoding UTF8"), std::string::npos) << a.error;
+  Answer b = c->Params(std::string("UPDATE acct SET note = $1 WHERE id = 2"), {std::string("caf\xe9")});
+  EXPECT_TRUE(b.sqlstate == "0A000" || b.sqlstate == "22021") << b.sqlstate << " " << b.error;
+  EXPECT_NE(b.error.find("UTF"), std::string::npos) << b.error;
+  // An ASCII statement is refused for the session's encoding alone.
+  Answer d = c->Exec("UPDATE acct SET note = 'cafe' WHERE id = 4");
+  EXPECT_EQ(d.sqlstate, "0A000") << d.error;
+  EXPECT_NE(d.error.find("client_encoding"), std::string::npos) << d.error;
+  ASSERT_TRUE(c->Exec("SET client_encoding = 'UTF8'").ok);
+  Answer ok = c->Exec("UPDATE acct SET note = 'café' WHERE id = 3");
+  ASSERT_TRUE(ok.ok) << ok.sqlstate << " " << ok.error;
+  ExpectRolledBackToStart(*c, xid);
+  auto other = Connect();  // the proxy is still serving
+  EXPECT_EQ(other->Exec("SELECT 2").Value(), "2");
+}
+
+TEST_F(ProxyAtSafety, UnboundWriteOutsideABlockKeepsItsAnswer) {
+  // The lock check, the write and a COMMIT run as one local transaction of the proxy's; the
+  // client sees the write's own answer and an idle session.
+  auto c = Connect();
+  Answer r = c->Exec("UPDATE acct SET balance = balance + 1 WHERE id <= 3 RETURNING id");
+  ASSERT_TRUE(r.ok) << r.sqlstate << " " << r.error;
+  EXPECT_EQ(r.tag, "UPDATE 3");
+  EXPECT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(c->TxStatus(), 'I');
+  Answer bad = c->Exec("UPDATE acct SET balance = 'x' WHERE id = 4");
+  EXPECT_EQ(bad.sqlstate, "22P02");
+  EXPECT_EQ(c->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT sum(balance) FROM acct").Value(), "1003.00");
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), 1);
+}
+
+}  // namespace
+}  // namespace dtx::at::testing
