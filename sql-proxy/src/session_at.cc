@@ -331,9 +331,11 @@ asio::awaitable<Result<std::string>> Session::DtxCall(const DtxFunction& fn) {
     // the rows are back when dtx.rollback() returns.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     sdk::TxState state = *r;
+    auto pause = std::chrono::milliseconds(2);  // grows to 200 ms: a stuck rollback is not polled hard
     while (!sdk::IsFinal(state.status) && state.status != sdk::GlobalStatus::kRollbackFailed &&
            state.status != sdk::GlobalStatus::kTimeoutRollbackFailed && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(200));
       auto now = coordinator.GetStatus(xid);
       if (!now.ok()) {
         // A finished transaction may have left the coordinator's log.

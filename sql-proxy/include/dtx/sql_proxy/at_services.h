@@ -16,7 +16,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "dtx/at/at_branch.h"
@@ -25,21 +24,29 @@
 
 namespace dtx::sql_proxy {
 
-// A fixed set of threads running posted tasks in order of arrival.
+// Threads for blocking calls, grown on demand: a task never waits behind others that block (a
+// lock retry, a coordinator that is down) while a thread could run it. Up to `max_threads`; a
+// thread idle for `idle` exits, down to `min_threads`.
 class BlockingPool {
  public:
-  explicit BlockingPool(unsigned threads);
+  BlockingPool(unsigned min_threads, unsigned max_threads,
+               std::chrono::milliseconds idle = std::chrono::seconds(30));
   ~BlockingPool();  // runs what is queued, then joins
   BlockingPool(const BlockingPool&) = delete;
   BlockingPool& operator=(const BlockingPool&) = delete;
   void Post(std::function<void()> task);
+  unsigned threads() const;  // alive now
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
+  void Work();
+
+  const unsigned min_threads_, max_threads_;
+  const std::chrono::milliseconds idle_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_, exited_;
   std::deque<std::function<void()>> tasks_;
   bool stop_ = false;
-  std::vector<std::thread> threads_;
+  unsigned alive_ = 0, waiting_ = 0;
 };
 
 // One --resource database.
@@ -55,7 +62,7 @@ struct AtServices {
   std::string default_tx_name = "sql";
   std::chrono::milliseconds default_tx_timeout{60'000};
   // Coordinator calls block a thread for a round trip, lock retries for up to --lock-retry-ms.
-  std::unique_ptr<BlockingPool> pool = std::make_unique<BlockingPool>(64);
+  std::unique_ptr<BlockingPool> pool = std::make_unique<BlockingPool>(4, 4096);
 
   const AtResource* Find(const std::string& database) const {
     auto it = resources.find(database);
