@@ -141,6 +141,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Sends `request` (ending in one Sync or being one Query) and reads the answer up to its
   // ReadyForQuery. nullopt: the connection failed.
   asio::awaitable<std::optional<BackendReply>> Exchange(std::string_view request, int hidden);
+  // Reads one answer (up to its ReadyForQuery) of a request already sent.
+  asio::awaitable<std::optional<BackendReply>> ReadReply(int hidden);
   // The next whole server message (type byte first), seen by OnServerMessage; false: connection failed.
   asio::awaitable<bool> NextServerMessage(std::string& out);
   // Adds one server message to a reply (hidden columns removed); false if malformed.

@@ -224,6 +224,12 @@ bool Session::Collect(BackendReply& reply, const std::string& message, int hidde
 
 asio::awaitable<std::optional<Session::BackendReply>> Session::Exchange(std::string_view request, int hidden) {
   if (!co_await WriteServer(request)) co_return std::nullopt;
+  // (Not `co_return co_await ReadReply(...)`: GCC 12 miscompiles that form for this type.)
+  std::optional<BackendReply> reply = co_await ReadReply(hidden);
+  co_return reply;
+}
+
+asio::awaitable<std::optional<Session::BackendReply>> Session::ReadReply(int hidden) {
   BackendReply reply;
   bool rowless = false;
   std::string message;
@@ -523,16 +529,25 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
   };
   auto undo = co_await OffThread<Result<std::optional<at::AtQuery>>>(job5);
   if (!undo.ok()) co_return co_await CommitFailed(branch, undo.status());
+  std::optional<BackendReply> c;
   if (*undo) {
-    auto w = co_await Exchange(Request(**undo), 0);
+    // The undo row and the COMMIT go in one write: when the insert fails, the server turns the
+    // COMMIT of the failed block into a ROLLBACK.
+    std::string both = Request(**undo);
+    both.append(commit_request);
+    if (!co_await WriteServer(both)) co_return false;
+    auto w = co_await ReadReply(0);
     if (!w) co_return false;
+    c = co_await ReadReply(0);
+    if (!c) co_return false;
     if (w->failed) {
       Status error = branch->UndoWriteFailed(w->sqlstate, w->message);
       co_return co_await CommitFailed(branch, error);
     }
+  } else {
+    c = co_await Exchange(commit_request, 0);
+    if (!c) co_return false;
   }
-  auto c = co_await Exchange(commit_request, 0);
-  if (!c) co_return false;
   const bool committed = !c->failed && c->command_tag.starts_with("COMMIT");
   FinishLater(branch, committed);
   (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
@@ -563,7 +578,7 @@ void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) 
 // The local transaction is rolled back; the client gets the error and an idle session.
 asio::awaitable<bool> Session::CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error) {
   context_.metrics.at_branches_failed.fetch_add(1, std::memory_order_relaxed);
-  if (!co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+  if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
   FinishLater(branch, false);
   std::string out;
   AppendErrorResponse(out, "ERROR", at::SqlStateOf(error), ProxyText(error));

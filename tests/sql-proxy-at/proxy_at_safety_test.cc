@@ -211,5 +211,34 @@ TEST_F(ProxyAtSafety, UnboundWriteOutsideABlockKeepsItsAnswer) {
   EXPECT_GE(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), 1);
 }
 
+TEST_F(ProxyAtSafety, UndoWriteFailureRollsTheCommitBack) {
+  // The undo row cannot be written (a trigger stands in for a full disk or a lost table): the
+  // COMMIT fails with the server's error, nothing of the block is committed, the session is idle.
+  Sql("CREATE FUNCTION refuse_undo() RETURNS trigger LANGUAGE plpgsql AS "
+      "$$BEGIN RAISE EXCEPTION USING ERRCODE = '53100', MESSAGE = 'no space for the undo log'; END$$");
+  Sql("CREATE TRIGGER refuse BEFORE INSERT ON dtx_undo_log FOR EACH ROW EXECUTE FUNCTION refuse_undo()");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 1 WHERE id = 1").ok);
+  Answer commit = c->Exec("COMMIT");
+  EXPECT_EQ(commit.sqlstate, "53100") << commit.error;
+  EXPECT_NE(commit.error.find("undo log"), std::string::npos) << commit.error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  // The extended protocol: a pipeline's COMMIT, and a write outside a block.
+  auto answers = c->Pipeline({"BEGIN", "UPDATE acct SET balance = 2 WHERE id = 2", "COMMIT"});
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(answers[2].sqlstate, "53100") << answers[2].error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  Answer single = c->Params("UPDATE acct SET balance = 3 WHERE id = $1", {"3"});
+  EXPECT_EQ(single.sqlstate, "53100") << single.error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  EXPECT_EQ(Snapshot("acct"), before_);
+  Sql("DROP TRIGGER refuse ON dtx_undo_log");
+  // The session and the global transaction go on.
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 4 WHERE id = 4").ok);
+  ExpectRolledBackToStart(*c, xid);
+}
+
 }  // namespace
 }  // namespace dtx::at::testing
