@@ -569,8 +569,11 @@ void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) 
       f = Internal(ex.what());
     }
     if (!f.ok()) {
-      spdlog::warn("branch {} of {}: reporting phase one {} failed: {}", branch->branch_id(), branch->xid(),
-                   committed ? "done" : "failed", f.ToString());
+      // NOT_ACTIVE: the global transaction is already being decided (a dtx.commit() right after
+      // the local COMMIT, or a timeout); phase 2 finds the undo row, or its absence, either way.
+      const bool deciding = f.message().starts_with("NOT_ACTIVE");
+      spdlog::log(deciding ? spdlog::level::debug : spdlog::level::warn, "branch {} of {}: reporting phase one {} failed: {}",
+                  branch->branch_id(), branch->xid(), committed ? "done" : "failed", f.ToString());
     }
   });
 }
