@@ -199,7 +199,6 @@ class Session : public std::enable_shared_from_this<Session> {
   // transaction whose branch failed is rolled back, the proxy's own statement closed.
   asio::awaitable<bool> ExtCloseOnServer();
   void ExtEnd();
-  static std::string QueryMessageFor(std::string_view sql);
 
   asio::awaitable<bool> CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
                                      std::string output, bool implicit);

@@ -14,70 +14,28 @@
 
 #include "dtx/at/hidden_columns.h"
 #include "session.h"
+#include "session_wire.h"
 
 namespace dtx::sql_proxy {
 namespace {
 
+using wire::AppendMessage;
+using wire::QueryMessage;
+using wire::ReadInt32;
+
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
-
-std::string QueryMessage(std::string_view sql) {
-  std::string out;
-  out.push_back('Q');
-  AppendInt32(out, static_cast<int32_t>(4 + sql.size() + 1));
-  out.append(sql);
-  out.push_back('\0');
-  return out;
-}
-
-void AppendMessage(std::string& out, char type, std::string_view body) {
-  out.push_back(type);
-  AppendInt32(out, static_cast<int32_t>(body.size() + 4));
-  out.append(body);
-}
 
 // Parse/Bind/Execute/Sync of one statement with parameters, results in text.
 std::string ExtendedQuery(const at::AtQuery& q) {
-  std::string out, body;
-  body.push_back('\0');  // unnamed statement
-  body.append(q.sql);
-  body.push_back('\0');
-  AppendInt16(body, static_cast<int16_t>(q.params.types.size()));
-  for (uint32_t t : q.params.types) AppendInt32(body, static_cast<int32_t>(t));
-  AppendMessage(out, 'P', body);
-  body.clear();
-  body.push_back('\0');  // unnamed portal
-  body.push_back('\0');  // unnamed statement
-  AppendInt16(body, static_cast<int16_t>(q.params.formats.size()));
-  for (int16_t f : q.params.formats) AppendInt16(body, f);
-  AppendInt16(body, static_cast<int16_t>(q.params.values.size()));
-  for (const auto& v : q.params.values) {
-    if (!v) {
-      AppendInt32(body, -1);
-    } else {
-      AppendInt32(body, static_cast<int32_t>(v->size()));
-      body.append(*v);
-    }
-  }
-  AppendInt16(body, 0);  // results: all text
-  AppendMessage(out, 'B', body);
-  body.clear();
-  body.push_back('\0');
-  AppendInt32(body, 0);
-  AppendMessage(out, 'E', body);
-  AppendMessage(out, 'S', "");
+  std::string out;
+  wire::AppendParseBindExecute(out, "", "", q, {});
+  wire::AppendMessage(out, 'S', "");
   return out;
 }
 
 std::string Request(const at::AtQuery& q) {
   if (q.params.values.empty() && q.params.types.empty()) return QueryMessage(q.sql);
   return ExtendedQuery(q);
-}
-
-int32_t ReadInt32(std::string_view b, size_t at) {
-  return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint8_t>(b[at])) << 24) |
-                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 1])) << 16) |
-                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 2])) << 8) |
-                              static_cast<uint32_t>(static_cast<uint8_t>(b[at + 3])));
 }
 
 // Every value of a DataRow body; nullopt if malformed.

@@ -13,34 +13,17 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "session.h"
+#include "session_wire.h"
 
 namespace dtx::sql_proxy {
 namespace {
 
 constexpr char kOwn[] = "dtx_at";
 
-void AppendMessage(std::string& out, char type, std::string_view body) {
-  out.push_back(type);
-  AppendInt32(out, static_cast<int32_t>(body.size() + 4));
-  out.append(body);
-}
-
-void AppendCString(std::string& out, std::string_view s) {
-  out.append(s);
-  out.push_back('\0');
-}
-
-int16_t ReadInt16(std::string_view b, size_t at) {
-  return static_cast<int16_t>((static_cast<uint16_t>(static_cast<uint8_t>(b[at])) << 8) |
-                              static_cast<uint16_t>(static_cast<uint8_t>(b[at + 1])));
-}
-
-int32_t ReadInt32(std::string_view b, size_t at) {
-  return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint8_t>(b[at])) << 24) |
-                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 1])) << 16) |
-                              (static_cast<uint32_t>(static_cast<uint8_t>(b[at + 2])) << 8) |
-                              static_cast<uint32_t>(static_cast<uint8_t>(b[at + 3])));
-}
+using wire::AppendCString;
+using wire::AppendMessage;
+using wire::ReadInt16;
+using wire::ReadInt32;
 
 bool Writes(at::StatementKind k) {
   return k == at::StatementKind::kInsert || k == at::StatementKind::kUpdate || k == at::StatementKind::kDelete;
@@ -54,33 +37,7 @@ std::string ProxyText(const Status& s) {
 // Parse/Bind/Execute/Close of the proxy's own statement, then Flush.
 std::string OwnQuery(const at::AtQuery& q, const std::vector<int16_t>& result_formats) {
   std::string out, body;
-  AppendCString(body, kOwn);
-  AppendCString(body, q.sql);
-  AppendInt16(body, static_cast<int16_t>(q.params.types.size()));
-  for (uint32_t t : q.params.types) AppendInt32(body, static_cast<int32_t>(t));
-  AppendMessage(out, 'P', body);
-  body.clear();
-  AppendCString(body, kOwn);
-  AppendCString(body, kOwn);
-  AppendInt16(body, static_cast<int16_t>(q.params.formats.size()));
-  for (int16_t f : q.params.formats) AppendInt16(body, f);
-  AppendInt16(body, static_cast<int16_t>(q.params.values.size()));
-  for (const auto& v : q.params.values) {
-    if (!v) {
-      AppendInt32(body, -1);
-    } else {
-      AppendInt32(body, static_cast<int32_t>(v->size()));
-      body.append(*v);
-    }
-  }
-  AppendInt16(body, static_cast<int16_t>(result_formats.size()));
-  for (int16_t f : result_formats) AppendInt16(body, f);
-  AppendMessage(out, 'B', body);
-  body.clear();
-  AppendCString(body, kOwn);
-  AppendInt32(body, 0);
-  AppendMessage(out, 'E', body);
-  body.clear();
+  wire::AppendParseBindExecute(out, kOwn, kOwn, q, result_formats);
   body.push_back('P');
   AppendCString(body, kOwn);
   AppendMessage(out, 'C', body);
@@ -696,7 +653,7 @@ asio::awaitable<bool> Session::ExtSync() {
 asio::awaitable<bool> Session::ExtCloseOnServer() {
   if (!co_await ExtFlush(true)) co_return false;
   if (ext_rollback_at_sync_ && tx_status_ != 'I') {
-    if (!co_await Exchange(QueryMessageFor("ROLLBACK"), 0)) co_return false;
+    if (!co_await Exchange(wire::QueryMessage("ROLLBACK"), 0)) co_return false;
   }
   ext_rollback_at_sync_ = false;
   if (ext_own_left_) {
@@ -727,15 +684,6 @@ void Session::ExtEnd() {
   ext_chunk_.clear();
   ext_branch_.reset();
   if (tx_status_ == 'I') portals_.clear();
-}
-
-std::string Session::QueryMessageFor(std::string_view sql) {
-  std::string out;
-  out.push_back('Q');
-  AppendInt32(out, static_cast<int32_t>(4 + sql.size() + 1));
-  out.append(sql);
-  out.push_back('\0');
-  return out;
 }
 
 }  // namespace dtx::sql_proxy

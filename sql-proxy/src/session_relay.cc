@@ -10,11 +10,13 @@
 #include <cstring>
 
 #include "session.h"
+#include "session_wire.h"
 
 namespace dtx::sql_proxy {
 namespace {
 
 using namespace asio::experimental::awaitable_operators;
+using wire::QueryMessage;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 constexpr size_t kWholeQueryLimit = 4096;
@@ -37,21 +39,13 @@ std::string Sanitize(std::string_view s) {
   return out;
 }
 
-std::string QueryMessage(std::string_view sql) {
-  std::string out;
-  out.push_back('Q');
-  AppendInt32(out, static_cast<int32_t>(4 + sql.size() + 1));
-  out.append(sql);
-  out.push_back('\0');
-  return out;
-}
-
 }  // namespace
 
 // ---- client to server ----
 
 // How many bytes of a client message the front loop must see at once to judge it. In AT mode a
-// Query is looked at whole (up to the buffer's size): a bound session's statements are analysed,
+// Query, Parse or Bind is looked at whole (FrontLoop reads one larger than the buffer on into a
+// string of its own): a bound session's statements are analysed,
 // and an unbound UPDATE/DELETE is checked against the global locks.
 size_t Session::ClientNeed(char type, size_t size) const {
   switch (type) {
