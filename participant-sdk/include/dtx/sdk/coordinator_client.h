@@ -18,9 +18,19 @@
 // TIMED_OUT -> kTimeout, LOCK_CONFLICT -> kResourceExhausted, other state errors ->
 // kFailedPrecondition, LOG_UNAVAILABLE / SHUTTING_DOWN -> kUnavailable, INTERNAL -> kInternal.
 //
-// Thread-safety: every method may be called from any thread except an rpc I/O thread (they
-// block until answered). The BranchHandler runs on an rpc I/O thread and must not block: hand
-// the work to a thread of your own and answer from there.
+// Every call comes in two forms. The *Async form never blocks its caller: it sends the call,
+// waits for a first connection, for the participant's registration and between retries on
+// timers of the client's own I/O threads, and calls `done` exactly once with the result. The
+// blocking form waits for the *Async one (one implementation, the same semantics).
+//
+// Thread-safety: every method may be called from any thread. The blocking forms (and
+// AddResources / WaitRegistered) must not be called on an rpc I/O thread: they would wait on
+// themselves. `done` of an *Async call runs on an rpc I/O thread of this client and must not
+// block (hand blocking work to a thread of your own); it is never run inside the *Async call
+// itself. At Shutdown every call still in flight gets `done` with Unavailable (on an I/O thread
+// when they still run, otherwise on the thread calling Shutdown); a call made after Shutdown
+// gets Unavailable at once. The BranchHandler also runs on an rpc I/O thread and must not block:
+// hand the work to a thread of your own and answer from there.
 #pragma once
 
 #include <chrono>
@@ -124,6 +134,15 @@ class CoordinatorClient {
   Result<TxState> GetStatus(const std::string& xid);
   Result<TxState> Report(const std::string& xid, GlobalStatus status);
 
+  // Non-blocking forms of the above (see the file comment for where `done` runs).
+  using XidDone = std::function<void(Result<std::string>)>;
+  using StateDone = std::function<void(Result<TxState>)>;
+  void BeginAsync(std::string name, std::chrono::milliseconds timeout, std::string application_data, XidDone done);
+  void CommitAsync(std::string xid, StateDone done);
+  void RollbackAsync(std::string xid, StateDone done);
+  void GetStatusAsync(std::string xid, StateDone done);
+  void ReportAsync(std::string xid, GlobalStatus status, StateDone done);
+
   // ---- resource manager ----
   // Registers more resources on every connection; waits (connect_wait) for the first answer.
   Status AddResources(const std::vector<std::string>& resource_ids);
@@ -136,8 +155,18 @@ class CoordinatorClient {
   Result<LockQuery> QueryLocks(const std::string& xid, const std::string& resource_id,
                                const std::vector<std::string>& lock_keys);
 
+  // Non-blocking forms: they wait (on timers, connect_wait) for the registration as the
+  // blocking ones do.
+  void RegisterBranchAsync(BranchRegistration branch, std::function<void(Result<int64_t>)> done);
+  void ReportBranchAsync(std::string xid, int64_t branch_id, BranchStatus status, std::string application_data,
+                         std::function<void(Status)> done);
+  void QueryLocksAsync(std::string xid, std::string resource_id, std::vector<std::string> lock_keys,
+                       std::function<void(Result<LockQuery>)> done);
+
   const CoordinatorOptions& options() const;
-  // Stops reconnecting and closes every connection; later calls fail with Unavailable.
+  // Fails every call in flight with Unavailable (their `done` runs before this returns, unless
+  // one is still running on an I/O thread after a grace of 2 s), stops reconnecting and closes
+  // every connection; later calls fail with Unavailable.
   void Shutdown();
 
  private:
