@@ -44,7 +44,7 @@ struct Seen {
   std::promise<T> promise;
   std::future<T> future = promise.get_future();
   std::atomic<int> calls{0};
-  std::atomic<bool> launching{true};
+  std::thread::id caller = std::this_thread::get_id();
   std::atomic<bool> inline_call{false};
   std::string thread;
 };
@@ -54,11 +54,10 @@ template <typename T, typename Launch>
 T Await(Launch launch) {
   auto seen = std::make_shared<Seen<T>>();
   launch([seen](T r) {
-    if (seen->launching) seen->inline_call = true;
+    if (std::this_thread::get_id() == seen->caller) seen->inline_call = true;
     seen->thread = ThreadName();
     if (seen->calls.fetch_add(1) == 0) seen->promise.set_value(std::move(r));
   });
-  seen->launching = false;
   if (seen->future.wait_for(20s) != std::future_status::ready) {
     ADD_FAILURE() << "done was not called within 20 s";
     std::abort();
