@@ -149,6 +149,10 @@ class Session : public std::enable_shared_from_this<Session> {
   bool Collect(BackendReply& reply, const std::string& message, int hidden, bool& rowless);
   template <class R>
   asio::awaitable<R> OffThread(std::function<R()>& work);  // `work` is moved from
+  // Starts a non-blocking coordinator call (`start` hands it the callback) and resumes on this
+  // session's thread with its result.
+  template <class R>
+  asio::awaitable<R> Await(std::function<void(std::function<void(R)>)> start);
   asio::awaitable<bool> ForwardAcquired(std::string_view message);
   asio::awaitable<bool> ReplyToClient(std::string bytes);  // + ReadyForQuery, then releases
   asio::awaitable<bool> FailStatement(const Status& error, bool rollback);

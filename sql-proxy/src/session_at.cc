@@ -100,6 +100,28 @@ asio::awaitable<R> Session::OffThread(std::function<R()>& work_ref) {
   co_return std::move(*out);
 }
 
+template <class R>
+asio::awaitable<R> Session::Await(std::function<void(std::function<void(R)>)> start) {
+  // The answer comes on an rpc I/O thread and is handed to this session's thread; the state is
+  // shared so that a late answer never touches a finished coroutine's frame.
+  struct State {
+    explicit State(asio::any_io_executor e) : timer(e, asio::steady_timer::time_point::max()) {}
+    std::optional<R> out;
+    asio::steady_timer timer;
+  };
+  auto executor = co_await asio::this_coro::executor;
+  auto state = std::make_shared<State>(executor);
+  start([state, executor](R r) mutable {
+    asio::post(executor, [state, r = std::move(r)]() mutable {
+      state->out.emplace(std::move(r));
+      state->timer.cancel();
+    });
+  });
+  while (!state->out) co_await state->timer.async_wait(kTuple);
+  R out = std::move(*state->out);
+  co_return out;
+}
+
 // ---- talking to the server with the backend acquired ----
 
 asio::awaitable<bool> Session::NextServerMessage(std::string& out) {
@@ -265,10 +287,9 @@ asio::awaitable<Result<std::string>> Session::DtxCall(const DtxFunction& fn) {
     }
     const std::string tx_name = fn.has_arg ? fn.arg : context_.at->default_tx_name;
     const auto timeout = fn.timeout_ms >= 0 ? std::chrono::milliseconds(fn.timeout_ms) : context_.at->default_tx_timeout;
-    std::function<Result<std::string>()> job1 = [&coordinator, tx_name, timeout] {
-      return coordinator.Begin(tx_name, timeout);
-    };
-    auto xid = co_await OffThread<Result<std::string>>(job1);
+    Result<std::string> xid = co_await Await<Result<std::string>>([&](std::function<void(Result<std::string>)> done) {
+      coordinator.BeginAsync(tx_name, timeout, "", std::move(done));
+    });
     if (!xid.ok()) {
       const bool down = xid.status().code() == StatusCode::kUnavailable || xid.status().code() == StatusCode::kTimeout;
       co_return at::SqlError(down ? "08006" : "XX000",
@@ -288,29 +309,35 @@ asio::awaitable<Result<std::string>> Session::DtxCall(const DtxFunction& fn) {
   }
   if (!IsValidXid(xid)) co_return at::SqlError("22023", "not a valid xid: '" + xid + "'");
   const bool commit = fn.kind == DtxFunctionKind::kCommit;
-  std::function<Result<sdk::TxState>()> job2 = [&coordinator, xid, commit]() -> Result<sdk::TxState> {
-    auto r = commit ? coordinator.Commit(xid) : coordinator.Rollback(xid);
-    if (!r.ok() || commit) return r;
-    // A rollback answers once its branches are undone (or it is stuck for an operator), so
-    // the rows are back when dtx.rollback() returns.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    sdk::TxState state = *r;
+  using StateResult = Result<sdk::TxState>;
+  auto status_of = [&](std::function<void(StateResult)> done) { coordinator.GetStatusAsync(xid, std::move(done)); };
+  StateResult state = co_await Await<StateResult>([&](std::function<void(StateResult)> done) {
+    if (commit) {
+      coordinator.CommitAsync(xid, std::move(done));
+    } else {
+      coordinator.RollbackAsync(xid, std::move(done));
+    }
+  });
+  if (state.ok() && !commit) {
+    // A rollback answers once its branches are undone (or it is stuck for an operator), so the
+    // rows are back when dtx.rollback() returns.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     auto pause = std::chrono::milliseconds(2);  // grows to 200 ms: a stuck rollback is not polled hard
-    while (!sdk::IsFinal(state.status) && state.status != sdk::GlobalStatus::kRollbackFailed &&
-           state.status != sdk::GlobalStatus::kTimeoutRollbackFailed && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(pause);
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (!sdk::IsFinal(state->status) && state->status != sdk::GlobalStatus::kRollbackFailed &&
+           state->status != sdk::GlobalStatus::kTimeoutRollbackFailed && std::chrono::steady_clock::now() < deadline) {
+      timer.expires_after(pause);
+      co_await timer.async_wait(kTuple);
       pause = std::min(pause * 2, std::chrono::milliseconds(200));
-      auto now = coordinator.GetStatus(xid);
+      StateResult now = co_await Await<StateResult>(status_of);
       if (!now.ok()) {
         // A finished transaction may have left the coordinator's log.
-        if (now.status().code() == StatusCode::kNotFound) state.status = sdk::GlobalStatus::kRollbacked;
+        if (now.status().code() == StatusCode::kNotFound) state->status = sdk::GlobalStatus::kRollbacked;
         break;
       }
-      state = *now;
+      state = std::move(now);
     }
-    return state;
-  };
-  auto state = co_await OffThread<Result<sdk::TxState>>(job2);
+  }
   auto unbind = [&] {
     if (session_xid_ == xid) session_xid_.clear();
   };
@@ -323,8 +350,7 @@ asio::awaitable<Result<std::string>> Session::DtxCall(const DtxFunction& fn) {
       co_return at::SqlError("42704", "global transaction " + xid + " not found: " + why);
     }
     if (code == StatusCode::kTimeout || code == StatusCode::kFailedPrecondition) {
-      std::function<Result<sdk::TxState>()> job3 = [&coordinator, xid] { return coordinator.GetStatus(xid); };
-      auto now = co_await OffThread<Result<sdk::TxState>>(job3);
+      StateResult now = co_await Await<StateResult>(status_of);
       const std::string status = now.ok() ? std::string(sdk::GlobalStatusName(now->status)) : "unknown";
       unbind();
       if (commit) {
@@ -450,6 +476,7 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
     if (r->failed) co_return co_await ReplyToClient(std::move(r->to_client));
   }
   std::string output;
+  std::optional<BackendReply> behind;  // the statement's answer, when sent behind its before image
   while (auto step = st.Next()) {
     if (step->check_global_locks) {
       auto& coordinator = *context_.at->coordinator;
@@ -459,7 +486,23 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
       continue;
     }
     const bool statement = step->query.role == at::QueryRole::kStatement;
-    auto r = co_await Exchange(Request(step->query), statement ? step->query.hidden_columns : 0);
+    std::optional<BackendReply> r;
+    if (statement && behind) {
+      r = std::move(behind);  // sent with the before image
+      behind.reset();
+    } else if (auto next = st.StatementBehindBeforeImage()) {
+      // The before image and the statement in one write; if the first fails, the block has
+      // failed and the second only says so.
+      std::string both = Request(step->query);
+      both.append(Request(*next));
+      if (!co_await WriteServer(both)) co_return false;
+      r = co_await ReadReply(0);
+      if (!r) co_return false;
+      behind = co_await ReadReply(next->hidden_columns);
+      if (!behind) co_return false;
+    } else {
+      r = co_await Exchange(Request(step->query), statement ? step->query.hidden_columns : 0);
+    }
     if (!r) co_return false;
     if (r->failed) {
       // The server's own error goes to the client as it is.
@@ -519,21 +562,18 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
 // undo row (or its absence, and leaves a marker), and a late report is refused by the coordinator.
 void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) {
   if (branch->branch_id() == 0) return;
-  context_.at->pool->Post([branch = std::move(branch), coordinator = context_.at->coordinator, committed] {
-    Status f;
-    try {
-      f = branch->Finish(*coordinator, committed);
-    } catch (const std::exception& ex) {
-      f = Internal(ex.what());
-    }
-    if (!f.ok()) {
-      // NOT_ACTIVE: the global transaction is already being decided (a dtx.commit() right after
-      // the local COMMIT, or a timeout); phase 2 finds the undo row, or its absence, either way.
-      const bool deciding = f.message().starts_with("NOT_ACTIVE");
-      spdlog::log(deciding ? spdlog::level::debug : spdlog::level::warn, "branch {} of {}: reporting phase one {} failed: {}",
-                  branch->branch_id(), branch->xid(), committed ? "done" : "failed", f.ToString());
-    }
-  });
+  const std::string xid = branch->xid();
+  const int64_t id = branch->branch_id();
+  context_.at->coordinator->ReportBranchAsync(
+      xid, id, committed ? sdk::BranchStatus::kPhaseOneDone : sdk::BranchStatus::kPhaseOneFailed, "",
+      [xid, id, committed](Status f) {
+        if (f.ok()) return;
+        // NOT_ACTIVE: the global transaction is already being decided (a dtx.commit() right
+        // after the local COMMIT, or a timeout); phase 2 finds the undo row, or its absence.
+        const bool deciding = f.message().starts_with("NOT_ACTIVE");
+        spdlog::log(deciding ? spdlog::level::debug : spdlog::level::warn, "branch {} of {}: reporting phase one {} failed: {}",
+                    id, xid, committed ? "done" : "failed", f.ToString());
+      });
 }
 
 // The local transaction is rolled back; the client gets the error and an idle session.

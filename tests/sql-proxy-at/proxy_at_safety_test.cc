@@ -240,5 +240,31 @@ TEST_F(ProxyAtSafety, UndoWriteFailureRollsTheCommitBack) {
   ExpectRolledBackToStart(*c, xid);
 }
 
+TEST_F(ProxyAtSafety, BeforeImageFailureStopsTheStatementSentBehindIt) {
+  // The before image and the UPDATE go to the server in one write; when the before image fails
+  // (here: a local row lock held past lock_timeout), the UPDATE must not have changed anything.
+  auto local = Direct();
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Exec("UPDATE acct SET note = 'held' WHERE id = 1").ok);
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("SET lock_timeout = '100ms'").ok);
+  Answer a = c->Exec("UPDATE acct SET balance = 0 WHERE id IN (1, 2)");  // outside a block
+  EXPECT_EQ(a.sqlstate, "55P03") << a.error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  Answer b = c->Exec("UPDATE acct SET balance = 0 WHERE id IN (1, 2)");  // in a block
+  EXPECT_EQ(b.sqlstate, "55P03") << b.error;
+  EXPECT_EQ(c->TxStatus(), 'E');
+  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+  ASSERT_TRUE(local->Exec("ROLLBACK").ok);
+  EXPECT_EQ(UndoRows(), 0);
+  EXPECT_EQ(Snapshot("acct"), before_);
+  // Once the row is free the same statement is a branch like any other.
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 0 WHERE id IN (1, 2)").ok);
+  EXPECT_EQ(Sql("SELECT sum(balance) FROM acct WHERE id IN (1, 2)").Value(), "0.00");
+  ExpectRolledBackToStart(*c, xid);
+}
+
 }  // namespace
 }  // namespace dtx::at::testing

@@ -85,6 +85,11 @@ std::optional<AtStep> AtStatement::Next() {
   return std::nullopt;
 }
 
+std::optional<AtQuery> AtStatement::StatementBehindBeforeImage() const {
+  if (state_ != State::kBeforeImage) return std::nullopt;
+  return AtQuery{QueryRole::kStatement, plan_.statement_sql, params_, plan_.hidden_columns};
+}
+
 void AtStatement::OnError() { SetState(State::kDone); }
 
 Status AtStatement::OnResult(const QueryResult& result) {

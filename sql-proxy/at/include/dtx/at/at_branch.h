@@ -66,6 +66,11 @@ class AtStatement {
   TransactionOp transaction_op() const { return parsed_.transaction_op; }
   // The next step, or nullopt when the statement is done (or failed).
   std::optional<AtStep> Next();
+  // While the next step is the before image: the statement's own query, which needs nothing from
+  // the before image's answer, so that a session may send both at once (one round trip). The
+  // answers are still given in order: OnResult(before image), then Next() is that statement and
+  // OnResult(its answer). nullopt in any other state.
+  std::optional<AtQuery> StatementBehindBeforeImage() const;
   // The answer to the query of the last step. An error status (also after the statement itself
   // ran, e.g. rows changed under the statement) means: the local transaction must fail; run
   // RaiseErrorSql(status) on the backend and relay that error.
