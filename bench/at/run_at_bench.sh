@@ -29,61 +29,17 @@ seconds=${SECONDS_PER_RUN:-20}
 clients=${CLIENTS:-8}
 threads=${THREADS:-2}
 workers=${PROXY_WORKERS:-2}
-bin=${DTX_PG_BIN:-/usr/lib/postgresql/15/bin}
 for b in dtx-coordinator dtx-sql-proxy; do
   [ -x "$build/bin/$b" ] || { echo "no $build/bin/$b: ninja -C $build dtx-coordinator dtx-sql-proxy" >&2; exit 2; }
 done
+. scripts/lib/services.sh
+svc_init run_at_bench dtx-at-bench
+bin=$PG_BIN
+dir=$SVC_DIR
 
-as_pg=()
-owner=""
-if [ "$(id -u)" -eq 0 ]; then
-  as_pg=(runuser -u postgres --)
-  owner=postgres
-fi
-dir=$(mktemp -d /tmp/dtx-at-bench.XXXXXX)
-[ -z "$owner" ] || chown "$owner:" "$dir"
-run_pg() { (cd "$dir" && "${as_pg[@]}" "$@"); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ ! -f "$dir/data/postmaster.pid" ] || run_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-# Starts a program that prints "LISTENING <port>"; sets $port.
-start() {
-  local out=$1
-  shift
-  : >"$out"
-  "$@" >"$out" 2>>"$dir/stderr.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    port=$(sed -n 's/^LISTENING \([0-9]*\)$/\1/p' "$out" | head -1)
-    [ -n "$port" ] && return 0
-    kill -0 "${pids[-1]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "run_at_bench: $1 did not start:" >&2
-  cat "$dir/stderr.log" >&2
-  exit 1
-}
-
-pg_port=$(free_port)
-run_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
-cat >>"$dir/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $pg_port
-unix_socket_directories = '$dir'
-shared_buffers = 256MB
-synchronous_commit = off
-max_connections = 100
-log_min_messages = warning
-CONF
-run_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w start >/dev/null
+start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" \
+  "log_min_messages = warning"
+pg_port=$PG_PORT
 psql_pg() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres "$@"; }
 "$bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 psql_pg <<'SQL'
@@ -93,23 +49,18 @@ ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY;
 VACUUM ANALYZE;
 SQL
 
-start "$dir/tc.out" "$build/bin/dtx-coordinator" --port 0 --admin 127.0.0.1:0 --data-dir "$dir/tc" \
-  --log-level warn ${TC_FLAGS:-}
-tc=127.0.0.1:$port
-tc_pid=${pids[-1]}
-for _ in $(seq 1 100); do
-  tc_admin=$(sed -n 's/^ADMIN \([0-9]*\)$/\1/p' "$dir/tc.out" | head -1)
-  [ -z "$tc_admin" ] || break
-  sleep 0.05
-done
+start_coordinator "$build/bin/dtx-coordinator" --admin 127.0.0.1:0 ${TC_FLAGS:-}
+tc=$TC_ADDR
+tc_pid=$TC_PID
+tc_admin=$TC_ADMIN
 at_flags=(--admin "" --server "127.0.0.1:$pg_port" --workers "$workers" --log-level warn
           --coordinator "$tc" --resource "postgres=postgresql://postgres@127.0.0.1:$pg_port/postgres")
-start "$dir/proxy-at.out" "$build/bin/dtx-sql-proxy" --port 0 "${at_flags[@]}"
+start_proxy "$dir/proxy-at.out" "$build/bin/dtx-sql-proxy" "${at_flags[@]}"
 at_port=$port
-at_pid=${pids[-1]}
-start "$dir/proxy-nocheck.out" "$build/bin/dtx-sql-proxy" --port 0 "${at_flags[@]}" --check-unbound-writes false
+at_pid=$SVC_LAST_PID
+start_proxy "$dir/proxy-nocheck.out" "$build/bin/dtx-sql-proxy" "${at_flags[@]}" --check-unbound-writes false
 nocheck_port=$port
-nocheck_pid=${pids[-1]}
+nocheck_pid=$SVC_LAST_PID
 
 # CPU time (ms) of a process and its reaped children (the postmaster's children are its backends).
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15 + $16 + $17) * 1000 / hz)}' "/proc/$1/stat"; }

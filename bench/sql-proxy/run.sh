@@ -16,51 +16,29 @@ build=${1:-build-proxy-bench}
 proxy_bin=$build/bin/dtx-sql-proxy
 seconds=${SECONDS_PER_RUN:-20}
 workers=${PROXY_WORKERS:-2}
-bin=${DTX_PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$proxy_bin" ] || { echo "no $proxy_bin: cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release && ninja -C $build dtx-sql-proxy" >&2; exit 2; }
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { echo "pgbouncer is not installed" >&2; exit 2; }
 pgbouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 
-as_pg=()
-owner=""
-if [ "$(id -u)" -eq 0 ]; then
-  as_pg=(runuser -u postgres --)
-  owner=postgres
-fi
-dir=$(mktemp -d /tmp/dtx-proxy-bench.XXXXXX)
-[ -z "$owner" ] || chown "$owner:" "$dir"
-run_pg() { (cd "$dir" && "${as_pg[@]}" "$@"); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-proxy_pid="" bouncer_pid=""
-cleanup() {
-  [ -z "$proxy_pid" ] || kill "$proxy_pid" 2>/dev/null || true
+. scripts/lib/services.sh
+svc_init run dtx-proxy-bench
+bin=$PG_BIN
+dir=$SVC_DIR
+owner=$PG_OWNER
+bouncer_pid=""
+svc_cleanup_hook() {
   [ ! -f "$dir/pgbouncer.pid" ] || kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
   [ -z "$bouncer_pid" ] || kill "$bouncer_pid" 2>/dev/null || true
-  [ ! -f "$dir/data/postmaster.pid" ] || run_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
-  rm -rf "$dir"
 }
-trap cleanup EXIT
 
-pg_port=$(free_port)
-run_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
-cat >>"$dir/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $pg_port
-unix_socket_directories = '$dir'
-shared_buffers = 256MB
-synchronous_commit = off
-max_connections = 100
-log_min_messages = warning
-CONF
-run_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w start >/dev/null
+start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" \
+  "log_min_messages = warning"
+pg_port=$PG_PORT
 "$bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 
-proxy_out=$dir/proxy.out
-"$proxy_bin" --port 0 --admin "" --server "127.0.0.1:$pg_port" --workers "$workers" --log-level warn >"$proxy_out" &
-proxy_pid=$!
-for _ in $(seq 100); do grep -q '^LISTENING ' "$proxy_out" && break; sleep 0.1; done
-proxy_port=$(awk '/^LISTENING /{print $2}' "$proxy_out")
+start_proxy "$dir/proxy.out" "$proxy_bin" --admin "" --server "127.0.0.1:$pg_port" --workers "$workers" \
+  --log-level warn
+proxy_port=$port
 
 bouncer_port=$(free_port)
 cat >"$dir/pgbouncer.ini" <<CONF
@@ -82,7 +60,7 @@ echo '"postgres" ""' >"$dir/userlist.txt"
 [ -z "$owner" ] || chown "$owner:" "$dir/pgbouncer.ini" "$dir/userlist.txt"
 run_pg "$pgbouncer_bin" -q "$dir/pgbouncer.ini" </dev/null >/dev/null 2>&1 &
 bouncer_pid=$!
-for _ in $(seq 50); do "$bin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" && break; sleep 0.1; done
+wait_for_port 127.0.0.1 "$bouncer_port" || true
 
 tps() {  # port, pgbench flags...
   local port=$1

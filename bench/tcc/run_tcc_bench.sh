@@ -16,34 +16,12 @@ build=${1:-build}
 seconds=${2:-20}
 concurrency=${3:-16}
 bin=$(cd "$build/bin" && pwd)
-dir=$(mktemp -d /tmp/dtx-tcc-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/../../scripts/lib/services.sh"
+svc_init run_tcc_bench dtx-tcc-bench
+dir=$SVC_DIR
 
-# Starts a program whose stdout says "LISTENING <port>"; sets $port.
-start() {
-  local out=$1
-  shift
-  "$@" >"$out" 2>>"$dir/stderr.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    port=$(sed -n 's/^LISTENING \([0-9]*\)$/\1/p' "$out" | head -1)
-    [ -n "$port" ] && return 0
-    sleep 0.05
-  done
-  echo "run_tcc_bench: $1 did not start (see $dir/stderr.log)" >&2
-  cat "$dir/stderr.log" >&2
-  exit 1
-}
-
-start "$dir/tc.out" "$bin/dtx-coordinator" --port 0 --admin "" --data-dir "$dir/tc" --log-level warn \
-  ${DTX_BENCH_TC_FLAGS:-}
-tc=127.0.0.1:$port
+start_coordinator "$bin/dtx-coordinator" --admin "" ${DTX_BENCH_TC_FLAGS:-}
+tc=$TC_ADDR
 db_a="$dir/bank-a.db"
 db_b="$dir/bank-b.db"
 if [ -n "${DTX_BENCH_BANK_DB:-}" ]; then
@@ -55,10 +33,10 @@ if [ -n "${DTX_BENCH_BANK_DB:-}" ]; then
   db_b="${DTX_BENCH_BANK_DB}${sep}options=-csearch_path%3Dbank_b"
 fi
 accounts=1000
-start "$dir/a.out" "$bin/dtx-tcc-bank" --name bank-a --db "$db_a" --coordinator "$tc" --port 0 \
+start_listening "$dir/a.out" "$bin/dtx-tcc-bank" --name bank-a --db "$db_a" --coordinator "$tc" --port 0 \
   --accounts $accounts --initial-balance 1000000 --threads "$concurrency" ${DTX_BENCH_BANK_FLAGS:-}
 bank_a=127.0.0.1:$port
-start "$dir/b.out" "$bin/dtx-tcc-bank" --name bank-b --db "$db_b" --coordinator "$tc" --port 0 \
+start_listening "$dir/b.out" "$bin/dtx-tcc-bank" --name bank-b --db "$db_b" --coordinator "$tc" --port 0 \
   --accounts $accounts --initial-balance 1000000 --threads "$concurrency" ${DTX_BENCH_BANK_FLAGS:-}
 bank_b=127.0.0.1:$port
 

@@ -28,34 +28,13 @@ export PGPORT=${rest%%/*}
 prefix="at_order_$$"
 export ORDERS_DB=${prefix}_orders STOCK_DB=${prefix}_stock ACCOUNTS_DB=${prefix}_accounts
 
-dir=$(mktemp -d /tmp/dtx-at-order.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+. "$here/../../scripts/lib/services.sh"
+svc_init run_example dtx-at-order
+dir=$SVC_DIR
+svc_cleanup_hook() {
   for db in "$ORDERS_DB" "$STOCK_DB" "$ACCOUNTS_DB"; do
     psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
   done
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-# Starts a program that prints "LISTENING <port>"; sets $port.
-start() {
-  local out=$1
-  shift
-  : >"$out"
-  "$@" >"$out" 2>>"$dir/stderr.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    port=$(sed -n 's/^LISTENING \([0-9]*\)$/\1/p' "$out" | head -1)
-    [ -n "$port" ] && return 0
-    kill -0 "${pids[-1]}" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "run_example: $1 did not start:" >&2
-  cat "$dir/stderr.log" >&2
-  exit 1
 }
 
 # 1. The databases and their tables, straight on PostgreSQL (before the proxy serves them).
@@ -66,17 +45,13 @@ for part in orders stock accounts; do
 done
 
 # 2. The coordinator.
-start "$dir/tc.out" "$build/bin/dtx-coordinator" --port 0 --admin 127.0.0.1:0 --data-dir "$dir/tc" --log-level warn
-tc_port=$port
-for _ in $(seq 1 100); do
-  tc_admin=$(sed -n 's/^ADMIN \([0-9]*\)$/\1/p' "$dir/tc.out" | head -1)
-  [ -z "$tc_admin" ] || break
-  sleep 0.05
-done
+start_coordinator "$build/bin/dtx-coordinator" --admin 127.0.0.1:0
+tc_port=$TC_PORT
+tc_admin=$TC_ADMIN
 
 # 3. The proxy in AT mode, one --resource per database.
 uri() { echo "postgresql://$PGUSER@$PGHOST:$PGPORT/$1"; }
-start "$dir/proxy.out" "$build/bin/dtx-sql-proxy" --port 0 --admin "" --server "$PGHOST:$PGPORT" \
+start_proxy "$dir/proxy.out" "$build/bin/dtx-sql-proxy" --admin "" --server "$PGHOST:$PGPORT" \
   --coordinator "127.0.0.1:$tc_port" --log-level warn \
   --resource "$ORDERS_DB=$(uri "$ORDERS_DB")" \
   --resource "$STOCK_DB=$(uri "$STOCK_DB")" \
