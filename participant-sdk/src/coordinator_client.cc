@@ -15,9 +15,7 @@
 
 #include "dtx.pb.h"
 #include "dtx/rpc/client.h"
-// The rpc client's I/O threads (their io_contexts carry this client's timers). The header is
-// the rpc library's own; it declares no more than IoPool.
-#include "../../rpc/src/io_pool.h"
+#include "dtx/rpc/io_pool.h"  // the rpc client's I/O threads: their io_contexts carry this client's timers
 
 namespace dtx::sdk {
 

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "connection.h"
-#include "io_pool.h"
+#include "dtx/rpc/io_pool.h"
 
 namespace dtx::rpc {
 namespace asio = boost::asio;

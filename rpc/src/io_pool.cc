@@ -1,4 +1,4 @@
-#include "io_pool.h"
+#include "dtx/rpc/io_pool.h"
 
 #include <pthread.h>
 

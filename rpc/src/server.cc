@@ -11,7 +11,7 @@
 #include <unordered_set>
 
 #include "connection.h"
-#include "io_pool.h"
+#include "dtx/rpc/io_pool.h"
 
 namespace dtx::rpc {
 namespace asio = boost::asio;
