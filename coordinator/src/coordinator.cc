@@ -517,7 +517,9 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       // must not overwrite what phase 2 recorded.
       if (s->deciding || s->rec.status != GlobalStatus::kBegin) {
         return Answer(reply, pb::NOT_ACTIVE,
-                      req.xid() + " is " + std::string(log::GlobalStatusName(s->rec.status)) +
+                      req.xid() + (s->rec.status == GlobalStatus::kBegin
+                                       ? std::string(" is being decided (commit or rollback called)")
+                                       : " is " + std::string(log::GlobalStatusName(s->rec.status))) +
                           ": phase one of its branches can no longer be reported");
       }
     }
