@@ -104,7 +104,14 @@ void AtResourceManager::Flush() {
   cv_.wait(lock, [&] { return (commits_.empty() && in_flight_ == 0) || !worker_.joinable(); });
 }
 
+void AtResourceManager::StartSweeping(UndoSweeper::StatusFn status) {
+  if (sweeper_) return;
+  sweeper_ = std::make_unique<UndoSweeper>(options_.databases, options_.undo_table, std::move(status), options_.sweep);
+  sweeper_->Start();
+}
+
 void AtResourceManager::Stop() {
+  if (sweeper_) sweeper_->Stop();
   {
     std::lock_guard lock(mu_);
     stop_ = true;

@@ -7,6 +7,9 @@
 // PhaseTwoRollbacked, PhaseTwoRollbackFailedRetryable (database unreachable, lock timeout...), or
 // PhaseTwoRollbackFailedUnretryable with the dirty rows named.
 //
+// StartSweeping() adds the UndoSweeper (undo rows left by a crash between a commit's answer and
+// its deletion, old rollback markers), at once and then every sweep.interval.
+//
 // Thread-safety: Handler() may be called from any thread (it only queues); one worker thread
 // does the database work. Stop() (or the destructor) finishes queued work and joins it.
 #pragma once
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "dtx/at/undo_executor.h"
+#include "dtx/at/undo_sweeper.h"
 #include "dtx/sdk/coordinator_client.h"
 
 namespace dtx::at {
@@ -33,6 +37,7 @@ struct AtResourceManagerOptions {
   std::string undo_table = std::string("dtx_undo_log");
   size_t commit_batch = 256;                      // undo rows deleted per statement at most
   std::chrono::milliseconds commit_delay{20};     // a commit waits this long for company
+  UndoSweepOptions sweep;                         // see StartSweeping()
 };
 
 class AtResourceManager {
@@ -47,6 +52,12 @@ class AtResourceManager {
   sdk::BranchHandler Handler();
   // Waits until every queued commit deletion has been tried.
   void Flush();
+  // Sweeps the undo tables now and then every options.sweep.interval on a thread of its own,
+  // asking `status` (the coordinator's GetStatus) about each xid. Call once, after Start().
+  void StartSweeping(UndoSweeper::StatusFn status);
+  // Undo rows and markers the sweeps deleted; rounds of sweeping finished.
+  uint64_t swept_rows() const { return sweeper_ ? sweeper_->swept_rows() : 0; }
+  uint64_t sweep_rounds() const { return sweeper_ ? sweeper_->rounds() : 0; }
   void Stop();
 
  private:
@@ -67,6 +78,7 @@ class AtResourceManager {
   size_t in_flight_ = 0;  // commit deletions taken by the worker, not yet done
   bool stop_ = false;
   std::thread worker_;
+  std::unique_ptr<UndoSweeper> sweeper_;
 };
 
 }  // namespace dtx::at
