@@ -23,8 +23,8 @@
 // for the extended protocol it diverts a whole batch, from the first message that needs the proxy
 // to the client's Sync. A diverted statement runs with the backend acquired: the AT engine
 // (dtx::at::AtBranch) says which queries to run, the session runs them on the server, forwards
-// the statement's answer without the hidden columns, and makes the blocking coordinator calls
-// on AtServices::pool, resuming on this session's thread.
+// the statement's answer without the hidden columns, and makes the coordinator calls with the
+// client's non-blocking calls, resuming on this session's thread (lock retries wait on timers).
 //
 // Ownership: the session is held by shared_ptr from its coroutines; the worker keeps a raw
 // pointer in its session set until the destructor runs (on the worker thread) and calls on_end.
@@ -147,12 +147,14 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> NextServerMessage(std::string& out);
   // Adds one server message to a reply (hidden columns removed); false if malformed.
   bool Collect(BackendReply& reply, const std::string& message, int hidden, bool& rowless);
-  template <class R>
-  asio::awaitable<R> OffThread(std::function<R()>& work);  // `work` is moved from
   // Starts a non-blocking coordinator call (`start` hands it the callback) and resumes on this
   // session's thread with its result.
   template <class R>
   asio::awaitable<R> Await(std::function<void(std::function<void(R)>)> start);
+  // The global-lock check of a statement (SELECT ... FOR UPDATE, an unbound write), retried on a
+  // timer for lock_retry_for; and a branch's registration at COMMIT, the same way.
+  asio::awaitable<Status> CheckLocks(const at::AtBranch& branch, at::AtStatement& st);
+  asio::awaitable<Result<std::optional<at::AtQuery>>> RegisterBranch(at::AtBranch& branch);
   asio::awaitable<bool> ForwardAcquired(std::string_view message);
   asio::awaitable<bool> ReplyToClient(std::string bytes);  // + ReadyForQuery, then releases
   asio::awaitable<bool> FailStatement(const Status& error, bool rollback);
@@ -192,7 +194,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Flushes the chunk, then answers one message of the client's itself: a CommandComplete with
   // `tag` (type 'C'), or an empty message of `type`.
   asio::awaitable<bool> ExtAnswer(char type, std::string_view tag);
-  asio::awaitable<bool> ExtSteps(at::AtStatement& st, std::string_view execute, const Portal& portal, bool local);
+  asio::awaitable<bool> ExtSteps(const at::AtBranch& branch, at::AtStatement& st, std::string_view execute,
+                                 const Portal& portal, bool local);
   asio::awaitable<bool> ExtRegister(std::shared_ptr<at::AtBranch> branch, std::optional<std::string> execute,
                                     bool& committed);
   asio::awaitable<bool> ExtCommit(std::shared_ptr<at::AtBranch> branch, std::string execute);

@@ -1,7 +1,7 @@
 // The AT half of Session (see docs/sql-proxy.md, "AT mode"): the dtx.* functions, the statements
 // of XID-bound sessions turned into AT branches, and the global-lock check of unbound writes.
 // Everything here runs with the backend acquired (the back loop parked), on the session's
-// worker thread; the blocking coordinator calls run on AtServices::pool.
+// worker thread; coordinator calls are non-blocking and resume here.
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -70,35 +70,7 @@ std::string ProxyText(const Status& s) {
 
 }  // namespace
 
-// ---- running work off the I/O thread ----
-
-template <class R>
-asio::awaitable<R> Session::OffThread(std::function<R()>& work_ref) {
-  std::function<R()> work = std::move(work_ref);
-  auto executor = co_await asio::this_coro::executor;
-  asio::steady_timer done(executor, asio::steady_timer::time_point::max());
-  std::optional<R> out;
-  context_.at->pool->Post([&, executor, work = std::move(work)]() mutable {
-    // An exception must not leave the pool's thread (it would end the process): it becomes the
-    // call's error.
-    std::optional<R> caught;
-    try {
-      caught.emplace(work());
-    } catch (const std::exception& ex) {
-      spdlog::error("a coordinator call of a session failed with an exception: {}", ex.what());
-      caught.emplace(R(at::SqlError("XX000", std::string("dtx-sql-proxy: internal error: ") + ex.what())));
-    } catch (...) {
-      caught.emplace(R(at::SqlError("XX000", "dtx-sql-proxy: internal error")));
-    }
-    R r = std::move(*caught);
-    asio::post(executor, [&, r = std::move(r)]() mutable {
-      out.emplace(std::move(r));
-      done.cancel();
-    });
-  });
-  while (!out) co_await done.async_wait(kTuple);
-  co_return std::move(*out);
-}
+// ---- coordinator calls ----
 
 template <class R>
 asio::awaitable<R> Session::Await(std::function<void(std::function<void(R)>)> start) {
@@ -120,6 +92,42 @@ asio::awaitable<R> Session::Await(std::function<void(std::function<void(R)>)> st
   while (!state->out) co_await state->timer.async_wait(kTuple);
   R out = std::move(*state->out);
   co_return out;
+}
+
+asio::awaitable<Status> Session::CheckLocks(const at::AtBranch& branch, at::AtStatement& st) {
+  auto& coordinator = *context_.at->coordinator;
+  const auto deadline = std::chrono::steady_clock::now() + branch.options().lock_retry_for;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    using Answer = Result<sdk::LockQuery>;
+    Answer answer = co_await Await<Answer>([&](std::function<void(Answer)> done) {
+      coordinator.QueryLocksAsync(branch.xid(), branch.options().resource_id, st.lock_keys(), std::move(done));
+    });
+    bool retry = false;
+    Status s = st.OnLocks(answer, std::chrono::steady_clock::now() < deadline, retry);
+    if (!retry) co_return s;
+    timer.expires_after(branch.options().lock_retry_interval);
+    co_await timer.async_wait(kTuple);
+  }
+}
+
+asio::awaitable<Result<std::optional<at::AtQuery>>> Session::RegisterBranch(at::AtBranch& branch) {
+  if (!branch.has_writes()) co_return std::optional<at::AtQuery>();
+  auto& coordinator = *context_.at->coordinator;
+  const sdk::BranchRegistration registration = branch.Registration();
+  const auto deadline = std::chrono::steady_clock::now() + branch.options().lock_retry_for;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  while (true) {
+    using Answer = Result<int64_t>;
+    Answer id = co_await Await<Answer>([&](std::function<void(Answer)> done) {
+      coordinator.RegisterBranchAsync(registration, std::move(done));
+    });
+    bool retry = false;
+    Result<std::optional<at::AtQuery>> undo = branch.OnRegistered(id, std::chrono::steady_clock::now() < deadline, retry);
+    if (!retry) co_return undo;
+    timer.expires_after(branch.options().lock_retry_interval);
+    co_await timer.async_wait(kTuple);
+  }
 }
 
 // ---- talking to the server with the backend acquired ----
@@ -479,9 +487,7 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
   std::optional<BackendReply> behind;  // the statement's answer, when sent behind its before image
   while (auto step = st.Next()) {
     if (step->check_global_locks) {
-      auto& coordinator = *context_.at->coordinator;
-      std::function<Status()> job4 = [&st, &coordinator] { return st.CheckGlobalLocks(coordinator); };
-      Status s = co_await OffThread<Status>(job4);
+      Status s = co_await CheckLocks(*branch, st);
       if (!s.ok()) co_return co_await FailStatement(s, implicit);
       continue;
     }
@@ -524,11 +530,7 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
 
 asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
                                             std::string output, bool implicit) {
-  auto& coordinator = *context_.at->coordinator;
-  std::function<Result<std::optional<at::AtQuery>>()> job5 = [branch, &coordinator] {
-    return branch->Register(coordinator);
-  };
-  auto undo = co_await OffThread<Result<std::optional<at::AtQuery>>>(job5);
+  Result<std::optional<at::AtQuery>> undo = co_await RegisterBranch(*branch);
   if (!undo.ok()) co_return co_await CommitFailed(branch, undo.status());
   std::optional<BackendReply> c;
   if (*undo) {
@@ -601,10 +603,7 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   while (auto step = (*st)->Next()) {
     if (step->check_global_locks) {
       context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
-      auto& coordinator = *context_.at->coordinator;
-      at::AtStatement& s = **st;
-      std::function<Status()> job8 = [&s, &coordinator] { return s.CheckGlobalLocks(coordinator); };
-      Status status = co_await OffThread<Status>(job8);
+      Status status = co_await CheckLocks(*local_branch_, **st);
       if (!status.ok()) co_return co_await FailStatement(status, own);
       continue;
     }

@@ -385,7 +385,7 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
     if (!local_branch_) local_branch_ = std::make_unique<at::AtBranch>(at_resource_->options, at_resource_->catalog, "");
     auto st = local_branch_->PrepareLocal(sql, bound.params);
     if (!st.ok()) co_return co_await ExtFail(st.status());
-    co_return co_await ExtSteps(**st, message, bound, true);
+    co_return co_await ExtSteps(*local_branch_, **st, message, bound, true);
   }
   if (!at_resource_) {
     if (auto refusal = NoResourceRefusal(sql)) co_return co_await ExtFail(*refusal);
@@ -456,7 +456,7 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
           if (ext_implicit_) {
             co_return co_await ExtFail(at::SqlError("25P01", "savepoints can only be used in transaction blocks"));
           }
-          if (in_block) co_return co_await ExtSteps(**st, message, bound, false);
+          if (in_block) co_return co_await ExtSteps(*branch, **st, message, bound, false);
           co_return co_await ExtForward(message, 1);
         case at::TransactionOp::kBegin:
           if (ext_implicit_) {
@@ -491,9 +491,9 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
         ext_implicit_ = true;
         ext_branch_ = branch;
       }
-      co_return co_await ExtSteps(**st, message, bound, false);
+      co_return co_await ExtSteps(*branch, **st, message, bound, false);
     case at::StatementKind::kSelectForUpdate:
-      co_return co_await ExtSteps(**st, message, bound, false);
+      co_return co_await ExtSteps(*branch, **st, message, bound, false);
     default:
       co_return co_await ExtForward(message, 1);
   }
@@ -510,7 +510,7 @@ asio::awaitable<bool> Session::ExtAnswer(char type, std::string_view tag) {
   co_return co_await WriteClient(out);
 }
 
-asio::awaitable<bool> Session::ExtSteps(at::AtStatement& st, std::string_view execute, const Portal& portal,
+asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatement& st, std::string_view execute, const Portal& portal,
                                         bool local) {
   if (!local) {
     if (auto refusal = EncodingRefusal()) co_return co_await ExtFail(*refusal);
@@ -520,9 +520,7 @@ asio::awaitable<bool> Session::ExtSteps(at::AtStatement& st, std::string_view ex
       if (local) context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
       if (!co_await ExtFlush(false)) co_return false;
       if (ext_failed_) co_return true;
-      auto& coordinator = *context_.at->coordinator;
-      std::function<Status()> job1 = [&st, &coordinator] { return st.CheckGlobalLocks(coordinator); };
-      Status s = co_await OffThread<Status>(job1);
+      Status s = co_await CheckLocks(branch, st);
       if (!s.ok()) co_return co_await ExtFail(s);
       continue;
     }
@@ -567,13 +565,9 @@ asio::awaitable<bool> Session::ExtSteps(at::AtStatement& st, std::string_view ex
 asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch, std::optional<std::string> execute,
                                            bool& committed) {
   committed = false;
-  auto& coordinator = *context_.at->coordinator;
   if (!co_await ExtFlush(false)) co_return false;
   if (ext_failed_) co_return true;
-  std::function<Result<std::optional<at::AtQuery>>()> job2 = [branch, &coordinator] {
-    return branch->Register(coordinator);
-  };
-  auto undo = co_await OffThread<Result<std::optional<at::AtQuery>>>(job2);
+  Result<std::optional<at::AtQuery>> undo = co_await RegisterBranch(*branch);
   Status error = undo.status();
   if (undo.ok() && *undo) {
     auto w = co_await ExtRun(**undo, 0, {});

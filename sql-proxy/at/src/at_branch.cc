@@ -174,18 +174,28 @@ Status AtStatement::OnResult(const QueryResult& result) {
 }
 
 Status AtStatement::CheckGlobalLocks(sdk::CoordinatorClient& client) {
-  const auto& o = branch_.options_;
-  auto deadline = std::chrono::steady_clock::now() + o.lock_retry_for;
+  const auto deadline = std::chrono::steady_clock::now() + branch_.options_.lock_retry_for;
   while (true) {
-    auto r = client.QueryLocks(branch_.xid_, o.resource_id, lock_keys_);
-    if (!r.ok()) return SqlError(sqlstate::kConnectionFailure, "dtx coordinator: " + r.status().ToString(), r.status().code());
-    if (r->free) break;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return SqlError(sqlstate::kLockNotAvailable, "row " + r->conflict_key + " is locked by global transaction " +
-                                                       r->conflict_xid + " (waited " +
-                                                       std::to_string(o.lock_retry_for.count()) + " ms)");
+    bool retry = false;
+    Status s = OnLocks(client.QueryLocks(branch_.xid_, branch_.options_.resource_id, lock_keys_),
+                       std::chrono::steady_clock::now() < deadline, retry);
+    if (!retry) return s;
+    std::this_thread::sleep_for(branch_.options_.lock_retry_interval);
+  }
+}
+
+Status AtStatement::OnLocks(const Result<sdk::LockQuery>& r, bool time_left, bool& retry) {
+  const auto& o = branch_.options_;
+  retry = false;
+  if (!r.ok()) return SqlError(sqlstate::kConnectionFailure, "dtx coordinator: " + r.status().ToString(), r.status().code());
+  if (!r->free) {
+    if (time_left) {
+      retry = true;
+      return Status::Ok();
     }
-    std::this_thread::sleep_for(o.lock_retry_interval);
+    return SqlError(sqlstate::kLockNotAvailable, "row " + r->conflict_key + " is locked by global transaction " +
+                                                     r->conflict_xid + " (waited " +
+                                                     std::to_string(o.lock_retry_for.count()) + " ms)");
   }
   SetState(State::kStatement);
   return Status::Ok();
@@ -262,22 +272,33 @@ std::vector<std::string> AtBranch::LockKeys() const {
 
 Result<std::optional<AtQuery>> AtBranch::Register(sdk::CoordinatorClient& client) {
   if (entries_.empty()) return std::optional<AtQuery>();
+  const sdk::BranchRegistration reg = Registration();
+  const auto deadline = std::chrono::steady_clock::now() + options_.lock_retry_for;
+  while (true) {
+    bool retry = false;
+    auto undo = OnRegistered(client.RegisterBranch(reg), std::chrono::steady_clock::now() < deadline, retry);
+    if (!retry) return undo;
+    std::this_thread::sleep_for(options_.lock_retry_interval);
+  }
+}
+
+sdk::BranchRegistration AtBranch::Registration() const {
   sdk::BranchRegistration reg;
   reg.xid = xid_;
   reg.resource_id = options_.resource_id;
   reg.type = sdk::BranchType::kAT;
   reg.lock_keys = LockKeys();
-  auto deadline = std::chrono::steady_clock::now() + options_.lock_retry_for;
-  while (true) {
-    auto id = client.RegisterBranch(reg);
-    if (id.ok()) {
-      branch_id_ = *id;
-      break;
-    }
+  return reg;
+}
+
+Result<std::optional<AtQuery>> AtBranch::OnRegistered(const Result<int64_t>& id, bool time_left, bool& retry) {
+  retry = false;
+  if (entries_.empty()) return std::optional<AtQuery>();
+  if (!id.ok()) {
     if (sdk::IsLockConflict(id.status())) {
-      if (std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(options_.lock_retry_interval);
-        continue;
+      if (time_left) {
+        retry = true;
+        return std::optional<AtQuery>();
       }
       return SqlError(sqlstate::kLockNotAvailable,
                       "could not obtain the global row locks of " + xid_ + " within " +
@@ -292,6 +313,7 @@ Result<std::optional<AtQuery>> AtBranch::Register(sdk::CoordinatorClient& client
                     "the global transaction " + xid_ + " cannot take this branch: " + std::string(id.status().message()),
                     id.status().code());
   }
+  branch_id_ = *id;
   try {
     return std::optional<AtQuery>(InsertUndoQuery(options_.undo_table, xid_, branch_id_, entries_));
   } catch (const nlohmann::json::exception& ex) {

@@ -36,10 +36,7 @@
 #include "dtx/at/sql_state.h"
 #include "dtx/at/statement_analyzer.h"
 #include "dtx/at/undo_log.h"
-
-namespace dtx::sdk {
-class CoordinatorClient;
-}
+#include "dtx/sdk/coordinator_client.h"  // plain declarations, no generated code
 
 namespace dtx::at {
 
@@ -81,6 +78,11 @@ class AtStatement {
   // SELECT ... FOR UPDATE: are the locked rows free of other global transactions' locks?
   // Retries for lock_retry_for, then 55P03.
   Status CheckGlobalLocks(sdk::CoordinatorClient& client);
+  // The same for a caller that makes the QueryLocks calls itself (non-blocking): the keys to
+  // ask about, then each answer. `time_left`: whether lock_retry_for has not run out yet; when
+  // the rows are held and time is left, `retry` is set (ask again after lock_retry_interval).
+  const std::vector<std::string>& lock_keys() const { return lock_keys_; }
+  Status OnLocks(const Result<sdk::LockQuery>& answer, bool time_left, bool& retry);
 
  private:
   friend class AtBranch;
@@ -126,6 +128,10 @@ class AtBranch {
   // Returns the undo-log insert to run before the COMMIT, or nullopt when nothing was written
   // (no branch is registered then).
   Result<std::optional<AtQuery>> Register(sdk::CoordinatorClient& client);
+  // The same for a caller that makes the RegisterBranch calls itself: what to send, then each
+  // answer (`retry` as for AtStatement::OnLocks, on a lock conflict).
+  sdk::BranchRegistration Registration() const;
+  Result<std::optional<AtQuery>> OnRegistered(const Result<int64_t>& answer, bool time_left, bool& retry);
   // The undo-log insert failed with `sqlstate`: the error for the client. A unique violation
   // means the branch was already rolled back by the coordinator (its marker row is there).
   Status UndoWriteFailed(std::string_view sqlstate, std::string_view message) const;
