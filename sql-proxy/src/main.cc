@@ -5,6 +5,7 @@
 //   dtx-sql-proxy --config proxy.toml               # the same options in a TOML file
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> resources;
   int64_t lock_retry_ms = 2000;
   bool check_unbound_writes = true;
+  int64_t undo_sweep_interval_ms = 60'000, undo_marker_age_ms = 600'000;
 
   app.add_option("--host", options.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", options.port, "Port to listen on (0: any free port)")->capture_default_str();
@@ -65,6 +67,10 @@ int main(int argc, char** argv) {
   app.add_option("--check-unbound-writes", check_unbound_writes,
                  "UPDATE/DELETE of sessions bound to no global transaction first check the global locks")
       ->capture_default_str();
+  app.add_option("--undo-sweep-interval-ms", undo_sweep_interval_ms,
+                 "How often undo rows no phase 2 needs are swept (also once at start)")->capture_default_str();
+  app.add_option("--undo-marker-age-ms", undo_marker_age_ms,
+                 "Rollback markers younger than this are never swept")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.set_config("--config", "", "A TOML file with any of these options");
   CLI11_PARSE(app, argc, argv);
@@ -112,6 +118,8 @@ int main(int argc, char** argv) {
     at_services = std::make_shared<AtServices>();
     at_services->check_unbound_writes = check_unbound_writes;
     at::AtResourceManagerOptions rm_options;
+    rm_options.sweep.interval = std::chrono::milliseconds(std::max<int64_t>(1, undo_sweep_interval_ms));
+    rm_options.sweep.marker_age = std::chrono::milliseconds(std::max<int64_t>(0, undo_marker_age_ms));
     for (const auto& entry : resources) {
       const auto eq = entry.find('=');
       if (eq == std::string::npos || eq == 0 || eq + 1 == entry.size()) {
@@ -150,6 +158,8 @@ int main(int argc, char** argv) {
     co.connect_wait = std::chrono::milliseconds(2000);
     co.call_timeout = std::chrono::milliseconds(10'000);
     at_services->coordinator = std::make_shared<sdk::CoordinatorClient>(co, resource_manager->Handler());
+    resource_manager->StartSweeping(
+        [client = at_services->coordinator](const std::string& xid) { return client->GetStatus(xid); });
     options.at = at_services;
     spdlog::info("AT mode: coordinator {}, {} resource(s), lock retry {} ms, unbound writes {}checked", coordinator,
                  at_services->resources.size(), lock_retry_ms, check_unbound_writes ? "" : "not ");
