@@ -202,7 +202,6 @@ int main(int argc, char** argv) {
   const size_t ended = proxy.Shutdown(std::chrono::milliseconds(shutdown_grace_ms));
   if (metrics_server) metrics_server->Stop();
   if (at_services) {
-    at_services->pool.reset();  // no coordinator call of a session is still running
     at_services->coordinator->Shutdown();
     resource_manager->Stop();
   }
