@@ -161,7 +161,7 @@ TEST(StatementAnalyzer, ClientReturningItemsStayFirst) {
   auto p = Plan(*r, Table("public", "t", {"id"}));
   ASSERT_TRUE(p.ok());
   const auto& s = p->statement_sql;
-  auto client = s.find("RETURNING id, a AS x, ");
+  auto client = s.find("RETURNING id, a AS x\n, ");
   EXPECT_NE(client, std::string::npos) << s;
   EXPECT_TRUE(p->before_image_sql.empty());
 }
@@ -199,6 +199,103 @@ TEST(StatementAnalyzer, OddInputIsAnErrorOrAPlanNeverACrash) {
     } else if (!r.ok()) {
       EXPECT_EQ(SqlStateOf(r.status()).size(), 5u) << r.status();
     }
+  }
+}
+
+}  // namespace
+}  // namespace dtx::at
+
+namespace dtx::at {
+namespace {
+
+TEST(StatementAnalyzer, ParameterZeroIsRefusedAsTheServerWould) {
+  for (const char* sql : {"UPDATE t SET a = 1 WHERE id = $0", "SELECT $0", "INSERT INTO t VALUES ($1, $00)",
+                          "DELETE FROM t WHERE id = $0 -- x"}) {
+    auto r = Analyze(sql);
+    ASSERT_FALSE(r.ok()) << sql;
+    EXPECT_EQ(SqlStateOf(r.status()), "42P02") << sql;
+    EXPECT_NE(r.status().message().find("there is no parameter $0"), std::string_view::npos) << r.status();
+  }
+  // "$0" that is not a parameter, and parameters whose number merely starts with 0 in text.
+  for (const char* sql : {"UPDATE t SET a = '$0' WHERE id = $1", "SELECT 1 AS \"$0\"", "UPDATE t SET a = $10 WHERE id = $1",
+                          "UPDATE t SET a = $$ $0 $$ WHERE id = 1"}) {
+    auto r = Analyze(sql);
+    EXPECT_TRUE(r.ok()) << sql << ": " << r.status();
+  }
+}
+
+// The rewritten statement is the client's text with the hidden items appended: it must stay one
+// statement with the same table, parameters and client items, whatever surrounds it.
+TEST(StatementAnalyzer, RewrittenStatementKeepsTheClientsTextAndParsesBack) {
+  struct Case {
+    const char* sql;
+    int client_items;
+  } cases[] = {
+      {"UPDATE t SET a = $1 WHERE id = $2 -- trailing comment", 0},
+      {"UPDATE t SET a = 1 WHERE id = 2;", 0},
+      {"  /* leading */ DELETE FROM t WHERE id = 2 ;  -- after", 0},
+      {"INSERT INTO t (a) VALUES (1) RETURNING *", 1},
+      {"INSERT INTO t (a) VALUES (1) RETURNING id, a -- note", 2},
+      {"WITH v AS (SELECT 1 AS x) UPDATE t SET a = v.x FROM (SELECT 1) s WHERE false", -1},  // refused: FROM
+      {"WITH v AS (SELECT 2 AS x) DELETE FROM t WHERE id IN (SELECT x FROM v) RETURNING id", 1},
+      {"INSERT INTO t SELECT g FROM generate_series(1, 3) g ORDER BY 1 LIMIT 2", 0},
+  };
+  for (const auto& c : cases) {
+    auto r = Analyze(c.sql);
+    if (c.client_items < 0) {
+      EXPECT_FALSE(r.ok()) << c.sql;
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << c.sql << ": " << r.status();
+    auto p = Plan(*r, Table("public", "t", {"id"}));
+    ASSERT_TRUE(p.ok()) << c.sql << ": " << p.status();
+    auto again = Analyze(p->statement_sql);
+    ASSERT_TRUE(again.ok()) << p->statement_sql << ": " << again.status();
+    EXPECT_EQ(again->kind, r->kind) << p->statement_sql;
+    EXPECT_EQ(again->table.name, "t");
+    EXPECT_EQ(again->returning_items, c.client_items + 2) << p->statement_sql;
+    EXPECT_EQ(p->hidden_columns, 2);
+    EXPECT_NE(p->statement_sql.find("json_build_array(\"t\".\"id\"::text)::text AS dtx_pk, row_to_json(\"t\".*)::text AS dtx_image"),
+              std::string::npos)
+        << p->statement_sql;
+  }
+}
+
+TEST(StatementAnalyzer, TextAfterANulByteIsNotSpliced) {
+  auto r = Analyze(std::string("UPDATE t SET a = 1\0 WHERE b", 26));
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto p = Plan(*r, Table("public", "t", {"id"}));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->statement_sql.find('\0'), std::string::npos);
+  EXPECT_EQ(p->statement_sql.find("WHERE b"), std::string::npos) << p->statement_sql;
+  EXPECT_TRUE(Analyze(p->statement_sql).ok());
+}
+
+// The parse tree is shared by copies and outlives the first ParsedStatement; the kept templates
+// never give one table's (or alias's) target list to another.
+TEST(StatementAnalyzer, CopiesPlanAloneAndTemplatesDoNotMix) {
+  std::optional<ParsedStatement> copy;
+  {
+    auto r = Analyze("UPDATE a SET x = $1 WHERE k = $2");
+    ASSERT_TRUE(r.ok());
+    copy = *r;
+  }
+  for (int round = 0; round < 2; ++round) {
+    auto pa = Plan(*copy, Table("public", "a", {"k"}));
+    ASSERT_TRUE(pa.ok()) << pa.status();
+    EXPECT_NE(pa->before_image_sql.find("json_build_array(a.k::text)"), std::string::npos) << pa->before_image_sql;
+    EXPECT_NE(pa->before_image_sql.find("k = $1"), std::string::npos) << pa->before_image_sql;
+    EXPECT_EQ(pa->extra_params, (std::vector<int>{2}));
+    auto rb = Analyze("UPDATE b AS bb SET y = 1 WHERE id1 = 3 AND id2 = 4");
+    ASSERT_TRUE(rb.ok());
+    auto pb = Plan(*rb, Table("public", "b", {"id1", "id2"}));
+    ASSERT_TRUE(pb.ok()) << pb.status();
+    EXPECT_NE(pb->before_image_sql.find("json_build_array(bb.id1::text, bb.id2::text)"), std::string::npos)
+        << pb->before_image_sql;
+    EXPECT_NE(pb->before_image_sql.find("FROM b bb WHERE id1 = 3 AND id2 = 4 FOR UPDATE"), std::string::npos)
+        << pb->before_image_sql;
+    EXPECT_TRUE(pb->extra_params.empty());
+    EXPECT_EQ(pb->before_image_sql.find("a.k"), std::string::npos) << pb->before_image_sql;
   }
 }
 

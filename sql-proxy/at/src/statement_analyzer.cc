@@ -3,7 +3,9 @@
 #include <pg_query.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
+#include <mutex>
 
 #include "pg_query.pb.h"
 
@@ -91,12 +93,42 @@ std::string ImageTargets(const std::string& q, const std::vector<std::string>& p
   return s;
 }
 
-// The target list of a parsed "SELECT ..." template.
+// The parsed "SELECT ..." template. Templates repeat (one per table alias and key), so their
+// trees are kept (a bounded map, cleared when full) instead of being parsed per statement.
 Result<pq::SelectStmt> Template(const std::string& sql) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<const pq::SelectStmt>, std::less<>> cache;
+  {
+    std::lock_guard lock(mu);
+    if (auto it = cache.find(sql); it != cache.end()) return *it->second;
+  }
   auto t = Parse(sql);
   if (!t.ok()) return t.status();
   if (t->stmts_size() != 1 || !t->stmts(0).stmt().has_select_stmt()) return SqlError(sqlstate::kInternal, "bad template");
-  return t->stmts(0).stmt().select_stmt();
+  auto stmt = std::make_shared<const pq::SelectStmt>(t->stmts(0).stmt().select_stmt());
+  std::lock_guard lock(mu);
+  if (cache.size() >= 1024) cache.clear();
+  cache.emplace(sql, stmt);
+  return *stmt;
+}
+
+// Whether `m` holds a ParamRef numbered 0 (only walked when the text contains "$0").
+bool HasParamZero(const google::protobuf::Message& m) {
+  if (const auto* p = dynamic_cast<const pq::ParamRef*>(&m)) return p->number() == 0;
+  const auto* refl = m.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  refl->ListFields(m, &fields);
+  for (const auto* f : fields) {
+    if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (f->is_repeated()) {
+      for (int i = 0; i < refl->FieldSize(m, f); ++i) {
+        if (HasParamZero(refl->GetRepeatedMessage(m, f, i))) return true;
+      }
+    } else if (HasParamZero(refl->GetMessage(m, f))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // Renumbers the $n parameters of `m` densely in order of first use; returns the original
@@ -120,6 +152,36 @@ void Renumber(google::protobuf::Message* m, std::map<int, int>* seen, std::vecto
       Renumber(refl->MutableMessage(m, f), seen, order);
     }
   }
+}
+
+// Renumber() of an extra query built from `sql`: a statement whose text has no '$' has no
+// parameters, and the reflection walk is skipped.
+void RenumberIfParams(std::string_view sql, google::protobuf::Message* m, std::vector<int>* order) {
+  if (sql.find('$') == std::string_view::npos) return;
+  std::map<int, int> seen;
+  Renumber(m, &seen, order);
+}
+
+// The tree of a parsed statement: the kept one, or the deprecated serialized form.
+Result<std::shared_ptr<const pq::ParseResult>> TreeOf(const ParsedStatement& parsed) {
+  if (parsed.tree) {
+    if (parsed.tree->stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
+    return parsed.tree;
+  }
+  auto tree = std::make_shared<pq::ParseResult>();
+  if (!tree->ParseFromString(parsed.parse_tree) || tree->stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
+  return std::shared_ptr<const pq::ParseResult>(std::move(tree));
+}
+
+// The statement's own text (its RawStmt range, without the trailing ';'), or its deparse when
+// the text is not known.
+Result<std::string> StatementText(const ParsedStatement& parsed, const pq::ParseResult& tree) {
+  if (parsed.sql.empty()) return Deparse(tree);
+  const auto& raw = tree.stmts(0);
+  const size_t at = static_cast<size_t>(std::max(0, raw.stmt_location()));
+  if (at > parsed.sql.size()) return SqlError(sqlstate::kInternal, "bad statement location");
+  const size_t len = raw.stmt_len() > 0 ? static_cast<size_t>(raw.stmt_len()) : std::string::npos;
+  return parsed.sql.substr(at, len);
 }
 
 void SetForUpdate(pq::SelectStmt* s) {
@@ -179,16 +241,24 @@ Result<ParsedStatement> Analyze(std::string_view sql_view) {
     return SqlError("22021", "the statement is not valid UTF-8: AT mode needs client_encoding UTF8");
   }
   std::string sql(sql_view);
-  auto tree = Parse(sql);
-  if (!tree.ok()) return tree.status();
+  auto parsed_tree = Parse(sql);
+  if (!parsed_tree.ok()) return parsed_tree.status();
+  auto tree = std::make_shared<const pq::ParseResult>(std::move(*parsed_tree));
   ParsedStatement out;
   if (tree->stmts_size() == 0) return out;
   if (tree->stmts_size() > 1) {
     return Refuse("the string holds " + std::to_string(tree->stmts_size()) +
                   " statements; send one statement per query in a global transaction");
   }
+  // The grammar takes "$0", but it names no parameter: refuse it as the server would.
+  if (sql.find("$0") != std::string::npos && HasParamZero(*tree)) {
+    return SqlError("42P02", "there is no parameter $0", StatusCode::kInvalidArgument);
+  }
   const pq::Node& n = tree->stmts(0).stmt();
-  out.parse_tree = tree->SerializeAsString();
+  out.tree = tree;
+  // The text the grammar saw (it stops at a NUL byte), so that Plan splices nothing else.
+  sql.resize(std::strlen(sql.c_str()));
+  out.sql = std::move(sql);
   switch (n.node_case()) {
     case pq::Node::kInsertStmt: {
       const auto& s = n.insert_stmt();
@@ -309,22 +379,25 @@ Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableI
   StatementPlan plan;
   plan.statement_sql = std::string(sql);
   if (table.primary_key.empty()) return plan;
-  pq::ParseResult tree;
-  if (!tree.ParseFromString(parsed.parse_tree) || tree.stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
-  const pq::Node& n = tree.stmts(0).stmt();
+  if (parsed.kind != StatementKind::kUpdate && parsed.kind != StatementKind::kDelete) {
+    return plan;  // INSERT: new keys cannot be known before it runs (not checked)
+  }
+  auto tree = TreeOf(parsed);
+  if (!tree.ok()) return tree.status();
+  const pq::Node& n = (*tree)->stmts(0).stmt();
   const pq::RangeVar* rv;
   const pq::Node* where;
   const pq::WithClause* with;
   if (parsed.kind == StatementKind::kUpdate) {
+    if (!n.has_update_stmt()) return SqlError(sqlstate::kInternal, "bad parse tree");
     const auto& u = n.update_stmt();
     rv = &u.relation(), where = u.has_where_clause() ? &u.where_clause() : nullptr;
     with = u.has_with_clause() ? &u.with_clause() : nullptr;
-  } else if (parsed.kind == StatementKind::kDelete) {
+  } else {
+    if (!n.has_delete_stmt()) return SqlError(sqlstate::kInternal, "bad parse tree");
     const auto& d = n.delete_stmt();
     rv = &d.relation(), where = d.has_where_clause() ? &d.where_clause() : nullptr;
     with = d.has_with_clause() ? &d.with_clause() : nullptr;
-  } else {
-    return plan;  // INSERT: new keys cannot be known before it runs (not checked)
   }
   auto t = Template(ImageTargets(Qualifier(*rv), table.primary_key, false) + " FROM dtx_placeholder");
   if (!t.ok()) return t.status();
@@ -333,8 +406,7 @@ Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableI
   if (where) *q.mutable_where_clause() = *where;
   if (with) *q.mutable_with_clause() = *with;
   SetForUpdate(&q);
-  std::map<int, int> seen;
-  Renumber(&q, &seen, &plan.extra_params);
+  RenumberIfParams(parsed.sql.empty() ? sql : std::string_view(parsed.sql), &q, &plan.extra_params);
   pq::ParseResult out;
   *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(q);
   auto keys = Deparse(out);
@@ -347,13 +419,17 @@ Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table
   if (table.primary_key.empty()) {
     return Refuse("table " + table.QualifiedName() + " has no primary key");
   }
-  pq::ParseResult tree;
-  if (!tree.ParseFromString(parsed.parse_tree) || tree.stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
-  pq::Node* n = tree.mutable_stmts(0)->mutable_stmt();
+  auto tree_or = TreeOf(parsed);
+  if (!tree_or.ok()) return tree_or.status();
+  const pq::ParseResult& tree = **tree_or;
+  const pq::Node& n = tree.stmts(0).stmt();
+  // Renumber() needs to know whether there may be parameters; without the text, assume so.
+  const std::string_view text = parsed.sql.empty() ? std::string_view("$") : std::string_view(parsed.sql);
   StatementPlan plan;
 
   if (parsed.kind == StatementKind::kSelectForUpdate) {
-    const auto& s = n->select_stmt();
+    if (!n.has_select_stmt() || n.select_stmt().from_clause_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
+    const auto& s = n.select_stmt();
     const auto& rv = s.from_clause(0).range_var();
     auto t = Template(ImageTargets(Qualifier(rv), table.primary_key, false) + " FROM dtx_placeholder");
     if (!t.ok()) return t.status();
@@ -362,29 +438,30 @@ Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table
     if (s.has_where_clause()) *q.mutable_where_clause() = s.where_clause();
     if (s.has_with_clause()) *q.mutable_with_clause() = s.with_clause();
     SetForUpdate(&q);
-    std::map<int, int> seen;
-    Renumber(&q, &seen, &plan.extra_params);
+    RenumberIfParams(text, &q, &plan.extra_params);
     pq::ParseResult out;
     *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(q);
     auto sql = Deparse(out);
     if (!sql.ok()) return sql.status();
     plan.lock_keys_sql = std::move(*sql);
-    auto stmt = Deparse(tree);
+    auto stmt = StatementText(parsed, tree);
     if (!stmt.ok()) return stmt.status();
     plan.statement_sql = std::move(*stmt);
     return plan;
   }
 
   const pq::RangeVar* rv = nullptr;
-  google::protobuf::RepeatedPtrField<pq::Node>* returning = nullptr;
+  int returning = 0;
   switch (parsed.kind) {
     case StatementKind::kInsert:
-      rv = &n->insert_stmt().relation();
-      returning = n->mutable_insert_stmt()->mutable_returning_list();
+      if (!n.has_insert_stmt()) return SqlError(sqlstate::kInternal, "bad parse tree");
+      rv = &n.insert_stmt().relation();
+      returning = n.insert_stmt().returning_list_size();
       break;
     case StatementKind::kUpdate:
-      rv = &n->update_stmt().relation();
-      returning = n->mutable_update_stmt()->mutable_returning_list();
+      if (!n.has_update_stmt()) return SqlError(sqlstate::kInternal, "bad parse tree");
+      rv = &n.update_stmt().relation();
+      returning = n.update_stmt().returning_list_size();
       for (const auto& c : parsed.set_columns) {
         if (std::find(table.primary_key.begin(), table.primary_key.end(), c) != table.primary_key.end()) {
           return Refuse("the UPDATE assigns primary-key column \"" + c + "\" of " + table.QualifiedName());
@@ -397,37 +474,40 @@ Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table
                       " cascades through foreign keys (ON DELETE CASCADE / SET NULL / SET DEFAULT) to rows the "
                       "undo log would not hold");
       }
-      rv = &n->delete_stmt().relation();
-      returning = n->mutable_delete_stmt()->mutable_returning_list();
+      if (!n.has_delete_stmt()) return SqlError(sqlstate::kInternal, "bad parse tree");
+      rv = &n.delete_stmt().relation();
+      returning = n.delete_stmt().returning_list_size();
       break;
     default: return SqlError(sqlstate::kInternal, "Plan() of a statement that does not write");
   }
   const std::string q = Qualifier(*rv);
-  auto targets = Template(ImageTargets(q, table.primary_key, true));
-  if (!targets.ok()) return targets.status();
+  const std::string targets = ImageTargets(q, table.primary_key, true);
 
   if (parsed.kind == StatementKind::kUpdate) {
-    const auto& u = n->update_stmt();
-    auto t = Template(ImageTargets(q, table.primary_key, true) + " FROM dtx_placeholder");
+    const auto& u = n.update_stmt();
+    auto t = Template(targets + " FROM dtx_placeholder");
     if (!t.ok()) return t.status();
     pq::SelectStmt s = std::move(*t);
     *s.mutable_from_clause(0)->mutable_range_var() = u.relation();
     if (u.has_where_clause()) *s.mutable_where_clause() = u.where_clause();
     if (u.has_with_clause()) *s.mutable_with_clause() = u.with_clause();
     SetForUpdate(&s);
-    std::map<int, int> seen;
-    Renumber(&s, &seen, &plan.extra_params);
+    RenumberIfParams(text, &s, &plan.extra_params);
     pq::ParseResult out;
     *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(s);
     auto sql = Deparse(out);
     if (!sql.ok()) return sql.status();
     plan.before_image_sql = std::move(*sql);
   }
-  for (const auto& t : targets->target_list()) *returning->Add() = t;
-  plan.hidden_columns = targets->target_list_size();
-  auto sql = Deparse(tree);
-  if (!sql.ok()) return sql.status();
-  plan.statement_sql = std::move(*sql);
+  // The client's statement as it was written, with the hidden items after its own RETURNING
+  // items (RETURNING is the last clause of INSERT/UPDATE/DELETE). The new line ends a trailing
+  // "--" comment.
+  auto stmt = StatementText(parsed, tree);
+  if (!stmt.ok()) return stmt.status();
+  plan.statement_sql = std::move(*stmt);
+  plan.statement_sql += returning > 0 ? "\n, " : "\nRETURNING ";
+  plan.statement_sql.append(targets, std::strlen("SELECT "));
+  plan.hidden_columns = 2;
   return plan;
 }
 

@@ -12,16 +12,26 @@
 // queries renumber the ones they use: see StatementPlan::extra_params and SelectParams).
 // SELECT ... FOR UPDATE/NO KEY UPDATE of one table gets a lock-keys query (the keys it locks).
 //
-// Pure functions over text: no I/O, no state; safe from any thread. Refusals are SqlError
-// statuses (SQLSTATE 0A000 unless said otherwise) naming the reason.
+// The statement is parsed once: ParsedStatement keeps the parse tree (immutable, shared) for
+// Plan(). The rewritten statement is the client's own text with the hidden RETURNING items
+// appended (no deparse); the before image / lock-keys queries are built from the tree.
+//
+// Pure functions over text: no I/O; safe from any thread (a small internal cache of the
+// hidden-column target lists is mutex-guarded). Refusals are SqlError statuses (SQLSTATE
+// 0A000 unless said otherwise) naming the reason; `$0` is refused with 42P02 as the server would.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "dtx/at/catalog.h"
 #include "dtx/at/sql_state.h"
+
+namespace pg_query {
+class ParseResult;
+}
 
 namespace dtx::at {
 
@@ -49,7 +59,12 @@ struct ParsedStatement {
   TableRef table;                       // the written (or locked) table: kInsert..kSelectForUpdate
   std::vector<std::string> set_columns;  // kUpdate: the columns it assigns
   int returning_items = 0;              // the client's own RETURNING items
-  std::string parse_tree;               // serialized pg_query.ParseResult, for Plan()
+  // The parse tree, for Plan(); set by Analyze for every statement that parsed to one.
+  std::shared_ptr<const pg_query::ParseResult> tree;
+  std::string sql;                      // the statement text as analyzed (Plan splices it)
+  // Deprecated: no longer filled by Analyze. A serialized pg_query.ParseResult set by hand is
+  // still read by Plan() when `tree` is null (then `sql` must be set for writes too).
+  std::string parse_tree;
 };
 
 // What to run for a write (or a SELECT ... FOR UPDATE), given its table.
