@@ -133,7 +133,7 @@ TEST(StatementAnalyzer, UpdateGetsBeforeImageWithItsOwnWhereAndParameters) {
   auto p = Plan(*r, Table("My Schema", "Order Lines", {"order id", "line"}));
   ASSERT_TRUE(p.ok()) << p.status();
   const std::string& b = p->before_image_sql;
-  EXPECT_NE(b.find("FROM \"My Schema\".\"Order Lines\" ol"), std::string::npos) << b;
+  EXPECT_NE(b.find("FROM \"My Schema\".\"Order Lines\" AS \"ol\""), std::string::npos) << b;
   // Only the WHERE's parameters, renumbered: $2 -> $1, $3 -> $2.
   EXPECT_NE(b.find("ol.\"order id\" = $1 AND qty < $2"), std::string::npos) << b;
   EXPECT_EQ(b.find("$3"), std::string::npos) << b;
@@ -147,7 +147,7 @@ TEST(StatementAnalyzer, UpdateGetsBeforeImageWithItsOwnWhereAndParameters) {
   EXPECT_EQ(sub.formats, (std::vector<int16_t>{1, 0}));
   EXPECT_EQ(sub.types, (std::vector<uint32_t>{25, 0}));
   EXPECT_NE(b.find("FOR UPDATE"), std::string::npos) << b;
-  EXPECT_NE(b.find("row_to_json(ol.*)"), std::string::npos) << b;
+  EXPECT_NE(b.find("row_to_json(\"ol\".*)"), std::string::npos) << b;
   EXPECT_NE(b.find("ol.\"order id\""), std::string::npos) << b;
   EXPECT_EQ(p->hidden_columns, 2);
   EXPECT_NE(p->statement_sql.find("RETURNING"), std::string::npos) << p->statement_sql;
@@ -171,7 +171,7 @@ TEST(StatementAnalyzer, SelectForUpdateGetsLockKeysQuery) {
   ASSERT_TRUE(r.ok());
   auto p = Plan(*r, Table("public", "accounts", {"id"}));
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_NE(p->lock_keys_sql.find("json_build_array(a.id::text)"), std::string::npos) << p->lock_keys_sql;
+  EXPECT_NE(p->lock_keys_sql.find("json_build_array(\"a\".\"id\"::text)"), std::string::npos) << p->lock_keys_sql;
   EXPECT_NE(p->lock_keys_sql.find("$1"), std::string::npos);
   EXPECT_EQ(p->hidden_columns, 0);
 }
@@ -283,19 +283,19 @@ TEST(StatementAnalyzer, CopiesPlanAloneAndTemplatesDoNotMix) {
   for (int round = 0; round < 2; ++round) {
     auto pa = Plan(*copy, Table("public", "a", {"k"}));
     ASSERT_TRUE(pa.ok()) << pa.status();
-    EXPECT_NE(pa->before_image_sql.find("json_build_array(a.k::text)"), std::string::npos) << pa->before_image_sql;
+    EXPECT_NE(pa->before_image_sql.find("json_build_array(\"a\".\"k\"::text)"), std::string::npos) << pa->before_image_sql;
     EXPECT_NE(pa->before_image_sql.find("k = $1"), std::string::npos) << pa->before_image_sql;
     EXPECT_EQ(pa->extra_params, (std::vector<int>{2}));
     auto rb = Analyze("UPDATE b AS bb SET y = 1 WHERE id1 = 3 AND id2 = 4");
     ASSERT_TRUE(rb.ok());
     auto pb = Plan(*rb, Table("public", "b", {"id1", "id2"}));
     ASSERT_TRUE(pb.ok()) << pb.status();
-    EXPECT_NE(pb->before_image_sql.find("json_build_array(bb.id1::text, bb.id2::text)"), std::string::npos)
+    EXPECT_NE(pb->before_image_sql.find("json_build_array(\"bb\".\"id1\"::text, \"bb\".\"id2\"::text)"), std::string::npos)
         << pb->before_image_sql;
-    EXPECT_NE(pb->before_image_sql.find("FROM b bb WHERE id1 = 3 AND id2 = 4 FOR UPDATE"), std::string::npos)
+    EXPECT_NE(pb->before_image_sql.find("FROM \"b\" AS \"bb\" WHERE id1 = 3 AND id2 = 4 FOR UPDATE"), std::string::npos)
         << pb->before_image_sql;
     EXPECT_TRUE(pb->extra_params.empty());
-    EXPECT_EQ(pb->before_image_sql.find("a.k"), std::string::npos) << pb->before_image_sql;
+    EXPECT_EQ(pb->before_image_sql.find("\"a\".\"k\""), std::string::npos) << pb->before_image_sql;
   }
 }
 

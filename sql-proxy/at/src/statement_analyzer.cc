@@ -7,7 +7,10 @@
 #include <map>
 #include <mutex>
 
+#include "dtx/at/statement_shape.h"
 #include "pg_query.pb.h"
+#include "shape_cache.h"
+#include "statement_splice.h"
 
 namespace dtx::at {
 
@@ -33,21 +36,7 @@ Status Refuse(std::string reason) {
   return SqlError(sqlstate::kFeatureNotSupported, "dtx AT mode cannot undo this statement: " + reason);
 }
 
-// The parse tree of `sql`, or the grammar's error.
-Result<pq::ParseResult> Parse(const std::string& sql) {
-  PgQueryProtobufParseResult r = pg_query_parse_protobuf(sql.c_str());
-  if (r.error) {
-    std::string m = std::string("syntax error: ") + (r.error->message ? r.error->message : "");
-    if (r.error->cursorpos > 0) m += " at character " + std::to_string(r.error->cursorpos);
-    pg_query_free_protobuf_parse_result(r);
-    return SqlError(sqlstate::kSyntaxError, m, StatusCode::kInvalidArgument);
-  }
-  pq::ParseResult tree;
-  bool ok = tree.ParseFromArray(r.parse_tree.data, static_cast<int>(r.parse_tree.len));
-  pg_query_free_protobuf_parse_result(r);
-  if (!ok) return SqlError(sqlstate::kInternal, "cannot read the parse tree");
-  return tree;
-}
+Result<pq::ParseResult> Parse(const std::string& sql) { return ParseSql(sql); }
 
 Result<std::string> Deparse(const pq::ParseResult& tree) {
   std::string bytes = tree.SerializeAsString();
@@ -168,6 +157,13 @@ Result<std::shared_ptr<const pq::ParseResult>> TreeOf(const ParsedStatement& par
     if (parsed.tree->stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
     return parsed.tree;
   }
+  if (parsed.parse_tree.empty() && !parsed.sql.empty()) {
+    // From the shape cache, for a shape without a splice spec: the grammar again.
+    auto again = Parse(parsed.sql);
+    if (!again.ok()) return again.status();
+    if (again->stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
+    return std::shared_ptr<const pq::ParseResult>(std::make_shared<pq::ParseResult>(std::move(*again)));
+  }
   auto tree = std::make_shared<pq::ParseResult>();
   if (!tree->ParseFromString(parsed.parse_tree) || tree->stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
   return std::shared_ptr<const pq::ParseResult>(std::move(tree));
@@ -236,14 +232,10 @@ bool ValidUtf8(std::string_view s) {
 }
 }  // namespace
 
-Result<ParsedStatement> Analyze(std::string_view sql_view) {
-  if (!ValidUtf8(sql_view)) {
-    return SqlError("22021", "the statement is not valid UTF-8: AT mode needs client_encoding UTF8");
-  }
-  std::string sql(sql_view);
-  auto parsed_tree = Parse(sql);
-  if (!parsed_tree.ok()) return parsed_tree.status();
-  auto tree = std::make_shared<const pq::ParseResult>(std::move(*parsed_tree));
+namespace {
+
+// What the grammar's tree of `sql` says: the analysis, or the refusal.
+Result<ParsedStatement> Classify(const std::shared_ptr<const pq::ParseResult>& tree, std::string sql) {
   ParsedStatement out;
   if (tree->stmts_size() == 0) return out;
   if (tree->stmts_size() > 1) {
@@ -375,12 +367,154 @@ Result<ParsedStatement> Analyze(std::string_view sql_view) {
   }
 }
 
+
+bool Writes(StatementKind k) {
+  return k == StatementKind::kInsert || k == StatementKind::kUpdate || k == StatementKind::kDelete ||
+         k == StatementKind::kSelectForUpdate;
+}
+
+// The grammar's analysis of `sql_view`, with its shape; the shape is cached under `key` (when
+// `cache` is set) if the checks allow sharing it, or else under the exact text.
+Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey key, ShapeCache* cache) {
+  std::string sql(sql_view);
+  auto parsed_tree = Parse(sql);
+  if (!parsed_tree.ok()) return parsed_tree.status();  // not cached: the message has positions
+  auto tree = std::make_shared<const pq::ParseResult>(std::move(*parsed_tree));
+  // The text the grammar saw (it stops at a NUL byte).
+  std::string text = sql.substr(0, std::strlen(sql.c_str()));
+  auto result = Classify(tree, sql);
+  auto shape = std::make_shared<StatementShape>();
+  if (!result.ok()) {
+    shape->refusal = result.status();
+  } else {
+    ParsedStatement& a = shape->analysis;
+    a.kind = result->kind;
+    a.transaction_op = result->transaction_op;
+    a.savepoint = result->savepoint;
+    a.chain = result->chain;
+    a.table = result->table;
+    a.set_columns = result->set_columns;
+    a.returning_items = result->returning_items;
+  }
+  bool shared = key.abstracted;
+  const bool splice = result.ok() && Writes(result->kind);
+  std::optional<pq::ScanResult> scan;
+  if ((shared && !key.literals.empty()) || splice) {
+    if (auto s = ScanSql(text); s.ok()) scan = std::move(*s);
+  }
+  // Each abstracted literal must be one constant token of the grammar's own scanner.
+  if (shared && !key.literals.empty() && (!scan || !LiteralsAreTokens(*scan, text, key.literals))) shared = false;
+  static const std::vector<ShapeLiteral> kNone;
+  const std::vector<ShapeLiteral>& literals = shared ? key.literals : kNone;
+  shape->literal_count = literals.size();
+  if (splice && scan) BuildSplice(*tree, text, *scan, literals, shape.get());
+  if (splice && !shape->spliced) shared = false;
+  if (result.ok()) {
+    result->shape = shape;
+    result->literals = literals;
+  }
+  if (cache) {
+    if (shared) {
+      cache->Insert(std::move(key.key), std::move(shape));
+    } else {
+      if (key.abstracted) cache->Insert(std::move(key.key), nullptr);
+      std::string exact = "E";
+      exact.append(sql_view);
+      cache->Insert(std::move(exact), std::move(shape));
+    }
+  }
+  return result;
+}
+
+// The analysis of a cached shape for the statement `sql`.
+Result<ParsedStatement> FromShape(std::shared_ptr<const StatementShape> shape, std::string_view sql,
+                                  std::vector<ShapeLiteral> literals) {
+  if (shape->refusal) return *shape->refusal;
+  ParsedStatement out = shape->analysis;
+  if (out.kind != StatementKind::kEmpty) out.sql.assign(sql.substr(0, std::min(sql.size(), sql.find('\0'))));
+  out.literals = std::move(literals);
+  out.shape = std::move(shape);
+  return out;
+}
+
+}  // namespace
+
+Result<ParsedStatement> Analyze(std::string_view sql) {
+  if (!ValidUtf8(sql)) {
+    return SqlError("22021", "the statement is not valid UTF-8: AT mode needs client_encoding UTF8");
+  }
+  ShapeKey key = ComputeShapeKey(sql);
+  ShapeCache& cache = ShapeCache::Global();
+  auto hit = cache.Find(key.key);
+  if (hit.found && !hit.shape && key.abstracted) {
+    // Statements of this shape are analysed by their exact text.
+    key = ShapeKey{};
+    key.key.reserve(sql.size() + 1);
+    key.key.push_back('E');
+    key.key.append(sql);
+    hit = cache.Find(key.key);
+  }
+  if (hit.found && hit.shape) {
+    return FromShape(std::move(hit.shape), sql, key.abstracted ? std::move(key.literals) : std::vector<ShapeLiteral>{});
+  }
+  return AnalyzeWithGrammar(sql, std::move(key), &cache);
+}
+
+Result<ParsedStatement> AnalyzeUncached(std::string_view sql) {
+  if (!ValidUtf8(sql)) {
+    return SqlError("22021", "the statement is not valid UTF-8: AT mode needs client_encoding UTF8");
+  }
+  return AnalyzeWithGrammar(sql, ComputeShapeKey(sql), nullptr);
+}
+
+bool SameQuery(std::string_view a, const std::vector<int>& params_a, std::string_view b, const std::vector<int>& params_b) {
+  auto ta = Parse(std::string(a));
+  auto tb = Parse(std::string(b));
+  if (!ta.ok() || !tb.ok()) return false;
+  if (ta->stmts_size() != tb->stmts_size()) return false;
+  for (int i = 0; i < ta->stmts_size(); ++i) {
+    if (!SameTree(ta->stmts(i).stmt(), tb->stmts(i).stmt(), params_a.empty() ? nullptr : &params_a,
+                  params_b.empty() ? nullptr : &params_b)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+// "[WITH ...] SELECT <targets> FROM <table> [WHERE ...] FOR UPDATE" from the shape's templates.
+std::string SplicedExtraQuery(const ParsedStatement& parsed, const std::vector<std::string>& pk, bool with_image) {
+  const StatementShape& s = *parsed.shape;
+  std::string q;
+  s.with.AppendTo(&q, parsed.sql, parsed.literals);
+  if (!q.empty()) q += ' ';
+  q += ImageTargets(s.qualifier, pk, with_image);
+  q += " FROM ";
+  q += s.relation;
+  s.where.AppendTo(&q, parsed.sql, parsed.literals);
+  q += " FOR UPDATE";
+  return q;
+}
+
+bool Spliced(const ParsedStatement& parsed) {
+  return parsed.shape && parsed.shape->spliced && parsed.shape->analysis.kind == parsed.kind &&
+         parsed.literals.size() == parsed.shape->literal_count;
+}
+
+}  // namespace
+
 Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableInfo& table, std::string_view sql) {
   StatementPlan plan;
   plan.statement_sql = std::string(sql);
   if (table.primary_key.empty()) return plan;
   if (parsed.kind != StatementKind::kUpdate && parsed.kind != StatementKind::kDelete) {
     return plan;  // INSERT: new keys cannot be known before it runs (not checked)
+  }
+  if (Spliced(parsed)) {
+    plan.lock_keys_sql = SplicedExtraQuery(parsed, table.primary_key, false);
+    plan.extra_params = parsed.shape->extra_params;
+    return plan;
   }
   auto tree = TreeOf(parsed);
   if (!tree.ok()) return tree.status();
@@ -415,10 +549,54 @@ Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableI
   return plan;
 }
 
+namespace {
+
+// Refuses what the table makes impossible to undo: an UPDATE of a key column, a cascading DELETE.
+Status CheckTable(const ParsedStatement& parsed, const TableInfo& table) {
+  if (parsed.kind == StatementKind::kUpdate) {
+    for (const auto& c : parsed.set_columns) {
+      if (std::find(table.primary_key.begin(), table.primary_key.end(), c) != table.primary_key.end()) {
+        return Refuse("the UPDATE assigns primary-key column \"" + c + "\" of " + table.QualifiedName());
+      }
+    }
+  }
+  if (parsed.kind == StatementKind::kDelete && table.delete_cascades) {
+    return Refuse("a DELETE from " + table.QualifiedName() +
+                  " cascades through foreign keys (ON DELETE CASCADE / SET NULL / SET DEFAULT) to rows the "
+                  "undo log would not hold");
+  }
+  return Status::Ok();
+}
+
+// Plan() from the shape's templates and this statement's literals.
+Result<StatementPlan> SplicedPlan(const ParsedStatement& parsed, const TableInfo& table) {
+  StatementPlan plan;
+  const StatementShape& s = *parsed.shape;
+  s.statement.AppendTo(&plan.statement_sql, parsed.sql, parsed.literals);
+  if (parsed.kind == StatementKind::kSelectForUpdate) {
+    plan.lock_keys_sql = SplicedExtraQuery(parsed, table.primary_key, false);
+    plan.extra_params = s.extra_params;
+    return plan;
+  }
+  DTX_RETURN_IF_ERROR(CheckTable(parsed, table));
+  if (parsed.kind == StatementKind::kUpdate) {
+    plan.before_image_sql = SplicedExtraQuery(parsed, table.primary_key, true);
+    plan.extra_params = s.extra_params;
+  }
+  plan.statement_sql += parsed.returning_items > 0 ? "\n, " : "\nRETURNING ";
+  const std::string targets = ImageTargets(s.qualifier, table.primary_key, true);
+  plan.statement_sql.append(targets, std::strlen("SELECT "));
+  plan.hidden_columns = 2;
+  return plan;
+}
+
+}  // namespace
+
 Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table) {
   if (table.primary_key.empty()) {
     return Refuse("table " + table.QualifiedName() + " has no primary key");
   }
+  if (Spliced(parsed)) return SplicedPlan(parsed, table);
   auto tree_or = TreeOf(parsed);
   if (!tree_or.ok()) return tree_or.status();
   const pq::ParseResult& tree = **tree_or;

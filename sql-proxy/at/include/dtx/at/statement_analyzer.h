@@ -12,15 +12,23 @@
 // queries renumber the ones they use: see StatementPlan::extra_params and SelectParams).
 // SELECT ... FOR UPDATE/NO KEY UPDATE of one table gets a lock-keys query (the keys it locks).
 //
-// The statement is parsed once: ParsedStatement keeps the parse tree (immutable, shared) for
-// Plan(). The rewritten statement is the client's own text with the hidden RETURNING items
-// appended (no deparse); the before image / lock-keys queries are built from the tree.
+// Each statement shape is analysed by the grammar once (statement_shape.h). Analyze() keys a
+// cache by the text with its plain literal constants abstracted (or by the exact text, for what
+// the key scanner does not fully understand); a hit reuses the analysis without parsing. Plan()
+// splices the client's own text: the rewritten statement is its RawStmt span with the hidden
+// RETURNING items appended; the before image / lock-keys queries are
+//   [its WITH clause] SELECT <targets> FROM <its table, from the tree> [WHERE <its condition>] FOR UPDATE
+// with the WITH and WHERE spans located among libpg_query's tokens, their $n renumbered, and
+// checked, once per shape, to parse back to the statement's own trees. Later statements of the
+// shape fill the templates' holes with their own literals: no parse, no protobuf, no deparse.
+// A shape whose spans do not check out is planned from its tree (pg_query_deparse_protobuf).
 //
-// Pure functions over text: no I/O; safe from any thread (a small internal cache of the
-// hidden-column target lists is mutex-guarded). Refusals are SqlError statuses (SQLSTATE
+// No I/O; safe from any thread (the shape cache, bounded, and the deparse path's template cache
+// are mutex-guarded; cached shapes are immutable and shared). Refusals are SqlError statuses (SQLSTATE
 // 0A000 unless said otherwise) naming the reason; `$0` is refused with 42P02 as the server would.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -47,6 +55,13 @@ enum class StatementKind {
 };
 std::string_view StatementKindName(StatementKind kind);
 
+// A literal constant of a statement's text: [begin, begin + len). See statement_shape.h.
+struct ShapeLiteral {
+  uint32_t begin = 0;
+  uint32_t len = 0;
+};
+struct StatementShape;
+
 // What a kTransactionControl statement does. The session acts on kCommit (AtBranch::Register
 // first) and kRollback (drop the branch); the branch itself follows the savepoints.
 enum class TransactionOp { kNone, kBegin, kCommit, kRollback, kSavepoint, kRelease, kRollbackTo };
@@ -59,9 +74,15 @@ struct ParsedStatement {
   TableRef table;                       // the written (or locked) table: kInsert..kSelectForUpdate
   std::vector<std::string> set_columns;  // kUpdate: the columns it assigns
   int returning_items = 0;              // the client's own RETURNING items
-  // The parse tree, for Plan(); set by Analyze for every statement that parsed to one.
+  // The parse tree of this very text, when Analyze ran the grammar on it (the first statement
+  // of its shape); null when the analysis came from the shape cache (then `shape` is set). Plan()
+  // uses it only when the shape has no splice spec.
   std::shared_ptr<const pg_query::ParseResult> tree;
   std::string sql;                      // the statement text as analyzed (Plan splices it)
+  // The statement's shape (statement_shape.h), set by Analyze for every statement it accepts:
+  // Plan() fills its templates with this text's `literals`.
+  std::shared_ptr<const StatementShape> shape;
+  std::vector<ShapeLiteral> literals;
   // Deprecated: no longer filled by Analyze. A serialized pg_query.ParseResult set by hand is
   // still read by Plan() when `tree` is null (then `sql` must be set for writes too).
   std::string parse_tree;

@@ -1,0 +1,324 @@
+#include "statement_splice.h"
+
+#include <pg_query.h>
+
+#include <algorithm>
+#include <map>
+
+namespace dtx::at {
+
+namespace pq = ::pg_query;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+Result<pq::ParseResult> ParseSql(const std::string& sql) {
+  PgQueryProtobufParseResult r = pg_query_parse_protobuf(sql.c_str());
+  if (r.error) {
+    std::string m = std::string("syntax error: ") + (r.error->message ? r.error->message : "");
+    if (r.error->cursorpos > 0) m += " at character " + std::to_string(r.error->cursorpos);
+    pg_query_free_protobuf_parse_result(r);
+    return SqlError(sqlstate::kSyntaxError, m, StatusCode::kInvalidArgument);
+  }
+  pq::ParseResult tree;
+  bool ok = tree.ParseFromArray(r.parse_tree.data, static_cast<int>(r.parse_tree.len));
+  pg_query_free_protobuf_parse_result(r);
+  if (!ok) return SqlError(sqlstate::kInternal, "cannot read the parse tree");
+  return tree;
+}
+
+Result<pq::ScanResult> ScanSql(const std::string& sql) {
+  PgQueryScanResult r = pg_query_scan(sql.c_str());
+  if (r.error) {
+    std::string m = std::string("cannot scan the statement: ") + (r.error->message ? r.error->message : "");
+    pg_query_free_scan_result(r);
+    return SqlError(sqlstate::kSyntaxError, m, StatusCode::kInvalidArgument);
+  }
+  pq::ScanResult out;
+  bool ok = out.ParseFromArray(r.pbuf.data, static_cast<int>(r.pbuf.len));
+  pg_query_free_scan_result(r);
+  if (!ok) return SqlError(sqlstate::kInternal, "cannot read the statement's tokens");
+  return out;
+}
+
+bool LiteralsAreTokens(const pq::ScanResult& scan, const std::string& sql, const std::vector<ShapeLiteral>& literals) {
+  int t = 0;
+  const int n = scan.tokens_size();
+  for (const auto& l : literals) {
+    while (t < n && scan.tokens(t).start() < static_cast<int>(l.begin)) ++t;
+    if (t == n) return false;
+    const auto& tok = scan.tokens(t);
+    if (tok.start() != static_cast<int>(l.begin) || tok.end() != static_cast<int>(l.begin + l.len)) return false;
+    const std::string_view text(sql.data() + l.begin, l.len);
+    const pq::Token want = text[0] == '\'' ? pq::SCONST : text.find('.') != std::string_view::npos ? pq::FCONST : pq::ICONST;
+    if (tok.token() != want) return false;
+  }
+  return true;
+}
+
+namespace {
+
+bool ScalarEqual(const Message& a, const Message& b, const FieldDescriptor* f, int i) {
+  const auto* ra = a.GetReflection();
+  const auto* rb = b.GetReflection();
+  const bool rep = f->is_repeated();
+#define DTX_SAME(T) \
+  return rep ? ra->GetRepeated##T(a, f, i) == rb->GetRepeated##T(b, f, i) : ra->Get##T(a, f) == rb->Get##T(b, f)
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: DTX_SAME(Int32);
+    case FieldDescriptor::CPPTYPE_INT64: DTX_SAME(Int64);
+    case FieldDescriptor::CPPTYPE_UINT32: DTX_SAME(UInt32);
+    case FieldDescriptor::CPPTYPE_UINT64: DTX_SAME(UInt64);
+    case FieldDescriptor::CPPTYPE_DOUBLE: DTX_SAME(Double);
+    case FieldDescriptor::CPPTYPE_FLOAT: DTX_SAME(Float);
+    case FieldDescriptor::CPPTYPE_BOOL: DTX_SAME(Bool);
+    case FieldDescriptor::CPPTYPE_ENUM: DTX_SAME(EnumValue);
+    case FieldDescriptor::CPPTYPE_STRING: DTX_SAME(String);
+    case FieldDescriptor::CPPTYPE_MESSAGE: return false;
+  }
+#undef DTX_SAME
+  return false;
+}
+
+int MappedParam(const Message& m, const std::vector<int>* map) {
+  const int k = static_cast<const pq::ParamRef&>(m).number();
+  if (!map) return k;
+  if (k < 1 || static_cast<size_t>(k) > map->size()) return -1;
+  return (*map)[k - 1];
+}
+
+}  // namespace
+
+bool SameTree(const Message& a, const Message& b, const std::vector<int>* map_a, const std::vector<int>* map_b) {
+  const auto* d = a.GetDescriptor();
+  if (d != b.GetDescriptor()) return false;
+  if (d == pq::ParamRef::descriptor()) {
+    const int x = MappedParam(a, map_a);
+    return x >= 0 && x == MappedParam(b, map_b);
+  }
+  const auto* ra = a.GetReflection();
+  const auto* rb = b.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->name() == "location") continue;
+    if (f->is_repeated()) {
+      const int n = ra->FieldSize(a, f);
+      if (n != rb->FieldSize(b, f)) return false;
+      for (int j = 0; j < n; ++j) {
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+          if (!SameTree(ra->GetRepeatedMessage(a, f, j), rb->GetRepeatedMessage(b, f, j), map_a, map_b)) return false;
+        } else if (!ScalarEqual(a, b, f, j)) {
+          return false;
+        }
+      }
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      const bool has = ra->HasField(a, f);
+      if (has != rb->HasField(b, f)) return false;
+      if (has && !SameTree(ra->GetMessage(a, f), rb->GetMessage(b, f), map_a, map_b)) return false;
+    } else if (!ScalarEqual(a, b, f, -1)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+// A piece cut out of a span: a literal (a hole) or a parameter (renumbered).
+struct Cut {
+  size_t begin = 0, end = 0;
+  int literal = -1;
+  int param = 0;
+};
+
+// Appends sql[a, b) to `t`, with holes for the literals and the parameters renumbered.
+bool AddSpan(TextTemplate* t, const std::string& sql, size_t a, size_t b, const std::vector<ShapeLiteral>& literals,
+             const std::vector<Cut>& params) {
+  if (a > b || b > sql.size()) return false;
+  std::vector<Cut> cuts;
+  for (size_t i = 0; i < literals.size(); ++i) {
+    const size_t lb = literals[i].begin, le = lb + literals[i].len;
+    if (le <= a || lb >= b) continue;
+    if (lb < a || le > b) return false;
+    cuts.push_back(Cut{lb, le, static_cast<int>(i), 0});
+  }
+  for (const auto& p : params) {
+    if (p.end <= a || p.begin >= b) continue;
+    if (p.begin < a || p.end > b) return false;
+    cuts.push_back(p);
+  }
+  std::sort(cuts.begin(), cuts.end(), [](const Cut& x, const Cut& y) { return x.begin < y.begin; });
+  size_t at = a;
+  for (const auto& c : cuts) {
+    if (c.begin < at) return false;
+    t->AppendFixed(std::string_view(sql).substr(at, c.begin - at));
+    if (c.literal >= 0) t->AppendLiteral(static_cast<uint32_t>(c.literal));
+    else t->AppendFixed("$" + std::to_string(c.param));
+    at = c.end;
+  }
+  t->AppendFixed(std::string_view(sql).substr(at, b - at));
+  return true;
+}
+
+bool Opens(int tok) { return tok == pq::ASCII_40 || tok == pq::ASCII_91; }
+bool Closes(int tok) { return tok == pq::ASCII_41 || tok == pq::ASCII_93; }
+
+// Whether a top-level token ends the WHERE condition of `kind`.
+bool EndsWhere(StatementKind kind, int tok) {
+  if (kind != StatementKind::kSelectForUpdate) return tok == pq::RETURNING;
+  switch (tok) {
+    case pq::GROUP_P:
+    case pq::HAVING:
+    case pq::WINDOW:
+    case pq::ORDER:
+    case pq::LIMIT:
+    case pq::OFFSET:
+    case pq::FETCH:
+    case pq::FOR:
+    case pq::UNION:
+    case pq::INTERSECT:
+    case pq::EXCEPT: return true;
+    default: return false;
+  }
+}
+
+std::string RelationText(const pq::RangeVar& rv) {
+  std::string s = rv.inh() ? "" : "ONLY ";
+  if (!rv.catalogname().empty()) s += QuoteIdent(rv.catalogname()) + ".";
+  if (!rv.schemaname().empty()) s += QuoteIdent(rv.schemaname()) + ".";
+  s += QuoteIdent(rv.relname());
+  if (rv.has_alias()) s += " AS " + QuoteIdent(rv.alias().aliasname());
+  return s;
+}
+
+}  // namespace
+
+void BuildSplice(const pq::ParseResult& tree, const std::string& sql, const pq::ScanResult& scan,
+                 const std::vector<ShapeLiteral>& literals, StatementShape* shape) {
+  shape->spliced = false;
+  if (tree.stmts_size() != 1) return;
+  const auto& raw = tree.stmts(0);
+  const size_t begin = static_cast<size_t>(std::max(0, raw.stmt_location()));
+  const size_t end = raw.stmt_len() > 0 ? begin + static_cast<size_t>(raw.stmt_len()) : sql.size();
+  TextTemplate statement;
+  if (!AddSpan(&statement, sql, begin, end, literals, {})) return;
+  const StatementKind kind = shape->analysis.kind;
+  const pq::Node& n = raw.stmt();
+  if (kind == StatementKind::kInsert) {
+    if (!n.has_insert_stmt()) return;
+    const auto& rv = n.insert_stmt().relation();
+    shape->qualifier = rv.has_alias() ? rv.alias().aliasname() : rv.relname();
+    shape->statement = std::move(statement);
+    shape->spliced = true;
+    return;
+  }
+  const pq::RangeVar* rv = nullptr;
+  const pq::Node* where = nullptr;
+  const pq::WithClause* with = nullptr;
+  int keyword = 0;
+  if (kind == StatementKind::kUpdate && n.has_update_stmt()) {
+    const auto& u = n.update_stmt();
+    rv = &u.relation(), keyword = pq::UPDATE;
+    if (u.has_where_clause()) where = &u.where_clause();
+    if (u.has_with_clause()) with = &u.with_clause();
+  } else if (kind == StatementKind::kDelete && n.has_delete_stmt()) {
+    const auto& d = n.delete_stmt();
+    rv = &d.relation(), keyword = pq::DELETE_P;
+    if (d.has_where_clause()) where = &d.where_clause();
+    if (d.has_with_clause()) with = &d.with_clause();
+  } else if (kind == StatementKind::kSelectForUpdate && n.has_select_stmt() && n.select_stmt().from_clause_size() == 1 &&
+             n.select_stmt().from_clause(0).has_range_var()) {
+    const auto& s = n.select_stmt();
+    rv = &s.from_clause(0).range_var(), keyword = pq::SELECT;
+    if (s.has_where_clause()) where = &s.where_clause();
+    if (s.has_with_clause()) with = &s.with_clause();
+  } else {
+    return;
+  }
+  if (rv->has_alias() && rv->alias().colnames_size() > 0) return;
+
+  // The statement's tokens, without comments and the trailing ';'.
+  std::vector<const pq::ScanToken*> toks;
+  for (const auto& t : scan.tokens()) {
+    if (t.token() == pq::SQL_COMMENT || t.token() == pq::C_COMMENT) continue;
+    if (t.start() < static_cast<int>(begin) || t.end() > static_cast<int>(end)) continue;
+    toks.push_back(&t);
+  }
+  while (!toks.empty() && toks.back()->token() == pq::ASCII_59) toks.pop_back();
+  if (toks.empty()) return;
+  // The statement's own keyword: the first token, or the first top-level one after its WITH.
+  size_t main = 0;
+  int depth = 0;
+  if (with) {
+    if (toks[0]->token() != pq::WITH) return;
+    for (main = 1; main < toks.size(); ++main) {
+      const int tok = toks[main]->token();
+      if (Opens(tok)) ++depth;
+      else if (Closes(tok) && --depth < 0) return;
+      else if (depth == 0 && tok == keyword) break;
+    }
+    if (main == toks.size() || depth != 0) return;
+  } else if (toks[0]->token() != keyword) {
+    return;
+  }
+  // The one top-level WHERE, and the end of its condition.
+  size_t w = toks.size(), e = toks.size();
+  int wheres = 0;
+  for (size_t i = main + 1; i < toks.size(); ++i) {
+    const int tok = toks[i]->token();
+    if (Opens(tok)) ++depth;
+    else if (Closes(tok) && --depth < 0) return;
+    else if (depth == 0 && tok == pq::WHERE && ++wheres == 1) w = i;
+    else if (depth == 0 && w < toks.size() && e == toks.size() && EndsWhere(kind, tok)) e = i;
+  }
+  if (depth != 0 || wheres != (where ? 1 : 0)) return;
+  if (where && w + 1 >= e) return;
+
+  // Parameters of the spliced spans, numbered $1..$k in order of first use.
+  std::vector<Cut> params;
+  std::vector<int> extra;
+  std::map<int, int> seen;
+  auto collect = [&](size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) {
+      if (toks[i]->token() != pq::PARAM) continue;
+      const int number = std::atoi(sql.c_str() + toks[i]->start() + 1);
+      auto [it, fresh] = seen.emplace(number, static_cast<int>(extra.size()) + 1);
+      if (fresh) extra.push_back(number);
+      params.push_back(Cut{static_cast<size_t>(toks[i]->start()), static_cast<size_t>(toks[i]->end()), -1, it->second});
+    }
+  };
+  if (with) collect(0, main);
+  if (where) collect(w + 1, e);
+
+  TextTemplate with_t, where_t;
+  if (with && !AddSpan(&with_t, sql, toks[0]->start(), toks[main - 1]->end(), literals, params)) return;
+  if (where) {
+    where_t.AppendFixed(" WHERE ");
+    if (!AddSpan(&where_t, sql, toks[w + 1]->start(), toks[e - 1]->end(), literals, params)) return;
+  }
+  const std::string relation = RelationText(*rv);
+
+  // The check: the spliced query must parse back to the statement's own pieces.
+  std::string q;
+  with_t.AppendTo(&q, sql, literals);
+  if (!q.empty()) q += ' ';
+  q += "SELECT 1 FROM " + relation;
+  where_t.AppendTo(&q, sql, literals);
+  q += " FOR UPDATE";
+  auto back = ParseSql(q);
+  if (!back.ok() || back->stmts_size() != 1 || !back->stmts(0).stmt().has_select_stmt()) return;
+  const auto& s = back->stmts(0).stmt().select_stmt();
+  if (s.from_clause_size() != 1 || !s.from_clause(0).has_range_var() || s.locking_clause_size() != 1) return;
+  if (!SameTree(s.from_clause(0).range_var(), *rv, nullptr, nullptr)) return;
+  if (s.has_where_clause() != (where != nullptr) || (where && !SameTree(s.where_clause(), *where, &extra, nullptr))) return;
+  if (s.has_with_clause() != (with != nullptr) || (with && !SameTree(s.with_clause(), *with, &extra, nullptr))) return;
+
+  shape->statement = std::move(statement);
+  shape->with = std::move(with_t);
+  shape->where = std::move(where_t);
+  shape->relation = relation;
+  shape->qualifier = rv->has_alias() ? rv->alias().aliasname() : rv->relname();
+  shape->extra_params = std::move(extra);
+  shape->spliced = true;
+}
+
+}  // namespace dtx::at

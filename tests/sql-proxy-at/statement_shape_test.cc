@@ -1,0 +1,303 @@
+// Statement shapes: the key scanner, the cache, and the proof that the cached, spliced path
+// plans exactly what the grammar plans for the same text (and what the deparse path means).
+#include <gtest/gtest.h>
+
+#include "dtx/at/statement_shape.h"
+
+namespace dtx::at {
+namespace {
+
+TableInfo Table(std::string name, std::vector<std::string> pk, bool cascades = false) {
+  TableInfo t;
+  t.schema = "public";
+  t.name = std::move(name);
+  t.primary_key = std::move(pk);
+  t.delete_cascades = cascades;
+  return t;
+}
+
+// Literal texts of `sql` as the key abstracted them.
+std::vector<std::string> Literals(const std::string& sql) {
+  auto k = ComputeShapeKey(sql);
+  std::vector<std::string> out;
+  for (const auto& l : k.literals) out.push_back(sql.substr(l.begin, l.len));
+  return out;
+}
+
+TEST(StatementShape, KeyAbstractsPlainLiteralsWhereTheirValueCannotMatter) {
+  auto a = ComputeShapeKey("UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 77");
+  auto b = ComputeShapeKey("UPDATE pgbench_accounts SET abalance = abalance + -5 WHERE aid = 123456");
+  ASSERT_TRUE(a.abstracted);
+  EXPECT_EQ(a.key, b.key);
+  EXPECT_EQ(Literals("UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 77"),
+            (std::vector<std::string>{"4321", "77"}));
+  EXPECT_EQ(Literals("INSERT INTO h (a, b, c) VALUES (1, 'it''s', 2.50, CURRENT_TIMESTAMP)"),
+            (std::vector<std::string>{"1", "'it''s'", "2.50"}));
+  EXPECT_EQ(Literals("SELECT * FROM t WHERE id IN (1, 2) AND (x = 3)"), (std::vector<std::string>{"1", "2", "3"}));
+  // Kept in the key: calls and type modifiers, literals after keywords, long integers.
+  EXPECT_TRUE(Literals("SELECT f(1) FROM t WHERE a = x::varchar(10) AND b = y::numeric(10, 2)").empty());
+  EXPECT_TRUE(Literals("SELECT 1::float(5) FROM t LIMIT 5 OFFSET 2").empty());
+  EXPECT_TRUE(Literals("SELECT date '2020-01-01', interval '1 day' FROM t WHERE a = 1234567890").empty());
+  EXPECT_NE(ComputeShapeKey("UPDATE t SET a = 1 WHERE id = 1234567890").key,
+            ComputeShapeKey("UPDATE t SET a = 1 WHERE id = 1234567891").key);
+  // Comments and quoted identifiers are text, whatever they hold.
+  EXPECT_EQ(Literals("UPDATE \"t 'x' 5\" SET a = 1 /* 'b' /* 2 */ */ -- 'c' 3\n WHERE id = 4"),
+            (std::vector<std::string>{"1", "4"}));
+}
+
+TEST(StatementShape, KeyIsTheExactTextForWhatTheScannerDoesNotKnow) {
+  for (const std::string& sql : std::vector<std::string>{
+           "UPDATE t SET a = $$x$$ WHERE id = 1", "UPDATE t SET a = $q$x$q$", "UPDATE t SET a = E'x\\n' WHERE id = 1",
+        "UPDATE t SET a = 'x\\' WHERE id = 1", "UPDATE t SET a = B'101'", "UPDATE t SET a = X'1F'", "UPDATE t SET a = U&'x'",
+        "UPDATE t SET a = 1e5", "UPDATE t SET a = 0x1F", "UPDATE t SET a = 1_000", "UPDATE t SET a = .5", "UPDATE t SET a = 5.",
+        "UPDATE t SET a = 'open", "UPDATE t SET a = 1 /* open", "UPDATE t SET a = (1", "UPDATE t SET a = 1)",
+        "UPDATE t SET a = U&\"x\"", "UPDATE t SET a = {1}", std::string("UPDATE t SET a = 1\0 WHERE b", 26),
+        "UPDATE t SET a = '\x01'", "UPDATE t SET a = $1x"}) {
+    auto k = ComputeShapeKey(sql);
+    EXPECT_FALSE(k.abstracted) << sql;
+    EXPECT_TRUE(k.literals.empty()) << sql;
+    EXPECT_EQ(k.key, "E" + sql);
+  }
+}
+
+struct Corpus {
+  const char* first;   // the statement that teaches the cache its shape
+  const char* second;  // another of the same shape, planned from the cache
+  bool shared;         // whether the second is expected to reuse the first's shape
+};
+
+// Statements of every kind AT plans, with what makes splicing hard.
+const Corpus kCorpus[] = {
+    {"UPDATE pgbench_accounts SET abalance = abalance + -17 WHERE aid = 3", "UPDATE pgbench_accounts SET abalance = abalance + -4000 WHERE aid = 999999", true},
+    {"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, 4, CURRENT_TIMESTAMP)",
+     "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (10, 20, 30, 40, CURRENT_TIMESTAMP)", true},
+    {"UPDATE t SET a = $1 WHERE id = $2", "UPDATE t SET a = $1 WHERE id = $2", true},
+    {"UPDATE t SET a = 'x', b = 1.5 WHERE id = 7 AND name = 'bob' RETURNING id, a",
+     "UPDATE t SET a = 'it''s', b = 22.25 WHERE id = 8 AND name = '' RETURNING id, a", true},
+    {"UPDATE t AS x SET a = 1 WHERE x.id = 2 -- note 'q'", "UPDATE t AS x SET a = 3 WHERE x.id = 40 -- note 'q'", true},
+    {"update ONLY s.t set a = a * 2 where (id = 5 or id = 6) and b <> 'z';",
+     "update ONLY s.t set a = a * 2 where (id = 7 or id = 8) and b <> 'y';", true},
+    {"UPDATE \"Odd \"\"T\"\"\" SET \"v\" = 1 WHERE \"k 1\" = 2", "UPDATE \"Odd \"\"T\"\"\" SET \"v\" = 3 WHERE \"k 1\" = 4", true},
+    {"UPDATE t SET a = $3 WHERE id = $2 AND b IN (SELECT c FROM u WHERE u.d = $1 AND u.e = 5) RETURNING $3",
+     "UPDATE t SET a = $3 WHERE id = $2 AND b IN (SELECT c FROM u WHERE u.d = $1 AND u.e = 6) RETURNING $3", true},
+    {"WITH v AS (SELECT $2::int AS x, 1 AS y) UPDATE t SET a = v.y FROM v WHERE false", nullptr, false},  // refused
+    {"WITH v AS (SELECT $2::int AS x, 1 AS y) DELETE FROM t WHERE id IN (SELECT x + 3 FROM v) AND a = $1",
+     "WITH v AS (SELECT $2::int AS x, 1 AS y) DELETE FROM t WHERE id IN (SELECT x + 4 FROM v) AND a = $1", true},
+    {"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) UPDATE t SET a = 1 WHERE id IN (SELECT n FROM r)",
+     "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) UPDATE t SET a = 2 WHERE id IN (SELECT n FROM r)", true},
+    {"DELETE FROM t WHERE id = 1", "DELETE FROM t WHERE id = 2", true},
+    {"DELETE FROM t", "DELETE FROM t", true},
+    {"DELETE FROM t WHERE a = 'x' RETURNING *", "DELETE FROM t WHERE a = 'y' RETURNING *", true},
+    {"UPDATE t SET a = 1", "UPDATE t SET a = 2", true},
+    {"UPDATE t SET a = 1 WHERE b = ANY(ARRAY[1, 2]) AND c BETWEEN 1 AND 5", "UPDATE t SET a = 2 WHERE b = ANY(ARRAY[1, 2]) AND c BETWEEN 1 AND 5", true},
+    {"UPDATE t SET a = 1 WHERE c = CASE WHEN d > 1 THEN 'a' ELSE 'b' END", "UPDATE t SET a = 9 WHERE c = CASE WHEN d > 2 THEN 'a' ELSE 'b' END", true},
+    {"UPDATE t SET a = $$x$$ WHERE id = 1", "UPDATE t SET a = $$x$$ WHERE id = 1", true},
+    {"UPDATE t SET a = E'\\n' WHERE id = 1 AND b = 'q'", "UPDATE t SET a = E'\\n' WHERE id = 1 AND b = 'q'", true},
+    {"UPDATE t SET a = 'x'\n'y' WHERE id = 1", "UPDATE t SET a = 'z'\n'w' WHERE id = 2", false},  // one constant of two strings
+    {"SELECT * FROM t WHERE id = 5 FOR UPDATE", "SELECT * FROM t WHERE id = 6 FOR UPDATE", true},
+    {"SELECT a FROM t x WHERE x.id = $1 ORDER BY a LIMIT 3 FOR NO KEY UPDATE OF x", "SELECT a FROM t x WHERE x.id = $1 ORDER BY a LIMIT 3 FOR NO KEY UPDATE OF x", true},
+    {"SELECT a FROM t WHERE a IS DISTINCT FROM 3 FOR UPDATE", "SELECT a FROM t WHERE a IS DISTINCT FROM 4 FOR UPDATE", false},  // a literal after a keyword is text
+    {"SELECT * FROM t FOR UPDATE", "SELECT * FROM t FOR UPDATE", true},
+    {"SELECT * FROM t AS x(p, q) WHERE p = 1 FOR UPDATE", "SELECT * FROM t AS x(p, q) WHERE p = 2 FOR UPDATE", false},  // column aliases
+    {"(SELECT * FROM t WHERE id = 1 FOR UPDATE)", "(SELECT * FROM t WHERE id = 2 FOR UPDATE)", false},
+    {"SELECT * FROM t WHERE a = (percentile_cont(0.5) WITHIN GROUP (ORDER BY b)) FOR UPDATE", nullptr, false},
+    // GROUP at the top level of the WHERE: the span found stops there, the check sees it, the tree plans.
+    {"SELECT * FROM t WHERE a = percentile_cont(0.5) WITHIN GROUP (ORDER BY b) FOR UPDATE", nullptr, false},
+    {"SELECT * FROM t WHERE a = 1 FOR SHARE", "SELECT * FROM t WHERE a = 2 FOR SHARE", true},  // read-only
+    {"SAVEPOINT s1", "SAVEPOINT s1", true},
+    {"INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", "INSERT INTO t VALUES (2) ON CONFLICT DO NOTHING", true},  // refused
+    {"UPDATE t SET a = 1 WHERE id = $0", "UPDATE t SET a = 2 WHERE id = $0", true},  // refused, 42P02
+    {"SET LOCAL statement_timeout = 5", "SET LOCAL statement_timeout = 6", true},
+    {"-- nothing", "-- nothing", true},
+};
+
+void ExpectSamePlans(const Result<StatementPlan>& a, const Result<StatementPlan>& b, const std::string& what) {
+  ASSERT_EQ(a.ok(), b.ok()) << what << ": " << (a.ok() ? b.status() : a.status());
+  if (!a.ok()) {
+    EXPECT_EQ(a.status().message(), b.status().message()) << what;
+    return;
+  }
+  EXPECT_EQ(a->statement_sql, b->statement_sql) << what;
+  EXPECT_EQ(a->before_image_sql, b->before_image_sql) << what;
+  EXPECT_EQ(a->lock_keys_sql, b->lock_keys_sql) << what;
+  EXPECT_EQ(a->extra_params, b->extra_params) << what;
+  EXPECT_EQ(a->hidden_columns, b->hidden_columns) << what;
+}
+
+// The queries mean the same: the spliced ones parse to the deparsed ones' trees, parameters mapped.
+void ExpectSameMeaning(const Result<StatementPlan>& spliced, const Result<StatementPlan>& deparsed, const std::string& what) {
+  ASSERT_EQ(spliced.ok(), deparsed.ok()) << what;
+  if (!spliced.ok()) {
+    EXPECT_EQ(spliced.status().message(), deparsed.status().message()) << what;
+    return;
+  }
+  EXPECT_EQ(spliced->statement_sql, deparsed->statement_sql) << what;
+  EXPECT_EQ(spliced->hidden_columns, deparsed->hidden_columns) << what;
+  EXPECT_EQ(spliced->before_image_sql.empty(), deparsed->before_image_sql.empty()) << what;
+  EXPECT_EQ(spliced->lock_keys_sql.empty(), deparsed->lock_keys_sql.empty()) << what;
+  // A query without parameters has no map: give both sides the identity of none.
+  if (!spliced->before_image_sql.empty()) {
+    EXPECT_TRUE(SameQuery(spliced->before_image_sql, spliced->extra_params, deparsed->before_image_sql, deparsed->extra_params))
+        << what << "\n  spliced:  " << spliced->before_image_sql << "\n  deparsed: " << deparsed->before_image_sql;
+  }
+  if (!spliced->lock_keys_sql.empty()) {
+    EXPECT_TRUE(SameQuery(spliced->lock_keys_sql, spliced->extra_params, deparsed->lock_keys_sql, deparsed->extra_params))
+        << what << "\n  spliced:  " << spliced->lock_keys_sql << "\n  deparsed: " << deparsed->lock_keys_sql;
+  }
+}
+
+void ExpectSameAnalysis(const Result<ParsedStatement>& a, const Result<ParsedStatement>& b, const std::string& what) {
+  ASSERT_EQ(a.ok(), b.ok()) << what << ": " << (a.ok() ? b.status() : a.status());
+  if (!a.ok()) {
+    EXPECT_EQ(a.status().message(), b.status().message()) << what;
+    return;
+  }
+  EXPECT_EQ(a->kind, b->kind) << what;
+  EXPECT_EQ(a->transaction_op, b->transaction_op) << what;
+  EXPECT_EQ(a->savepoint, b->savepoint) << what;
+  EXPECT_EQ(a->table.schema, b->table.schema) << what;
+  EXPECT_EQ(a->table.name, b->table.name) << what;
+  EXPECT_EQ(a->set_columns, b->set_columns) << what;
+  EXPECT_EQ(a->returning_items, b->returning_items) << what;
+  EXPECT_EQ(a->sql, b->sql) << what;
+}
+
+bool Plans(StatementKind k) {
+  return k == StatementKind::kInsert || k == StatementKind::kUpdate || k == StatementKind::kDelete ||
+         k == StatementKind::kSelectForUpdate;
+}
+
+TEST(StatementShape, CachedSplicedAndDeparsedPathsAgreeOverACorpus) {
+  const std::vector<TableInfo> tables = {Table("t", {"id"}), Table("t", {"id", "b"}), Table("t", {"a"}),
+                                         Table("t", {"id"}, true), Table("t", {})};
+  for (const auto& c : kCorpus) {
+    ClearShapeCache();
+    for (int i = 0; i < 2; ++i) {
+      const char* sql = i == 0 ? c.first : c.second;
+      if (!sql) continue;
+      const auto before = ShapeCacheStatistics();
+      auto cached = Analyze(sql);
+      const bool hit = ShapeCacheStatistics().hits > before.hits;
+      if (i == 1) EXPECT_EQ(hit, c.shared) << sql;
+      auto fresh = AnalyzeUncached(sql);
+      ExpectSameAnalysis(cached, fresh, sql);
+      if (!cached.ok() || !Plans(cached->kind)) continue;
+      // The deparse path: the same analysis with no splice spec, built from the tree.
+      ParsedStatement deparse = *fresh;
+      deparse.shape = nullptr;
+      for (const auto& table : tables) {
+        const std::string what = std::string(sql) + " [pk " + std::to_string(table.primary_key.size()) + "]";
+        ExpectSamePlans(Plan(*cached, table), Plan(*fresh, table), what);
+        ExpectSameMeaning(Plan(*fresh, table), Plan(deparse, table), what);
+        if (cached->kind == StatementKind::kSelectForUpdate) continue;
+        ExpectSamePlans(PlanLocalWrite(*cached, table, sql), PlanLocalWrite(*fresh, table, sql), what + " local");
+        ExpectSameMeaning(PlanLocalWrite(*fresh, table, sql), PlanLocalWrite(deparse, table, sql), what + " local");
+      }
+    }
+  }
+}
+
+TEST(StatementShape, SplicedQueriesKeepTheClientsTextAndRenumberParameters) {
+  ClearShapeCache();
+  auto r = Analyze("UPDATE t AS x SET a = $1 WHERE x.id = $3 AND b > 'k' -- why");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->shape && r->shape->spliced);
+  auto p = Plan(*r, Table("t", {"id"}));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->before_image_sql,
+            "SELECT json_build_array(\"x\".\"id\"::text)::text AS dtx_pk, row_to_json(\"x\".*)::text AS dtx_image "
+            "FROM \"t\" AS \"x\" WHERE x.id = $1 AND b > 'k' FOR UPDATE");
+  EXPECT_EQ(p->extra_params, (std::vector<int>{3}));
+  EXPECT_EQ(p->statement_sql,
+            "UPDATE t AS x SET a = $1 WHERE x.id = $3 AND b > 'k' -- why\nRETURNING "
+            "json_build_array(\"x\".\"id\"::text)::text AS dtx_pk, row_to_json(\"x\".*)::text AS dtx_image");
+  // The next statement of the shape: its own literal, from the cache.
+  auto again = Analyze("UPDATE t AS x SET a = $1 WHERE x.id = $3 AND b > 'it''s' -- why");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->tree, nullptr);
+  auto q = Plan(*again, Table("t", {"id"}));
+  ASSERT_TRUE(q.ok());
+  EXPECT_NE(q->before_image_sql.find("WHERE x.id = $1 AND b > 'it''s' FOR UPDATE"), std::string::npos) << q->before_image_sql;
+}
+
+TEST(StatementShape, RepeatedShapesAreAnalysedOnce) {
+  ClearShapeCache();
+  for (int i = 0; i < 50; ++i) {
+    auto r = Analyze("UPDATE pgbench_tellers SET tbalance = tbalance + " + std::to_string(i + 1) + " WHERE tid = " +
+                     std::to_string(i * 7));
+    ASSERT_TRUE(r.ok());
+    auto p = Plan(*r, Table("pgbench_tellers", {"tid"}));
+    ASSERT_TRUE(p.ok());
+    EXPECT_NE(p->before_image_sql.find("WHERE tid = " + std::to_string(i * 7) + " FOR UPDATE"), std::string::npos)
+        << p->before_image_sql;
+    EXPECT_EQ(p->statement_sql.find("UPDATE pgbench_tellers SET tbalance = tbalance + " + std::to_string(i + 1) +
+                                    " WHERE tid = " + std::to_string(i * 7) + "\nRETURNING "),
+              0u)
+        << p->statement_sql;
+  }
+  const auto s = ShapeCacheStatistics();
+  EXPECT_EQ(s.misses, 1u);
+  EXPECT_EQ(s.hits, 49u);
+  EXPECT_EQ(s.entries, 1u);
+}
+
+TEST(StatementShape, CacheIsBounded) {
+  ClearShapeCache();
+  SetShapeCacheLimits(8, 1 << 20);
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(Analyze("UPDATE t" + std::to_string(i) + " SET a = 1 WHERE id = 2").ok());
+    EXPECT_LE(ShapeCacheStatistics().entries, 8u);
+  }
+  // Evicted shapes are analysed again, correctly.
+  auto r = Analyze("UPDATE t0 SET a = 5 WHERE id = 6");
+  ASSERT_TRUE(r.ok());
+  auto p = Plan(*r, Table("t0", {"id"}));
+  ASSERT_TRUE(p.ok());
+  EXPECT_NE(p->before_image_sql.find("WHERE id = 6 FOR UPDATE"), std::string::npos);
+  SetShapeCacheLimits(1, 1 << 20);
+  EXPECT_LE(ShapeCacheStatistics().entries, 1u);
+  SetShapeCacheLimits(4096, 16u << 20);
+  ClearShapeCache();
+}
+
+// Errors of the grammar carry positions of the very text: they are never served from the cache.
+TEST(StatementShape, SyntaxErrorsAreNotCached) {
+  ClearShapeCache();
+  auto a = Analyze("UPDATE t SET a = 1 WHERE");
+  auto b = Analyze("UPDATE t SET a = 12345 WHERE");
+  ASSERT_FALSE(a.ok());
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(SqlStateOf(b.status()), "42601");
+  EXPECT_NE(a.status().message(), b.status().message());
+  EXPECT_EQ(ShapeCacheStatistics().entries, 0u);
+}
+
+}  // namespace
+}  // namespace dtx::at
+
+namespace dtx::at {
+namespace {
+
+// Which statements get a splice spec, and which fall back to the tree (and the deparse).
+TEST(StatementShape, SpliceSpecIsBuiltOrRefusedAsExpected) {
+  for (const char* sql : {"UPDATE t SET a = 1 WHERE id = 2", "INSERT INTO t VALUES (1)", "DELETE FROM t",
+                          "UPDATE ONLY s.t AS x SET a = $1 WHERE x.id = $2 RETURNING *",
+                          "WITH v AS (SELECT 1) UPDATE t SET a = 1 WHERE id IN (SELECT * FROM v)",
+                          "SELECT * FROM t WHERE id = 1 ORDER BY a FOR UPDATE", "UPDATE t SET a = $$x$$ WHERE b = E'\\n'"}) {
+    auto r = AnalyzeUncached(sql);
+    ASSERT_TRUE(r.ok()) << sql;
+    ASSERT_TRUE(r->shape) << sql;
+    EXPECT_TRUE(r->shape->spliced) << sql;
+  }
+  for (const char* sql : {"SELECT * FROM t AS x(p, q) WHERE p = 1 FOR UPDATE", "(SELECT * FROM t WHERE id = 1 FOR UPDATE)",
+                          "SELECT * FROM t WHERE a = percentile_cont(0.5) WITHIN GROUP (ORDER BY b) FOR UPDATE"}) {
+    auto r = AnalyzeUncached(sql);
+    ASSERT_TRUE(r.ok()) << sql;
+    ASSERT_TRUE(r->shape) << sql;
+    EXPECT_FALSE(r->shape->spliced) << sql;
+    ASSERT_TRUE(r->tree) << sql;
+  }
+}
+
+}  // namespace
+}  // namespace dtx::at
