@@ -203,11 +203,27 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     s->rec.updated_time_ms = s->rec.begin_time_ms;
     s->rec.owner_node = options_.node_id;
     s->rec.application_data = req.application_data();
-    const std::string xid = s->rec.xid;
-    {
-      Add(s);
+    Add(s);
+    if (store_->DefersLazyWrites()) {
+      // Answered at once; the record goes into the log with the store's next commit (a branch's
+      // registration, another transaction's outcome) or within its lazy delay. Whatever depends
+      // on this transaction (a branch, the outcome) is a later batch of the same ordered log,
+      // applied after it and never durable without it. So only a crash in that gap can forget
+      // an XID, one that nothing used yet: its later calls get XID_NOT_FOUND, as they would had
+      // the Begin's answer been lost. (XIDs are seeded from the clock at start, so a restart
+      // never reissues one.)
+      store_->WriteLazy(std::move(Batch().Insert(s->rec)), [self = shared_from_this(), s](const WriteResult& r) {
+        if (r.ok()) return;
+        SPDLOG_WARN("coordinator: could not log the Begin of {}: {}", s->rec.xid, r.status.ToString());
+        self->CancelTimeout(s);
+        self->Forget(s->rec.xid);
+      });
+      metrics_->transactions_begun.Add();
+      WatchTimeout(s, Clock::now() + timeout);
+      resp.set_xid(s->rec.xid);
+      return reply.Reply(resp);
     }
-    // Answered once the record is written, before it is durable (the SQLite store fsyncs it with
+    // Answered once the record is written, before it is durable (the store makes it durable with
     // a later group): whatever depends on this transaction (a branch, the outcome) waits for a
     // later batch of the same ordered log, which is never durable without it. So only a power
     // loss in that gap can forget an XID, one that nothing used yet: its later calls get
@@ -506,6 +522,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     if (!s) {
       return Answer(reply, pb::XID_NOT_FOUND, "no active transaction " + req.xid());
     }
+    bool logged_lazily = false;
     {
       std::lock_guard lock(s->mu);
       auto it = std::find_if(s->branches.begin(), s->branches.end(),
@@ -522,7 +539,22 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                                        : " is " + std::string(log::GlobalStatusName(s->rec.status))) +
                           ": phase one of its branches can no longer be reported");
       }
+      if (req.status() == pb::PHASE_ONE_DONE && store_->DefersLazyWrites()) {
+        // PhaseOneDone changes nothing the coordinator does (a Registered branch gets the same
+        // phase 2), so losing it in a crash is harmless: it is answered at once and goes into
+        // the log with the store's next commit. Queued under the session's lock, it precedes the
+        // decision of any Commit or Rollback. PhaseOneFailed (no phase 2 for the branch) is
+        // durable before it is answered.
+        it->rec.status = BranchStatus::kPhaseOneDone;
+        store_->WriteLazy(std::move(Batch().SetStatus(req.xid(), req.branch_id(), BranchStatus::kPhaseOneDone)),
+                          [xid = req.xid()](const WriteResult& r) {
+                            if (!r.ok())
+                              SPDLOG_WARN("coordinator: could not log a phase-one report of {}: {}", xid, r.status.ToString());
+                          });
+        logged_lazily = true;
+      }
     }
+    if (logged_lazily) return reply.Reply(resp);
     const auto status = static_cast<BranchStatus>(req.status());
     store_->Write(std::move(Batch().SetStatus(req.xid(), req.branch_id(), status)),
                   [s, id = req.branch_id(), status, reply = std::move(reply)](const WriteResult& r) mutable {
@@ -744,14 +776,20 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                   });
   }
 
-  // Phase 2 is over: the transaction leaves the log. Removals go in bulk, one batch for all that
-  // finished within kRemovalDelay (or kRemovalBatch of them), since nothing waits for them but
-  // the row locks they release. A removal lost in a crash only means phase 2 is delivered again.
+  // Phase 2 is over: the transaction leaves the log. Nothing waits for a removal but the row
+  // locks it releases, and a removal lost in a crash only means phase 2 is delivered again (to
+  // idempotent participants), so it is never fsynced for its own sake: a store that defers lazy
+  // writes (SQLite) takes it into its next commit; for the others removals go in bulk, one batch
+  // for all that finished within kRemovalDelay (or kRemovalBatch of them).
   void Finish(const SessionPtr& s) {
     {
       std::lock_guard lock(s->mu);
       if (s->finishing) return;
       s->finishing = true;
+    }
+    if (store_->DefersLazyWrites()) {
+      return store_->WriteLazy(std::move(Batch().Remove(s->rec.xid)),
+                               [self = shared_from_this(), s](const WriteResult& r) { self->Removed({s}, r); });
     }
     bool flush_now = false, arm = false;
     {
@@ -778,34 +816,39 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     if (sessions.empty()) return;
     Batch batch;
     for (const auto& s : sessions) batch.Remove(s->rec.xid);
-    store_->Write(std::move(batch), [self = shared_from_this(), sessions = std::move(sessions)](const WriteResult& r) {
-      if (!r.ok()) {
-        SPDLOG_WARN("coordinator: could not remove {} finished transactions from the log: {}; will retry",
-                    sessions.size(), r.status.ToString());
-        auto timer = std::make_shared<asio::steady_timer>(self->io_, std::chrono::seconds(1));
-        timer->async_wait([weak = self->weak_from_this(), sessions, timer](const boost::system::error_code&) {
-          auto self = weak.lock();
-          if (!self) return;
-          for (const auto& s : sessions) {
-            {
-              std::lock_guard lock(s->mu);
-              s->finishing = false;
-            }
-            self->Finish(s);
-          }
-        });
-        return;
-      }
-      const auto now = Clock::now();
-      for (const auto& s : sessions) {
-        {
-          std::lock_guard lock(s->mu);
-          self->Move(*s, DoneOf(FamilyOf(s->rec.status)));
-        }
-        self->metrics_->phase_two_duration.Observe(std::chrono::duration<double>(now - s->decided).count());
-        self->Finished(s);
-      }
+    store_->WriteLazy(std::move(batch), [self = shared_from_this(), sessions = std::move(sessions)](const WriteResult& r) {
+      self->Removed(sessions, r);
     });
+  }
+
+  // The log answered the removal of `sessions`.
+  void Removed(const std::vector<SessionPtr>& sessions, const WriteResult& r) {
+    if (!r.ok()) {
+      SPDLOG_WARN("coordinator: could not remove {} finished transactions from the log: {}; will retry",
+                  sessions.size(), r.status.ToString());
+      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
+      timer->async_wait([weak = weak_from_this(), sessions, timer](const boost::system::error_code&) {
+        auto self = weak.lock();
+        if (!self) return;
+        for (const auto& s : sessions) {
+          {
+            std::lock_guard lock(s->mu);
+            s->finishing = false;
+          }
+          self->Finish(s);
+        }
+      });
+      return;
+    }
+    const auto now = Clock::now();
+    for (const auto& s : sessions) {
+      {
+        std::lock_guard lock(s->mu);
+        Move(*s, DoneOf(FamilyOf(s->rec.status)));
+      }
+      metrics_->phase_two_duration.Observe(std::chrono::duration<double>(now - s->decided).count());
+      Finished(s);
+    }
   }
 
   // The transaction is over and out of the log.

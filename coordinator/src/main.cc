@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
                     [shared_store] { return static_cast<double>(shared_store->Stats().commits); }, true);
   metrics->AddGauge("dtx_log_batches_total", "Log batches committed; divided by commits, the mean group size.",
                     [shared_store] { return static_cast<double>(shared_store->Stats().batches); }, true);
+  metrics->AddGauge("dtx_log_syncs_total", "fsyncs of the log (SQLite with synchronous=FULL; one covers many commits).",
+                    [shared_store] { return static_cast<double>(shared_store->Stats().syncs); }, true);
   coordinator::Coordinator tc(options, shared_store, metrics);
   if (auto s = tc.Recover(); !s.ok()) {
     spdlog::critical("{}", s.ToString());

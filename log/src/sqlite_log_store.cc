@@ -181,17 +181,25 @@ struct SqliteLogStore::Impl {
   struct Queued {
     Batch batch;
     WriteCallback done;
-    bool unsynced = false;  // WriteUnsynced: called back once committed, before the fsync
+    bool unsynced = false;  // WriteUnsynced and WriteLazy: called back once committed, before the fsync
+    bool lazy = false;      // WriteLazy: waits for the next eager batch or options.lazy_delay
   };
   std::mutex mu;
   std::condition_variable wake;
   std::vector<Queued> queue;  // guarded by mu
+  // Lazy batches wake nobody while the store is busy: the writer takes them with the next eager
+  // one, or once the oldest has waited options.lazy_delay (it waits with that timeout while
+  // writes came in the last second). A lazy batch wakes a writer that sleeps without a timeout.
+  // All guarded by mu.
+  size_t eager_queued = 0;
+  std::chrono::steady_clock::time_point lazy_deadline, busy_until;
+  bool writer_asleep = false;
   bool closing = false;       // guarded by mu
   Status failed;              // guarded by mu: set once a commit or fsync fails; refuses writes after
   std::thread thread;
-  std::atomic<uint64_t> commits{0}, batches{0}, failed_batches{0};
+  std::atomic<uint64_t> commits{0}, batches{0}, failed_batches{0}, syncs{0};
 
-  void Enqueue(Batch batch, WriteCallback done, bool unsynced);
+  void Enqueue(Batch batch, WriteCallback done, bool unsynced, bool lazy = false);
 
   ~Impl() {
     sqlite3_close_v2(db);
@@ -340,7 +348,22 @@ struct SqliteLogStore::Impl {
   // a connection of their own, so that the writer never stalls on one: the WAL hook of the
   // writer's connection says how long the WAL has grown, and past kCheckpointFrames the
   // checkpointer runs a PASSIVE checkpoint beside the writer.
+  //
+  // SQLite starts the WAL over (writes it again from its first frame, so that it stops growing
+  // and an fsync no longer allocates blocks and writes the inode) only when a write transaction
+  // begins while every frame has been copied. Beside a busy writer the checkpointer never quite
+  // gets there, so once it has copied all but at most kRestartFrames frames the writer copies
+  // that rest itself, between two groups (a short stall: a few frames and two fsyncs, once per
+  // kCheckpointFrames or more). A writer that outruns the checkpointer (no fsyncs, a slow disk)
+  // copies everything itself once the WAL is kWalFramesMax long, every kCheckpointFrames more
+  // frames until the WAL starts over: the WAL stays a few MB long.
   static constexpr int kCheckpointFrames = 1000;
+  static constexpr int kRestartFrames = 256;
+  static constexpr int kWalFramesMax = 4 * kCheckpointFrames;
+  int next_writer_checkpoint_at = kWalFramesMax;  // writer thread only
+  std::mutex checkpoint_pass_mu;  // held through each pass, so that the writer's never meets one
+  std::atomic<int> checkpointed_frames{-1};  // checkpointer -> writer: frames its last pass copied
+  bool writer_checkpoint_due = false;        // writer thread only
   sqlite3* checkpoint_db = nullptr;
   std::mutex checkpoint_mu;
   std::condition_variable checkpoint_wake;
@@ -352,8 +375,23 @@ struct SqliteLogStore::Impl {
   // so `frames` stays past the mark for a while: a checkpoint is asked for once per
   // kCheckpointFrames new frames, not at every commit. Writer thread only.
   int next_checkpoint_at = kCheckpointFrames;
+  std::atomic<int> wal_frames{0};  // the WAL's length after the last commit
   static int OnWalCommit(void* arg, sqlite3*, const char*, int frames) {
     auto* self = static_cast<Impl*>(arg);
+    self->wal_frames.store(frames, std::memory_order_relaxed);
+    if (frames < kWalFramesMax) self->next_writer_checkpoint_at = kWalFramesMax;
+    if (frames >= self->next_writer_checkpoint_at) {
+      self->next_writer_checkpoint_at = frames + kCheckpointFrames;
+      self->writer_checkpoint_due = true;
+    }
+    if (const int copied = self->checkpointed_frames.load(); copied >= 0) {
+      if (frames < copied) {
+        self->checkpointed_frames = -1;  // started over meanwhile
+      } else if (frames - copied <= kRestartFrames) {
+        self->checkpointed_frames = -1;
+        self->writer_checkpoint_due = true;
+      }
+    }
     if (frames < self->next_checkpoint_at - kCheckpointFrames) self->next_checkpoint_at = kCheckpointFrames;  // started over
     if (frames >= self->next_checkpoint_at) {
       self->next_checkpoint_at = frames + kCheckpointFrames;
@@ -372,12 +410,41 @@ struct SqliteLogStore::Impl {
         if (checkpoint_closing) return;
         checkpoint_due = false;
       }
-      int log_frames = 0, done_frames = 0;
-      int rc = sqlite3_wal_checkpoint_v2(checkpoint_db, "main", SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done_frames);
-      if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
-        // The next commit's own I/O reports a failing disk; a checkpoint only keeps the WAL short.
-        SPDLOG_WARN("log: checkpoint failed: {}", sqlite3_errmsg(checkpoint_db));
+      // Passes until the writer is at most kRestartFrames ahead (a few at most: each copies what
+      // was added during the one before), then the writer copies the rest and starts over.
+      for (int pass = 0; pass < 4; ++pass) {
+        int log_frames = 0, done_frames = 0;
+        int rc;
+        {
+          std::lock_guard pass_lock(checkpoint_pass_mu);
+          rc = sqlite3_wal_checkpoint_v2(checkpoint_db, "main", SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done_frames);
+        }
+        if (rc != SQLITE_OK) {
+          // The next commit's own I/O reports a failing disk; a checkpoint only keeps the WAL short.
+          if ((rc & 0xff) != SQLITE_BUSY) SPDLOG_WARN("log: checkpoint failed: {}", sqlite3_errmsg(checkpoint_db));
+          break;
+        }
+        if (log_frames <= 0 || done_frames < log_frames) break;
+        if (wal_frames.load(std::memory_order_relaxed) - log_frames <= kRestartFrames) {
+          checkpointed_frames = log_frames;
+          break;
+        }
       }
+    }
+  }
+
+  // Writer thread, between groups: copies the last frames so that the next commit starts the
+  // WAL over.
+  void CheckpointOnWriter() {
+    if (!writer_checkpoint_due) return;
+    writer_checkpoint_due = false;
+    int log_frames = 0, done_frames = 0;
+    std::lock_guard pass_lock(checkpoint_pass_mu);  // waits out a pass of the checkpointer's
+    int rc = sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done_frames);
+    if ((rc & 0xff) == SQLITE_BUSY) {
+      writer_checkpoint_due = true;  // after the next group
+    } else if (rc != SQLITE_OK) {
+      SPDLOG_WARN("log: checkpoint failed: {}", sqlite3_errmsg(db));
     }
   }
 
@@ -412,10 +479,15 @@ struct SqliteLogStore::Impl {
 
   Status sync_failed;  // syncer thread only
   void SyncAndComplete(std::deque<Completed>& synced) {
-    const bool any_ok = std::any_of(synced.begin(), synced.end(), [](const Completed& c) {
-      return std::any_of(c.results.begin(), c.results.end(), [](const WriteResult& r) { return r.ok(); });
+    // Only a group with a durable batch that committed needs the fsync: unsynced and lazy ones
+    // were answered already, and a later fsync (the next durable batch's) covers them.
+    const bool any_waiting = std::any_of(synced.begin(), synced.end(), [](const Completed& c) {
+      for (size_t i = 0; i < c.results.size(); ++i)
+        if (c.results[i].ok() && c.group[i].done) return true;
+      return false;
     });
-    if (any_ok && sync_failed.ok()) {
+    if (any_waiting && sync_failed.ok()) {
+      ++syncs;
       if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
         sync_failed = SqliteError(nullptr, rc, "fsync of the write-ahead log");
         SPDLOG_ERROR("log: {}; refusing further writes until reopened", sync_failed.ToString());
@@ -467,14 +539,30 @@ struct SqliteLogStore::Impl {
       Status refuse;
       {
         std::unique_lock lock(mu);
-        wake.wait(lock, [&] { return !queue.empty() || closing; });
+        while (!closing && eager_queued == 0) {
+          const auto now = std::chrono::steady_clock::now();
+          if (!queue.empty()) {
+            if (now >= lazy_deadline) break;  // lazy batches that waited long enough
+            wake.wait_until(lock, lazy_deadline);
+          } else if (now < busy_until) {
+            wake.wait_until(lock, now + options.lazy_delay);
+          } else {
+            writer_asleep = true;
+            wake.wait(lock);
+            writer_asleep = false;
+          }
+        }
         if (queue.empty()) break;  // closing and drained
         if (queue.size() <= options.max_group) {
           group.swap(queue);
+          eager_queued = 0;
         } else {
           group.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.begin() + options.max_group));
           queue.erase(queue.begin(), queue.begin() + options.max_group);
+          eager_queued = std::count_if(queue.begin(), queue.end(), [](const Queued& q) { return !q.lazy; });
+          lazy_deadline = std::chrono::steady_clock::now();  // what is left goes next
         }
+        busy_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
         refuse = failed;
       }
       if (!refuse.ok()) {
@@ -509,6 +597,7 @@ struct SqliteLogStore::Impl {
         }
       }
       Committed(std::move(group), std::move(results));
+      CheckpointOnWriter();
     }
     if (wal_file) {
       std::lock_guard lock(sync_mu);
@@ -597,6 +686,10 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   auto checkpoint_db = OpenConnection(options);
   if (!checkpoint_db.ok()) return checkpoint_db.status();
   impl->checkpoint_db = *checkpoint_db;
+  // A connection checkpoints only once it has read the database (before that its pager has not
+  // opened the WAL, and a checkpoint silently does nothing).
+  if (int rc = Exec(impl->checkpoint_db, "SELECT count(*) FROM dtx_meta"); rc != SQLITE_OK)
+    return SqliteError(impl->checkpoint_db, rc, "open the checkpoint connection to " + options.path);
   Impl* raw = impl.get();
   sqlite3_wal_hook(db, &Impl::OnWalCommit, raw);  // and no automatic checkpoints on the writer
   impl->checkpointer = std::thread([raw] {
@@ -627,13 +720,17 @@ void SqliteLogStore::Write(Batch batch, WriteCallback done) { impl_->Enqueue(std
 void SqliteLogStore::WriteUnsynced(Batch batch, WriteCallback done) {
   impl_->Enqueue(std::move(batch), std::move(done), true);
 }
+void SqliteLogStore::WriteLazy(Batch batch, WriteCallback done) {
+  impl_->Enqueue(std::move(batch), std::move(done), true, true);
+}
 
-void SqliteLogStore::Impl::Enqueue(Batch batch, WriteCallback done, bool unsynced) {
+void SqliteLogStore::Impl::Enqueue(Batch batch, WriteCallback done, bool unsynced, bool lazy) {
   {
     std::lock_guard lock(mu);
     if (!closing) {
-      queue.push_back({std::move(batch), std::move(done), unsynced});
-      wake.notify_one();
+      if (lazy && queue.empty()) lazy_deadline = std::chrono::steady_clock::now() + options.lazy_delay;
+      queue.push_back({std::move(batch), std::move(done), unsynced, lazy});
+      if (lazy ? writer_asleep : eager_queued++ == 0) wake.notify_one();
       return;
     }
   }
@@ -641,7 +738,7 @@ void SqliteLogStore::Impl::Enqueue(Batch batch, WriteCallback done, bool unsynce
 }
 
 LogStoreStats SqliteLogStore::Stats() const {
-  return {impl_->commits.load(), impl_->batches.load(), impl_->failed_batches.load()};
+  return {impl_->commits.load(), impl_->batches.load(), impl_->failed_batches.load(), impl_->syncs.load()};
 }
 
 namespace {
@@ -666,6 +763,11 @@ void SqliteLogStore::Close() {
   }
   if (impl_->thread.joinable()) impl_->thread.join();  // commits what is queued
   JoinCallbackThread(impl_->syncer);                   // syncs what was committed
+  if (impl_->wal_file && !impl_->syncer.joinable()) {
+    // The last groups may have held only unsynced and lazy batches, which no fsync covered yet.
+    if (int rc = impl_->wal_file->pMethods->xSync(impl_->wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK)
+      SPDLOG_WARN("log: the last fsync of the write-ahead log failed: {}", sqlite3_errstr(rc));
+  }
   {
     std::lock_guard lock(impl_->checkpoint_mu);
     impl_->checkpoint_closing = true;

@@ -143,6 +143,77 @@ TEST_F(SqliteFaults, APowerLossForgetsAnUnsyncedWriteUnlessALaterDurableOneCover
   EXPECT_EQ((*four)->branches.size(), 1u);
 }
 
+// A lazy batch goes into the log with the next eager one, in the same commit, and is applied
+// before it; alone it is committed once its delay has passed. Neither costs an fsync of its own.
+TEST_F(SqliteFaults, ALazyWriteGoesWithTheNextEagerOneOrAfterItsDelay) {
+  auto s = SqliteLogStore::Open({.path = (dir_ / "dtx.db").string(),
+                                 .vfs = SqliteFaultVfs::kName,
+                                 .lazy_delay = std::chrono::milliseconds(300)});
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto& store = **s;
+  ASSERT_TRUE(store.DefersLazyWrites());
+  ASSERT_TRUE(store.WriteSync(BranchBatch("x:1", 1)).ok());
+  const uint64_t commits = store.Stats().commits;
+
+  // The lazy removal of x:1 waits; the eager batch after it takes x:1's lock, which only the
+  // removal released: it applies after the removal, in one commit with it.
+  std::promise<WriteResult> lazy_done;
+  store.WriteLazy(std::move(Batch().Remove("x:1")), [&](const WriteResult& r) { lazy_done.set_value(r); });
+  auto lazy = lazy_done.get_future();
+  EXPECT_EQ(lazy.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout) << "it did not wait";
+  BranchRecord b;
+  b.xid = "x:2";
+  b.branch_id = 2;
+  b.resource_id = "db1";
+  Batch takes_the_lock;
+  takes_the_lock.Insert(Global("x:2")).Insert(b).Lock("x:2", 2, {"db1:t:1"});
+  ASSERT_TRUE(store.WriteSync(std::move(takes_the_lock)).ok()) << "the removal went first";
+  ASSERT_EQ(lazy.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_TRUE(lazy.get().ok());
+  EXPECT_EQ(store.Stats().commits, commits + 1) << "one commit carried both";
+
+  // Alone, it is committed after its delay, and with syncs failing it is still answered: it
+  // needs no fsync of its own (the next durable batch's covers it), so the store is not failed.
+  vfs_.FailSyncs(true);
+  const uint64_t syncs = store.Stats().syncs;
+  const auto t0 = std::chrono::steady_clock::now();
+  WriteResult alone = Await([&](auto cb) { store.WriteLazy(std::move(Batch().Insert(Global("x:3"))), cb); });
+  EXPECT_TRUE(alone.ok()) << alone.status;
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250));
+  EXPECT_EQ(store.Stats().commits, commits + 2);
+  EXPECT_EQ(store.Stats().syncs, syncs) << "a lazy batch alone is not fsynced";
+  vfs_.FailSyncs(false);
+  EXPECT_TRUE(store.WriteSync(BranchBatch("x:4", 4)).ok()) << "no fsync failed, so the store still writes";
+}
+
+TEST_F(SqliteFaults, APowerLossKeepsALazyWriteThatADurableOneOrTheCloseCovered) {
+  auto store = Open();
+  ASSERT_TRUE(store->WriteSync(BranchBatch("x:1", 1)).ok());
+  // Lazy, then durable: once the durable one is acknowledged, both survive a power loss.
+  store->WriteLazy(std::move(Batch().Remove("x:1")), [](const WriteResult&) {});
+  store->WriteLazy(std::move(Batch().Insert(Global("x:2"))), [](const WriteResult&) {});
+  ASSERT_TRUE(store->WriteSync(BranchBatch("x:3", 3)).ok());
+  vfs_.Freeze();
+  store->Close();
+  store.reset();
+  vfs_.DropUnsyncedAndThaw();
+  store = Open();
+  EXPECT_FALSE(store->Get("x:1")->has_value()) << "the lazy removal was lost";
+  EXPECT_TRUE(store->Get("x:2")->has_value()) << "the lazy insert was lost";
+  EXPECT_TRUE(store->Get("x:3")->has_value());
+
+  // Lazy writes last, then a clean close: the close fsyncs them.
+  store->WriteLazy(std::move(Batch().Remove("x:3")), [](const WriteResult&) {});
+  store->WriteLazy(std::move(Batch().Insert(Global("x:5"))), [](const WriteResult&) {});
+  store->Close();
+  vfs_.Freeze();  // the power goes right after the store closed, before SQLite's own last checkpoint
+  store.reset();
+  vfs_.DropUnsyncedAndThaw();
+  store = Open();
+  EXPECT_FALSE(store->Get("x:3")->has_value());
+  EXPECT_TRUE(store->Get("x:5")->has_value());
+}
+
 TEST_F(SqliteFaults, FullDiskIsReportedAsSuch) {
   auto store = Open();
   ASSERT_TRUE(store->WriteSync(BranchBatch("x:1", 1)).ok());
@@ -436,6 +507,33 @@ TEST(SqliteLogStore, BatchesCommittedTogetherShareAnEntryAndAllReplay) {
     ASSERT_EQ(t.branches.size(), 1u) << t.global.xid;
     EXPECT_EQ(t.locks.size(), 1u) << t.global.xid;
   }
+}
+
+// Under a steady stream of commits the checkpoints copy the WAL into the database file and the
+// WAL starts over, so it stays a few thousand frames long however long the stream runs.
+TEST(SqliteLogStore, TheWalIsCheckpointedAndStartsOverUnderSteadyWrites) {
+  TempDir dir("sqlite-wal");
+  const std::string path = dir.File("dtx.db");
+  constexpr int kCommits = 12000;  // two commits each, a 4 KiB frame or more each: 96 MB of WAL if it never started over
+  {
+    auto store = SqliteLogStore::Open({.path = path, .synchronous = "NORMAL"});
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int i = 0; i < kCommits; ++i) {
+      const std::string xid = "x:" + std::to_string(100000 + i);
+      ASSERT_TRUE((*store)->WriteSync(BranchBatch(xid, i + 1)).ok());
+      if (i >= 16) ASSERT_TRUE((*store)->WriteSync(std::move(Batch().Remove("x:" + std::to_string(100000 + i - 16)))).ok());
+      if (i % 2000 == 1999) {
+        const auto wal = std::filesystem::file_size(path + "-wal");
+        EXPECT_LT(wal, 32u << 20) << "after " << i + 1 << " transactions the WAL has " << wal << " bytes";
+      }
+    }
+    EXPECT_GT(std::filesystem::file_size(path), 64u << 10) << "checkpoints copied the journal into the database file";
+  }
+  auto store = SqliteLogStore::Open({.path = path});
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto all = (*store)->LoadAll();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 16u);
 }
 
 TEST(SqliteLogStore, ADamagedJournalEntryStopsTheOpenWithCorruption) {

@@ -1,8 +1,8 @@
 // LogStore: the coordinator's durable transaction log.
 //
-// Promise: a batch's callback reports OK only after the batch is durable (WriteUnsynced: once it
-// is written); after a crash the reopened store holds every acknowledged batch and no part of any
-// other. Implementations:
+// Promise: a batch's callback reports OK only after the batch is durable (WriteUnsynced and
+// WriteLazy: once it is written); after a crash the reopened store holds every acknowledged batch
+// and no part of any other. Implementations:
 // SqliteLogStore (embedded default), PostgresLogStore (shared by a cluster of coordinators),
 // MemoryLogStore (tests), FaultInjectionLogStore (tests: fails writes on demand).
 //
@@ -44,6 +44,7 @@ struct LogStoreStats {
   uint64_t commits = 0;         // durable commits (each carries one group of batches)
   uint64_t batches = 0;         // batches that committed
   uint64_t failed_batches = 0;  // batches that failed (conflicts included)
+  uint64_t syncs = 0;           // fsyncs of the log's files (SQLite with synchronous=FULL)
 };
 
 class LogStore {
@@ -71,6 +72,16 @@ class LogStore {
   // that matters only through later batches: in an ordered store (SQLite) a later batch is never
   // durable without it. Stores without that distinction call back once durable.
   virtual void WriteUnsynced(Batch batch, WriteCallback done) { Write(std::move(batch), std::move(done)); }
+
+  // Like WriteUnsynced, and the store may hold the batch back to go with its next write (in the
+  // same commit) or until a short delay (SqliteOptions::lazy_delay) has passed, whichever comes
+  // first: for records whose loss in a crash is harmless or repaired (a finished transaction's
+  // removal, a Begin nothing used yet). Every batch written after it applies after it and, in an
+  // ordered store, is never durable without it. Stores that do not defer call WriteUnsynced.
+  virtual void WriteLazy(Batch batch, WriteCallback done) { WriteUnsynced(std::move(batch), std::move(done)); }
+  // Whether WriteLazy holds batches back (the SQLite store): a caller may then stop gathering its
+  // own small batches, the store gathers them into its next commit.
+  virtual bool DefersLazyWrites() const { return false; }
 
   // Waits for every queued batch, then stops accepting writes. Idempotent.
   virtual void Close() = 0;

@@ -12,6 +12,7 @@
 // Reads use a connection of their own (WAL lets them run beside the writer).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -27,6 +28,8 @@ struct SqliteOptions {
   // The journal is rewritten once it holds this many entries and four times as many as there
   // are transactions in it.
   uint64_t compact_min = 65'536;
+  // The longest a WriteLazy batch waits for an eager one to go with before it is committed alone.
+  std::chrono::milliseconds lazy_delay{5};
 };
 
 class SqliteLogStore final : public LogStore {
@@ -43,6 +46,8 @@ class SqliteLogStore final : public LogStore {
   void Close() override;
   LogStoreStats Stats() const override;
   void WriteUnsynced(Batch batch, WriteCallback done) override;
+  void WriteLazy(Batch batch, WriteCallback done) override;
+  bool DefersLazyWrites() const override { return true; }
 
   // The schema version this build writes (the `schema_version` row of dtx_meta).
   static constexpr int kSchemaVersion = 3;
