@@ -12,6 +12,7 @@
 #   DTX_TEST_PG_LOG   the server's log file (pass it to pg_ctl start -l)
 #   DTX_TEST_PG_USER  the OS user the server runs as when it is not us (postgres when we are root,
 #                     since PostgreSQL refuses to run as root), else empty
+#   DTX_TEST_PG_SOCKET_DIR  the folder of the server's Unix-domain socket (.s.PGSQL.PORT)
 # The script exits with CMD's status, and stops the server and removes the folder however it ends.
 # DTX_PG_BIN overrides where the PostgreSQL programs are.
 set -euo pipefail
@@ -100,6 +101,7 @@ export DTX_TEST_PG_BIN="$bin"
 export DTX_TEST_PG_DATA="$data"
 export DTX_TEST_PG_LOG="$log"
 export DTX_TEST_PG_USER="$pg_user"
+export DTX_TEST_PG_SOCKET_DIR="$dir"
 
 set +e
 "$@"

@@ -53,8 +53,13 @@ start_coordinator "$build/bin/dtx-coordinator" --admin 127.0.0.1:0 ${TC_FLAGS:-}
 tc=$TC_ADDR
 tc_pid=$TC_PID
 tc_admin=$TC_ADMIN
-at_flags=(--admin "" --server "127.0.0.1:$pg_port" --workers "$workers" --log-level warn
-          --coordinator "$tc" --resource "postgres=postgresql://postgres@127.0.0.1:$pg_port/postgres")
+case ${BACKEND:-tcp} in  # how the proxies reach PostgreSQL
+  unix) server_addr=$dir:$pg_port resource="postgresql://postgres@/postgres?host=$dir&port=$pg_port" ;;
+  tcp) server_addr=127.0.0.1:$pg_port resource="postgresql://postgres@127.0.0.1:$pg_port/postgres" ;;
+  *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
+esac
+at_flags=(--admin "" --server "$server_addr" --workers "$workers" --log-level warn
+          --coordinator "$tc" --resource "postgres=$resource")
 start_proxy "$dir/proxy-at.out" "$build/bin/dtx-sql-proxy" "${at_flags[@]}"
 at_port=$port
 at_pid=$SVC_LAST_PID
@@ -87,7 +92,7 @@ bench() {
 }
 
 echo "pgbench -n -M simple -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
-  "dtx-sql-proxy --workers $workers; coordinator log: ${TC_FLAGS:-SQLite (default)}"
+  "dtx-sql-proxy --workers $workers --server ${BACKEND:-tcp}; coordinator log: ${TC_FLAGS:-SQLite (default)}"
 echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g \
   < <(bench "$nocheck_port" "$here/tpcb-plain.sql" "$nocheck_pid")

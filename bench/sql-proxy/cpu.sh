@@ -7,7 +7,8 @@
 #
 # Each cell is `pgbench -n -c 8 -j 2 -T $SECONDS_PER_RUN` (default 10); ROUNDS (default 2) repeats
 # direct+proxy; WORKLOADS="select-only tpc-b", MODES="simple prepared" choose the cells.
-# Prints per cell: direct tps, proxy tps, ratio, proxy CPU microseconds per transaction.
+# Prints per cell: direct tps, proxy tps, ratio, proxy CPU microseconds per transaction. The proxy
+# reaches the server through its Unix-domain socket (BACKEND=tcp: through 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build-proxy-bench}
@@ -23,7 +24,12 @@ bin=$PG_BIN
 start_postgres "$SVC_DIR" "shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" \
   "log_min_messages = warning"
 "$bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
-start_proxy "$SVC_DIR/proxy.out" "$proxy_bin" --admin "" --server "127.0.0.1:$PG_PORT" --log-level warn "$@"
+case ${BACKEND:-unix} in
+  unix) server_addr=$SVC_DIR:$PG_PORT ;;
+  tcp) server_addr=127.0.0.1:$PG_PORT ;;
+  *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
+esac
+start_proxy "$SVC_DIR/proxy.out" "$proxy_bin" --admin "" --server "$server_addr" --log-level warn "$@"
 proxy_pid=$SVC_LAST_PID
 tick=$(getconf CLK_TCK)
 
@@ -35,7 +41,7 @@ txns() {  # port, flags...: prints "tps transactions"
     awk '/^tps = / {tps = $3} /number of transactions actually processed/ {n = $NF; sub(/\/.*/, "", n)} END {printf "%.0f %d\n", tps, n}'
 }
 
-echo "proxy flags: $*; pgbench -n -c 8 -j 2 -T $seconds; $(date -u +%H:%MZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "proxy flags: --server $server_addr $*; pgbench -n -c 8 -j 2 -T $seconds; $(date -u +%H:%MZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %8s %8s %6s %10s\n' cell direct proxy ratio cpu_us/tx
 for workload in ${WORKLOADS:-select-only tpc-b}; do
   for mode in ${MODES:-simple prepared}; do

@@ -8,7 +8,10 @@
 # in simple and prepared query modes. A throwaway PostgreSQL 15 in a temp folder (scale 10,
 # synchronous_commit off so that TPC-B measures the path and not the disk), run as the postgres
 # user when we are root, as pgbouncer is. PROXY_WORKERS sets the proxy's I/O threads (default 2);
-# WORKLOADS="select-only tpc-b" and MODES="simple prepared" choose the cells.
+# WORKLOADS="select-only tpc-b" and MODES="simple prepared" choose the cells. pgbench always
+# connects over TCP (127.0.0.1), as a client on another machine would; the proxy and pgbouncer reach
+# the server through its Unix-domain socket, as a pooler next to the database does
+# (BACKEND=tcp: through 127.0.0.1 instead).
 # Needs: postgresql, pgbouncer (scripts/setup.sh installs both), a built dtx-sql-proxy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,14 +39,20 @@ start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = off" "max_c
 pg_port=$PG_PORT
 "$bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 
-start_proxy "$dir/proxy.out" "$proxy_bin" --admin "" --server "127.0.0.1:$pg_port" --workers "$workers" \
+backend=${BACKEND:-unix}
+case $backend in
+  unix) server_addr=$dir:$pg_port bouncer_host=$dir ;;
+  tcp) server_addr=127.0.0.1:$pg_port bouncer_host=127.0.0.1 ;;
+  *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
+esac
+start_proxy "$dir/proxy.out" "$proxy_bin" --admin "" --server "$server_addr" --workers "$workers" \
   --log-level warn
 proxy_port=$port
 
 bouncer_port=$(free_port)
 cat >"$dir/pgbouncer.ini" <<CONF
 [databases]
-postgres = host=127.0.0.1 port=$pg_port dbname=postgres
+postgres = host=$bouncer_host port=$pg_port dbname=postgres
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $bouncer_port
@@ -69,7 +78,7 @@ tps() {  # port, pgbench flags...
     awk '/^tps = / {printf "%.0f", $3}'
 }
 
-echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode"
+echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10; proxies reach the server by $backend; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode"
 echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %10s %10s %10s %8s %8s\n' workload direct dtx-proxy pgbouncer proxy/d bouncer/d
 for workload in ${WORKLOADS:-select-only tpc-b}; do

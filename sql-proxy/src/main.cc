@@ -2,6 +2,7 @@
 //
 //   dtx-sql-proxy                                   # 0.0.0.0:6433 -> 127.0.0.1:5432, metrics on 127.0.0.1:9433
 //   dtx-sql-proxy --server db1:5432 --backend orders=db2:5432
+//   dtx-sql-proxy --server /var/run/postgresql      # a local server through its Unix-domain socket
 //   dtx-sql-proxy --config proxy.toml               # the same options in a TOML file
 #include <CLI/CLI.hpp>
 
@@ -38,10 +39,12 @@ int main(int argc, char** argv) {
 
   app.add_option("--host", options.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", options.port, "Port to listen on (0: any free port)")->capture_default_str();
-  app.add_option("--server", server, "host:port of the PostgreSQL server for databases not named by --backend")
+  app.add_option("--server", server, "The PostgreSQL server for databases not named by --backend: host:port, or the folder of its "
+                 "Unix-domain socket, /path[:port]")
       ->capture_default_str();
   app.add_option("--backend", backends,
-                 "database=host:port: the server of one database (repeat, or a list in the config file)");
+                 "database=host:port or database=/socket/folder[:port]: the server of one database (repeat, or a "
+                 "list in the config file)");
   app.add_option("--admin", admin, "host:port of the HTTP /metrics endpoint (port 0: any free port; empty: none)")
       ->capture_default_str();
   app.add_option("--workers", options.workers, "I/O threads (0: one per core)")->capture_default_str();

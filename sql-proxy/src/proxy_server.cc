@@ -13,15 +13,36 @@
 #include <thread>
 #include <unordered_set>
 
+#include <sys/un.h>
+
 #include "cancel_registry.h"
 #include "session.h"
 
 namespace dtx::sql_proxy {
 
+namespace {
+
+Result<BackendAddress> CheckSocketPath(BackendAddress address) {
+  if (!address.unix_socket()) return address;
+  while (address.host.size() > 1 && address.host.back() == '/') address.host.pop_back();
+  if (address.SocketPath().size() >= sizeof(sockaddr_un::sun_path)) {
+    return InvalidArgument("socket path too long: " + address.SocketPath());
+  }
+  return address;
+}
+
+}  // namespace
+
 Result<BackendAddress> ParseBackendAddress(const std::string& text) {
   const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) return InvalidArgument("want host:port, not '" + text + "'");
   BackendAddress out;
+  if (!text.empty() && text.front() == '/' && (colon == std::string::npos || text.find('/', colon) != std::string::npos)) {
+    out.host = text;  // a socket folder without a port
+    return CheckSocketPath(std::move(out));
+  }
+  if (colon == std::string::npos || colon == 0) {
+    return InvalidArgument("want host:port or a socket folder /path[:port], not '" + text + "'");
+  }
   out.host = text.substr(0, colon);
   if (out.host.size() > 2 && out.host.front() == '[' && out.host.back() == ']') {
     out.host = out.host.substr(1, out.host.size() - 2);
@@ -32,7 +53,7 @@ Result<BackendAddress> ParseBackendAddress(const std::string& text) {
     return InvalidArgument("bad port in '" + text + "'");
   }
   out.port = static_cast<uint16_t>(std::stoi(port));
-  return out;
+  return CheckSocketPath(std::move(out));
 }
 
 // A worker: one io_context on one thread, and the sessions living there.

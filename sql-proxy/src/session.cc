@@ -4,9 +4,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -82,7 +82,7 @@ void Session::EndWithFatal(std::string sqlstate, std::string message) {
 
 void Session::CloseSockets() {
   boost::system::error_code ignored;
-  client_.shutdown(tcp::socket::shutdown_both, ignored);
+  client_.shutdown(Socket::shutdown_both, ignored);
   client_.close(ignored);
   server_.close(ignored);
 }
@@ -96,7 +96,7 @@ const std::string& Session::EffectiveXid() const {
 // A write is tried at once without blocking (the sockets are in non-blocking mode), which is
 // nearly always enough for one read's worth of bytes; only the rest waits, and then the loop that
 // wrote has suspended (see ReadSome).
-asio::awaitable<bool> Session::Write(tcp::socket& socket, std::string_view bytes, bool& fresh) {
+asio::awaitable<bool> Session::Write(Socket& socket, std::string_view bytes, bool& fresh) {
   boost::system::error_code ec;
   const size_t n = socket.write_some(asio::buffer(bytes.data(), bytes.size()), ec);
   if (!ec && n == bytes.size()) co_return true;
@@ -114,11 +114,11 @@ asio::awaitable<bool> Session::WriteServer(std::string_view bytes) { return Writ
 // When the loop has not suspended since a read that drained the socket, any newer bytes have
 // raised a readiness edge that epoll still holds: waiting for it and then reading costs one
 // receive. Otherwise (and after a read that filled the buffer) the read is tried at once.
-asio::awaitable<std::pair<boost::system::error_code, size_t>> Session::ReadSome(tcp::socket& socket, char* data,
+asio::awaitable<std::pair<boost::system::error_code, size_t>> Session::ReadSome(Socket& socket, char* data,
                                                                                size_t space, bool& fresh) {
   if (fresh) {
     while (true) {
-      auto [wec] = co_await socket.async_wait(tcp::socket::wait_read, kTuple);
+      auto [wec] = co_await socket.async_wait(Socket::wait_read, kTuple);
       if (wec) co_return std::make_pair(wec, size_t{0});
       boost::system::error_code ec;
       const size_t n = socket.read_some(asio::buffer(data, space), ec);
@@ -244,23 +244,7 @@ asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
   auto it = options.backends.find(database);
   backend_ = it != options.backends.end() ? it->second : options.default_backend;
 
-  auto executor = client_.get_executor();
-  tcp::resolver resolver(executor);
-  asio::steady_timer timer(executor, options.connect_timeout);
-  std::string why;
-  auto [rec, endpoints] = co_await resolver.async_resolve(backend_.host, std::to_string(backend_.port), kTuple);
-  if (rec) {
-    why = rec.message();
-  } else {
-    auto result = co_await (asio::async_connect(server_, endpoints, kTuple) || timer.async_wait(kTuple));
-    if (result.index() == 1) {
-      why = "timed out after " + std::to_string(options.connect_timeout.count()) + " ms";
-      boost::system::error_code ignored;
-      server_.close(ignored);
-    } else if (auto [ec, endpoint] = std::get<0>(result); ec) {
-      why = ec.message();
-    }
-  }
+  const std::string why = co_await Connect(server_, backend_);
   if (!why.empty()) {
     context_.metrics.errors_backend_connect.fetch_add(1, std::memory_order_relaxed);
     const std::string message = "dtx-sql-proxy: cannot reach the PostgreSQL server for database \"" +
@@ -272,7 +256,7 @@ asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
     co_return false;
   }
   boost::system::error_code ignored;
-  server_.set_option(tcp::no_delay(true), ignored);
+  if (!backend_.unix_socket()) server_.set_option(tcp::no_delay(true), ignored);
   // The connect left the socket registered for writability too, whose edges (each time the
   // server takes bytes) would wake this worker for nothing; registered anew, it waits for reads.
   const auto protocol = server_.local_endpoint(ignored).protocol();
@@ -280,6 +264,40 @@ asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
   const auto fd = server_.release(ec);
   if (!ec) server_.assign(protocol, fd, ec);
   co_return !ec;
+}
+
+asio::awaitable<std::string> Session::Connect(Socket& socket, const BackendAddress& address) {
+  auto executor = client_.get_executor();
+  const auto timeout = context_.options.connect_timeout;
+  asio::steady_timer timer(executor, timeout);
+  const std::string timed_out = "timed out after " + std::to_string(timeout.count()) + " ms";
+  boost::system::error_code ignored;
+  if (address.unix_socket()) {
+    auto result = co_await (socket.async_connect(asio::local::stream_protocol::endpoint(address.SocketPath()), kTuple) ||
+                            timer.async_wait(kTuple));
+    if (result.index() == 1) {
+      socket.close(ignored);
+      co_return timed_out;
+    }
+    const auto [ec] = std::get<0>(result);
+    co_return ec ? ec.message() : std::string();
+  }
+  tcp::resolver resolver(executor);
+  auto [rec, endpoints] = co_await resolver.async_resolve(address.host, std::to_string(address.port), kTuple);
+  if (rec) co_return rec.message();
+  std::string why = "no address";
+  for (const auto& entry : endpoints) {
+    auto result = co_await (socket.async_connect(entry.endpoint(), kTuple) || timer.async_wait(kTuple));
+    if (result.index() == 1) {
+      socket.close(ignored);
+      co_return timed_out;
+    }
+    const auto [ec] = std::get<0>(result);
+    if (!ec) co_return std::string();
+    why = ec.message();
+    socket.close(ignored);
+  }
+  co_return why;
 }
 
 asio::awaitable<void> Session::HandleCancel(BackendKey key) {
@@ -291,16 +309,12 @@ asio::awaitable<void> Session::HandleCancel(BackendKey key) {
     co_return;
   }
   auto executor = client_.get_executor();
-  tcp::resolver resolver(executor);
-  auto [rec, endpoints] = co_await resolver.async_resolve(target->server.host, std::to_string(target->server.port), kTuple);
-  if (rec) co_return;
-  tcp::socket socket(executor);
-  asio::steady_timer timer(executor, context_.options.connect_timeout);
-  auto result = co_await (asio::async_connect(socket, endpoints, kTuple) || timer.async_wait(kTuple));
-  if (result.index() == 1 || std::get<0>(std::get<0>(result))) {
-    spdlog::warn("cancel request: cannot reach {}", target->server.ToString());
+  Socket socket(executor);
+  if (auto why = co_await Connect(socket, target->server); !why.empty()) {
+    spdlog::warn("cancel request: cannot reach {}: {}", target->server.ToString(), why);
     co_return;
   }
+  asio::steady_timer timer(executor);
   const std::string packet = CancelRequestPacket(target->key);
   co_await asio::async_write(socket, asio::buffer(packet), kTuple);
   // The server reads the packet and closes; wait for that so the request is not cut short.

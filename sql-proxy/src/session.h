@@ -31,6 +31,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -54,6 +55,8 @@ namespace dtx::sql_proxy {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+// Either side's socket: the client's is TCP; the server's TCP or Unix-domain (BackendAddress).
+using Socket = asio::generic::stream_protocol::socket;
 
 // What the sessions of one server share; it outlives them.
 struct SessionContext {
@@ -104,6 +107,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> ReadStartup();
   asio::awaitable<void> HandleCancel(BackendKey key);
   asio::awaitable<bool> ConnectBackend(const std::string& database);
+  // Connects `socket` to a server within the connect timeout; an empty string, or why not.
+  asio::awaitable<std::string> Connect(Socket& socket, const BackendAddress& address);
   asio::awaitable<void> FrontLoop();
   asio::awaitable<void> BackLoop();
 
@@ -112,11 +117,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> AcquireBackend();
   void ReleaseBackend();
 
-  asio::awaitable<bool> Write(tcp::socket& socket, std::string_view bytes, bool& fresh);
+  asio::awaitable<bool> Write(Socket& socket, std::string_view bytes, bool& fresh);
   asio::awaitable<bool> WriteClient(std::string_view bytes);  // from the back loop (or with it parked)
   asio::awaitable<bool> WriteServer(std::string_view bytes);  // from the front loop
   // `fresh`: the calling loop has not suspended since its last read drained `socket`.
-  asio::awaitable<std::pair<boost::system::error_code, size_t>> ReadSome(tcp::socket& socket, char* data,
+  asio::awaitable<std::pair<boost::system::error_code, size_t>> ReadSome(Socket& socket, char* data,
                                                                          size_t space, bool& fresh);
 
   // Looks at one client message (or its first `available` bytes); returns true to divert it
@@ -228,8 +233,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void EndWithFatal(std::string sqlstate, std::string message);
   void CloseSockets();
 
-  tcp::socket client_;
-  tcp::socket server_;
+  Socket client_;
+  Socket server_;
   SessionContext& context_;
   std::function<void(Session*)> on_end_;
   BackendAddress backend_;

@@ -160,7 +160,7 @@ asio::awaitable<void> Session::FrontLoop() {
   if (!client_gone) {
     // A write to the server failed: the back loop sees the connection end and tells the client.
     boost::system::error_code ignored;
-    server_.shutdown(tcp::socket::shutdown_both, ignored);
+    server_.shutdown(Socket::shutdown_both, ignored);
     co_return;
   }
   // The client went away. Between messages, tell the server so it ends the session quietly.

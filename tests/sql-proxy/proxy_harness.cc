@@ -60,6 +60,7 @@ std::optional<PgTarget> SharedPostgres() {
   t.host = m[2];
   t.port = std::stoi(m[3]);
   t.database = m[4];
+  t.socket_dir = Env("DTX_TEST_PG_SOCKET_DIR");
   return t;
 }
 

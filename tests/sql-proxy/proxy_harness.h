@@ -22,6 +22,7 @@ struct PgTarget {
   int port = 0;
   std::string user = "postgres";
   std::string database = "postgres";
+  std::string socket_dir;  // DTX_TEST_PG_SOCKET_DIR: the folder of its Unix-domain socket, if known
 };
 std::optional<PgTarget> SharedPostgres();
 // DTX_TEST_PG_BIN/<program>, else /usr/lib/postgresql/15/bin/<program>.

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "dtx/sql_proxy/pg_message.h"
+#include "dtx/sql_proxy/proxy_server.h"
 #include "proxy_harness.h"
 
 namespace dtx::testing {
@@ -35,8 +36,12 @@ class SqlProxyTest : public ::testing::Test {
   void SetUp() override {
     DTX_NEED_POSTGRES();
     pg_ = *SharedPostgres();
-    proxy_ = std::make_unique<ProxyProcess>(
-        std::vector<std::string>{"--server", pg_.host + ":" + std::to_string(pg_.port), "--shutdown-grace-ms", "10000"});
+    std::string server = pg_.host + ":" + std::to_string(pg_.port);
+    if (unix_socket_) {
+      ASSERT_FALSE(pg_.socket_dir.empty()) << "DTX_TEST_PG_SOCKET_DIR is not set: run through scripts/with-postgres.sh";
+      server = pg_.socket_dir + ":" + std::to_string(pg_.port);
+    }
+    proxy_ = std::make_unique<ProxyProcess>(std::vector<std::string>{"--server", server, "--shutdown-grace-ms", "10000"});
     ASSERT_GT(proxy_->port(), 0);
     ASSERT_GT(proxy_->admin_port(), 0);
   }
@@ -65,13 +70,76 @@ class SqlProxyTest : public ::testing::Test {
     return r.exit_code == 0 ? std::stoi(r.output) : -1;
   }
 
+  void PsqlScriptOutputMatchesDirect();
+  void PgbenchInitAndSimpleExtendedPreparedModes();
+  void CancelRequestReachesTheRightServerSession();
+
+  bool unix_socket_ = false;  // the proxy reaches the server through its Unix-domain socket
   PgTarget pg_;
   std::unique_ptr<ProxyProcess> proxy_;
 };
 
+// The same proxy reaching the server through the Unix-domain socket (--server /folder:port).
+class SqlProxyUnixSocketTest : public SqlProxyTest {
+ protected:
+  SqlProxyUnixSocketTest() { unix_socket_ = true; }
+};
+
+TEST_F(SqlProxyTest, PsqlScriptOutputMatchesDirect) { PsqlScriptOutputMatchesDirect(); }
+TEST_F(SqlProxyUnixSocketTest, PsqlScriptOutputMatchesDirect) { PsqlScriptOutputMatchesDirect(); }
+TEST_F(SqlProxyTest, PgbenchInitAndSimpleExtendedPreparedModes) { PgbenchInitAndSimpleExtendedPreparedModes(); }
+TEST_F(SqlProxyUnixSocketTest, PgbenchInitAndSimpleExtendedPreparedModes) {
+  PgbenchInitAndSimpleExtendedPreparedModes();
+}
+TEST_F(SqlProxyTest, CancelRequestReachesTheRightServerSession) { CancelRequestReachesTheRightServerSession(); }
+TEST_F(SqlProxyUnixSocketTest, CancelRequestReachesTheRightServerSession) {
+  CancelRequestReachesTheRightServerSession();
+}
+
+// A socket folder with no server in it: the client is told which socket could not be reached.
+TEST(SqlProxyUnixSocketOutageTest, MissingSocketIsAClearError) {
+  DTX_NEED_POSTGRES();
+  const PgTarget pg = *SharedPostgres();
+  const std::string folder = "/tmp/dtx-no-server-" + std::to_string(getpid());
+  ProxyProcess proxy({"--server", folder + ":5999", "--connect-timeout-ms", "2000"});
+  ASSERT_GT(proxy.port(), 0);
+  RunResult r = Psql(proxy.port(), pg.user, pg.database, "select 1;");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("cannot reach the PostgreSQL server for database \"" + pg.database + "\" at " + folder +
+                          "/.s.PGSQL.5999"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(proxy.Metric("dtx_sql_proxy_errors_total{kind=\"backend_connect\"}"), 1);
+}
+
+// --server and --backend take host:port or a socket folder; what they cannot take is refused.
+TEST(BackendAddressTest, TcpAndUnixSocketForms) {
+  auto tcp = sql_proxy::ParseBackendAddress("db1:6000");
+  ASSERT_TRUE(tcp.ok());
+  EXPECT_FALSE(tcp->unix_socket());
+  EXPECT_EQ(tcp->ToString(), "db1:6000");
+  auto v6 = sql_proxy::ParseBackendAddress("[::1]:5432");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->host, "::1");
+  auto folder = sql_proxy::ParseBackendAddress("/var/run/postgresql");
+  ASSERT_TRUE(folder.ok());
+  EXPECT_TRUE(folder->unix_socket());
+  EXPECT_EQ(folder->ToString(), "/var/run/postgresql/.s.PGSQL.5432");
+  auto with_port = sql_proxy::ParseBackendAddress("/tmp/pg.sock.d/:6001");
+  ASSERT_TRUE(with_port.ok());
+  EXPECT_EQ(with_port->ToString(), "/tmp/pg.sock.d/.s.PGSQL.6001");
+  auto colon_in_folder = sql_proxy::ParseBackendAddress("/tmp/a:b/c");
+  ASSERT_TRUE(colon_in_folder.ok());
+  EXPECT_EQ(colon_in_folder->ToString(), "/tmp/a:b/c/.s.PGSQL.5432");
+  EXPECT_FALSE(sql_proxy::ParseBackendAddress("/tmp/x:0").ok());
+  EXPECT_FALSE(sql_proxy::ParseBackendAddress("/" + std::string(120, 'd')).ok()) << "longer than sun_path";
+  EXPECT_FALSE(sql_proxy::ParseBackendAddress("db1").ok());
+  EXPECT_FALSE(sql_proxy::ParseBackendAddress("db1:99999").ok());
+}
+
 // A psql script gives the same output through the proxy as directly: DDL, DML, COPY both ways,
 // an error inside a transaction block and what follows it, a multi-statement query, notices.
-TEST_F(SqlProxyTest, PsqlScriptOutputMatchesDirect) {
+void SqlProxyTest::PsqlScriptOutputMatchesDirect() {
   const std::string table = "proxy_psql_" + std::to_string(getpid());
   const std::string script =
       "drop table if exists " + table + ";\n"
@@ -108,7 +176,7 @@ TEST_F(SqlProxyTest, PsqlScriptOutputMatchesDirect) {
 }
 
 // pgbench -i loads its tables with COPY; then every query mode runs transactions through the proxy.
-TEST_F(SqlProxyTest, PgbenchInitAndSimpleExtendedPreparedModes) {
+void SqlProxyTest::PgbenchInitAndSimpleExtendedPreparedModes() {
   const std::string db = "proxy_pgbench_" + std::to_string(getpid());
   ASSERT_EQ(ViaProxy("drop database if exists " + db + "; create database " + db + ";").exit_code, 0);
   const std::string port = std::to_string(proxy_->port());
@@ -237,7 +305,7 @@ TEST_F(SqlProxyTest, XidAnswersCarryTheTransactionStatus) {
 
 // A long query is cancelled by a CancelRequest sent to the proxy on a new connection: the client
 // holds the proxy's key, which the proxy maps to the server's.
-TEST_F(SqlProxyTest, CancelRequestReachesTheRightServerSession) {
+void SqlProxyTest::CancelRequestReachesTheRightServerSession() {
   PGconn* c = PQconnectdb(Conninfo("application_name=proxy_cancel").c_str());
   ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
   const int server_pid = [&] {
@@ -247,6 +315,10 @@ TEST_F(SqlProxyTest, CancelRequestReachesTheRightServerSession) {
     return pid;
   }();
   EXPECT_NE(PQbackendPID(c), server_pid) << "the client holds the proxy's key, not the server's";
+  // The server session came over the socket asked for (no client address: the Unix socket).
+  EXPECT_EQ(Direct("select client_addr is null from pg_stat_activity where pid = " + std::to_string(server_pid) + ";")
+                .output,
+            unix_socket_ ? "t\n" : "f\n");
   ASSERT_EQ(PQsendQuery(c, "select pg_sleep(60)"), 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   PGcancel* cancel = PQgetCancel(c);

@@ -24,13 +24,19 @@ namespace dtx::sql_proxy {
 
 struct AtServices;  // dtx/sql_proxy/at_services.h
 
+// A PostgreSQL server: a TCP host and port, or, when `host` is an absolute path, the folder of
+// the server's Unix-domain socket (libpq's convention: the socket is <host>/.s.PGSQL.<port>).
+// A proxy on the database's own machine relays much cheaper through the Unix socket.
 struct BackendAddress {
   std::string host = "127.0.0.1";
   uint16_t port = 5432;
-  std::string ToString() const { return host + ":" + std::to_string(port); }
+  bool unix_socket() const { return !host.empty() && host.front() == '/'; }
+  std::string SocketPath() const { return host + "/.s.PGSQL." + std::to_string(port); }
+  std::string ToString() const { return unix_socket() ? SocketPath() : host + ":" + std::to_string(port); }
 };
 
-// "host:port" (IPv6 as "[::1]:5432"); an error says why not.
+// "host:port" (IPv6 as "[::1]:5432"), or a socket folder "/path" or "/path:port" (port 5432 if
+// not given); an error says why not.
 Result<BackendAddress> ParseBackendAddress(const std::string& text);
 
 struct ProxyOptions {
