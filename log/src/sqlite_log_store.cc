@@ -315,10 +315,9 @@ struct SqliteLogStore::Impl {
     return results;
   }
 
-  // Callbacks never run on the writer, so that it commits the next group while the callbacks of
-  // the last one run (they answer calls and start more work): with the syncer they run on the
-  // syncer, after the fsync that made their group durable; without it, on the completer thread.
-  // Groups complete in commit order.
+  // With synchronous=FULL callbacks run on the writer, after the fsync that made their group
+  // durable (below); otherwise on the completer thread, so that the writer commits the next group
+  // while the callbacks of the last one run. Groups complete in commit order.
   struct Completed {
     std::vector<Queued> group;
     std::vector<WriteResult> results;
@@ -330,19 +329,12 @@ struct SqliteLogStore::Impl {
   std::thread completer;
 
   // With synchronous=FULL the commit itself does not wait for the disk (the connection runs
-  // with PRAGMA synchronous=NORMAL). The syncer thread fsyncs the WAL file after each commit
-  // instead and only then hands the group on to be acknowledged, so that the writer executes the
-  // next group while the disk syncs the last one. One fsync covers every group committed before
-  // it started; a group is acknowledged only after an fsync that began after its commit. Every
-  // group, failed ones too, passes through here, so that groups complete in commit order. The
-  // syncer then runs the callbacks itself: one thread hop fewer per group, and while it does,
-  // the groups committed meanwhile wait for the next fsync, which covers them all.
-  sqlite3_file* wal_file = nullptr;  // set when the syncer is used
-  std::mutex sync_mu;
-  std::condition_variable sync_wake;
-  std::deque<Completed> sync_queue;  // guarded by sync_mu
-  bool writer_done = false;          // guarded by sync_mu
-  std::thread syncer;
+  // with PRAGMA synchronous=NORMAL): the writer fsyncs the WAL file after the commit, when a
+  // batch of the group waits for it, and then runs the group's callbacks. Whatever is queued
+  // meanwhile goes into the next group, so one commit and one fsync serve every batch that
+  // arrived during the last fsync. (A second thread that fsynced while the writer committed the
+  // next group cost a thread hand-off per group and a commit per arrival, for as many fsyncs.)
+  sqlite3_file* wal_file = nullptr;  // set with synchronous=FULL
 
   // Checkpoints (copying the WAL into the database file, then fsyncing it) run on a thread and
   // a connection of their own, so that the writer never stalls on one: the WAL hook of the
@@ -459,33 +451,16 @@ struct SqliteLogStore::Impl {
   // The writer's hand-off of a group it committed, or failed.
   void Committed(std::vector<Queued> group, std::vector<WriteResult> results) {
     if (!wal_file) return Complete(std::move(group), std::move(results));
-    std::lock_guard lock(sync_mu);
-    sync_queue.push_back({std::move(group), std::move(results)});
-    sync_wake.notify_one();
+    SyncAndComplete(Completed{std::move(group), std::move(results)});
   }
 
-  void SyncerLoop() {
-    while (true) {
-      std::deque<Completed> synced;
-      {
-        std::unique_lock lock(sync_mu);
-        sync_wake.wait(lock, [&] { return !sync_queue.empty() || writer_done; });
-        if (sync_queue.empty()) break;
-        synced.swap(sync_queue);
-      }
-      SyncAndComplete(synced);
-    }
-  }
-
-  Status sync_failed;  // syncer thread only
-  void SyncAndComplete(std::deque<Completed>& synced) {
+  Status sync_failed;  // writer thread only
+  void SyncAndComplete(Completed c) {
     // Only a group with a durable batch that committed needs the fsync: unsynced and lazy ones
-    // were answered already, and a later fsync (the next durable batch's) covers them.
-    const bool any_waiting = std::any_of(synced.begin(), synced.end(), [](const Completed& c) {
-      for (size_t i = 0; i < c.results.size(); ++i)
-        if (c.results[i].ok() && c.group[i].done) return true;
-      return false;
-    });
+    // were answered already, and a later fsync (the next durable batch's, or Close's) covers them.
+    bool any_waiting = false;
+    for (size_t i = 0; i < c.results.size(); ++i)
+      if (c.results[i].ok() && c.group[i].done) any_waiting = true;
     if (any_waiting && sync_failed.ok()) {
       ++syncs;
       if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
@@ -494,20 +469,18 @@ struct SqliteLogStore::Impl {
         Refuse(sync_failed);
       }
     }
-    for (auto& c : synced) {
-      if (!sync_failed.ok()) {
-        // Committed but perhaps not on disk: never acknowledged as durable.
-        for (size_t i = 0; i < c.results.size(); ++i) {
-          auto& r = c.results[i];
-          if (!r.ok() || !c.group[i].done) continue;  // failed already, or answered unsynced
-          --batches;
-          ++failed_batches;
-          r = WriteResult{sync_failed, std::nullopt};
-        }
+    if (!sync_failed.ok()) {
+      // Committed but perhaps not on disk: never acknowledged as durable.
+      for (size_t i = 0; i < c.results.size(); ++i) {
+        auto& r = c.results[i];
+        if (!r.ok() || !c.group[i].done) continue;  // failed already, or answered unsynced
+        --batches;
+        ++failed_batches;
+        r = WriteResult{sync_failed, std::nullopt};
       }
-      for (size_t i = 0; i < c.group.size(); ++i) {
-        if (c.group[i].done) c.group[i].done(c.results[i]);
-      }
+    }
+    for (size_t i = 0; i < c.group.size(); ++i) {
+      if (c.group[i].done) c.group[i].done(c.results[i]);
     }
   }
 
@@ -589,7 +562,7 @@ struct SqliteLogStore::Impl {
         ++commits;
         for (const auto& r : results) r.ok() ? ++batches : ++failed_batches;
         if (wal_file) {
-          // WriteUnsynced: committed is enough (the fsync comes on the syncer).
+          // WriteUnsynced and WriteLazy: committed is enough (the fsync comes after).
           for (size_t i = 0; i < group.size(); ++i) {
             if (!group[i].unsynced || !results[i].ok()) continue;
             std::exchange(group[i].done, nullptr)(results[i]);
@@ -600,9 +573,11 @@ struct SqliteLogStore::Impl {
       CheckpointOnWriter();
     }
     if (wal_file) {
-      std::lock_guard lock(sync_mu);
-      writer_done = true;
-      sync_wake.notify_one();
+      // The last groups may have held only unsynced and lazy batches, which no fsync covered yet.
+      if (sync_failed.ok()) {
+        if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK)
+          SPDLOG_WARN("log: the last fsync of the write-ahead log failed: {}", sqlite3_errstr(rc));
+      }
       return;
     }
     std::lock_guard lock(done_mu);
@@ -626,7 +601,7 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
   impl->db = *opened;
   sqlite3* db = impl->db;
 
-  // FULL: commits run at NORMAL and the syncer makes each one durable before it is acknowledged.
+  // FULL: commits run at NORMAL and the writer fsyncs each group before it acknowledges it.
   const bool sync_behind = options.synchronous == "FULL";
   const std::string pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=" +
                               std::string(sync_behind ? "NORMAL" : options.synchronous) + ";";
@@ -700,12 +675,7 @@ Result<std::unique_ptr<SqliteLogStore>> SqliteLogStore::Open(const SqliteOptions
     pthread_setname_np(pthread_self(), "dtx-log-write");
     raw->WriterLoop();
   });
-  if (impl->wal_file) {
-    impl->syncer = std::thread([raw] {
-      pthread_setname_np(pthread_self(), "dtx-log-sync");
-      raw->SyncerLoop();
-    });
-  } else {
+  if (!impl->wal_file) {
     impl->completer = std::thread([raw] {
       pthread_setname_np(pthread_self(), "dtx-log-done");
       raw->CompleterLoop();
@@ -761,13 +731,7 @@ void SqliteLogStore::Close() {
     impl_->closing = true;
     impl_->wake.notify_one();
   }
-  if (impl_->thread.joinable()) impl_->thread.join();  // commits what is queued
-  JoinCallbackThread(impl_->syncer);                   // syncs what was committed
-  if (impl_->wal_file && !impl_->syncer.joinable()) {
-    // The last groups may have held only unsynced and lazy batches, which no fsync covered yet.
-    if (int rc = impl_->wal_file->pMethods->xSync(impl_->wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK)
-      SPDLOG_WARN("log: the last fsync of the write-ahead log failed: {}", sqlite3_errstr(rc));
-  }
+  JoinCallbackThread(impl_->thread);  // commits and syncs what is queued (by itself if this is it)
   {
     std::lock_guard lock(impl_->checkpoint_mu);
     impl_->checkpoint_closing = true;

@@ -1,15 +1,20 @@
-// SqliteLogStore: the embedded default. One SQLite file in WAL mode; one writer thread commits
-// every queued batch in one transaction (group commit). With synchronous=FULL a second thread
-// fsyncs the write-ahead log after each commit while the writer executes the next group, and
-// only then are the group's batches acknowledged; one fsync covers all the groups committed
-// before it began. A third thread runs the callbacks, in commit order.
+// SqliteLogStore: the embedded default. One SQLite file in WAL mode, holding a journal of
+// batches; every transaction is also kept in memory, where batches are checked and reads are
+// answered. One writer thread commits every queued batch in one transaction (group commit).
+// With synchronous=FULL the writer then fsyncs the write-ahead log and only then runs the
+// group's callbacks; batches queued meanwhile form the next group, so one commit and one fsync
+// serve them all. WriteUnsynced and WriteLazy batches are answered once committed and need no
+// fsync of their own; WriteLazy ones wait (up to lazy_delay) to go with the next other batch.
+// With NORMAL or OFF a completer thread runs the callbacks, in commit order.
 //
-// Each batch runs inside a SAVEPOINT, so a batch that fails (a lock conflict, say) is rolled
-// back alone while the rest of its group commits. If the commit itself fails (I/O error, full
-// disk, failed fsync) every batch of the group fails and the store refuses all further writes
-// with the first error until it is reopened: it never acknowledges what may not be durable.
+// A batch that fails (a lock conflict, say) fails alone while the rest of its group commits. If
+// the commit itself fails (I/O error, full disk, failed fsync) every batch of the group fails
+// and the store refuses all further writes with the first error until it is reopened: it never
+// acknowledges what may not be durable.
 //
-// Reads use a connection of their own (WAL lets them run beside the writer).
+// A checkpointer thread with a connection of its own copies the WAL into the database file
+// beside the writer; the writer copies the last few frames itself so that the WAL starts over
+// and stays a few MB long. Thread-safety: as LogStore.
 #pragma once
 
 #include <chrono>
