@@ -1,9 +1,12 @@
 // dtx-at-analyzer-bench: the CPU the AT engine spends per statement of a bound session, without
 // any I/O: AtBranch::Prepare (Analyze + Plan, the table already in the catalog), the steps'
 // queries (Next) and the answers (OnResult) of the TPC-B-like statements of tpcb-global.sql.
-// Two forms: literals that change every time (pgbench -M simple) and $n parameters with the
-// same text every time (the extended protocol). Prints microseconds per statement.
+// Forms: literals that change every time (pgbench -M simple), $n parameters with the same text
+// every time (the extended protocol), and the simple form again with the shape cache off
+// (every statement analysed by the grammar, as a first statement of its shape is). Prints
+// microseconds per statement and the shape cache's hits and misses.
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -13,10 +16,18 @@
 #include <CLI/CLI.hpp>
 
 #include "dtx/at/at_branch.h"
+#include "dtx/at/statement_shape.h"
 
 using namespace dtx::at;
 
 namespace {
+
+// This thread's CPU time: steadier than the wall clock on a machine shared with compilers.
+double ThreadCpuMicros() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
 
 void Store(Catalog& c, const std::string& name, const std::string& pk) {
   QueryResult r;
@@ -55,7 +66,9 @@ bool RunStatement(AtBranch& branch, const std::string& sql, QueryParams params) 
 int main(int argc, char** argv) {
   CLI::App app{"CPU per statement of dtx-sql-proxy's AT engine (no I/O)"};
   int transactions = 20000;
-  app.add_option("-n,--transactions", transactions, "TPC-B-like transactions (4 statements each) per form");
+  app.add_option("-n,--transactions", transactions, "TPC-B-like transactions (5 statements each) per form");
+  std::string only;
+  app.add_option("--form", only, "run one form only: simple, extended or nocache");
   CLI11_PARSE(app, argc, argv);
 
   auto catalog = std::make_shared<Catalog>();
@@ -66,10 +79,15 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(42);
   auto rnd = [&](int lo, int hi) { return std::to_string(std::uniform_int_distribution<int>(lo, hi)(rng)); };
-  for (int form = 0; form < 2; ++form) {
-    const bool simple = form == 0;
+  const char* const kForms[] = {"simple", "extended", "simple, cache off"};
+  for (int form = 0; form < 3; ++form) {
+    const bool simple = form != 1;
+    if (!only.empty() && only != (form == 0 ? "simple" : form == 1 ? "extended" : "nocache")) continue;
+    ClearShapeCache();
+    if (form == 2) SetShapeCacheLimits(0, 0);
     long statements = 0;
     auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = ThreadCpuMicros();
     for (int i = 0; i < transactions; ++i) {
       AtOptions o;
       o.resource_id = "bench";
@@ -106,9 +124,12 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+    const double cpu = ThreadCpuMicros() - cpu0;
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%-8s %ld statements  %.1f us/statement  %.1f us/transaction\n", simple ? "simple" : "extended",
-                statements, us / statements, us / transactions);
+    const auto stats = ShapeCacheStatistics();
+    std::printf("%-18s %ld statements  CPU %.1f us/statement  wall %.1f us/statement  (shape cache: %llu hits, %llu misses)\n",
+                kForms[form], statements, cpu / statements, us / statements,
+                static_cast<unsigned long long>(stats.hits), static_cast<unsigned long long>(stats.misses));
   }
   return 0;
 }

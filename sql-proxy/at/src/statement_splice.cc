@@ -97,9 +97,17 @@ bool SameTree(const Message& a, const Message& b, const std::vector<int>* map_a,
   }
   const auto* ra = a.GetReflection();
   const auto* rb = b.GetReflection();
-  for (int i = 0; i < d->field_count(); ++i) {
-    const FieldDescriptor* f = d->field(i);
-    if (f->name() == "location") continue;
+  // The fields set (proto3: non-default), locations aside, must be the same ones with equal values.
+  std::vector<const FieldDescriptor*> fa, fb;
+  ra->ListFields(a, &fa);
+  rb->ListFields(b, &fb);
+  auto drop_locations = [](std::vector<const FieldDescriptor*>* v) {
+    v->erase(std::remove_if(v->begin(), v->end(), [](const FieldDescriptor* f) { return f->name() == "location"; }), v->end());
+  };
+  drop_locations(&fa);
+  drop_locations(&fb);
+  if (fa != fb) return false;
+  for (const FieldDescriptor* f : fa) {
     if (f->is_repeated()) {
       const int n = ra->FieldSize(a, f);
       if (n != rb->FieldSize(b, f)) return false;
@@ -111,9 +119,7 @@ bool SameTree(const Message& a, const Message& b, const std::vector<int>* map_a,
         }
       }
     } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-      const bool has = ra->HasField(a, f);
-      if (has != rb->HasField(b, f)) return false;
-      if (has && !SameTree(ra->GetMessage(a, f), rb->GetMessage(b, f), map_a, map_b)) return false;
+      if (!SameTree(ra->GetMessage(a, f), rb->GetMessage(b, f), map_a, map_b)) return false;
     } else if (!ScalarEqual(a, b, f, -1)) {
       return false;
     }
