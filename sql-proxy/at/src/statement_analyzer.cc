@@ -395,6 +395,10 @@ Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey k
     a.table = result->table;
     a.set_columns = result->set_columns;
     a.returning_items = result->returning_items;
+    if (result->tree) {
+      shape->tree = result->tree;
+      shape->tree_bytes = result->tree->SpaceUsedLong();
+    }
   }
   bool shared = key.abstracted;
   const bool splice = result.ok() && Writes(result->kind);
@@ -433,6 +437,7 @@ Result<ParsedStatement> FromShape(std::shared_ptr<const StatementShape> shape, s
   ParsedStatement out = shape->analysis;
   if (out.kind != StatementKind::kEmpty) out.sql.assign(sql.substr(0, std::min(sql.size(), sql.find('\0'))));
   out.literals = std::move(literals);
+  out.tree = shape->tree;
   out.shape = std::move(shape);
   return out;
 }

@@ -74,9 +74,10 @@ struct ParsedStatement {
   TableRef table;                       // the written (or locked) table: kInsert..kSelectForUpdate
   std::vector<std::string> set_columns;  // kUpdate: the columns it assigns
   int returning_items = 0;              // the client's own RETURNING items
-  // The parse tree of this very text, when Analyze ran the grammar on it (the first statement
-  // of its shape); null when the analysis came from the shape cache (then `shape` is set). Plan()
-  // uses it only when the shape has no splice spec.
+  // The parse tree, set by Analyze for every statement that parsed to one. From the shape cache
+  // it is the tree of the first statement of the shape: the same tree but for the values of the
+  // abstracted literals (Plan() takes those from `sql`; it reads the tree only for a shape without
+  // a splice spec, and such a shape is only ever shared by identical texts).
   std::shared_ptr<const pg_query::ParseResult> tree;
   std::string sql;                      // the statement text as analyzed (Plan splices it)
   // The statement's shape (statement_shape.h), set by Analyze for every statement it accepts:

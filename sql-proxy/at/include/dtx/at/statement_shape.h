@@ -74,6 +74,9 @@ struct StatementShape {
   std::string qualifier;            // the alias, or the table name
   std::vector<int> extra_params;    // the client's numbers of with/where's $1..$k
   size_t literal_count = 0;         // the holes' literals: ParsedStatement::literals.size()
+  // The first statement's tree (ParsedStatement::tree), and its size in memory.
+  std::shared_ptr<const pg_query::ParseResult> tree;
+  size_t tree_bytes = 0;
   size_t ByteSize() const;
 };
 
