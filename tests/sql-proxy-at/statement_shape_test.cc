@@ -2,6 +2,8 @@
 // plans exactly what the grammar plans for the same text (and what the deparse path means).
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "dtx/at/statement_shape.h"
 
 namespace dtx::at {
@@ -299,6 +301,83 @@ TEST(StatementShape, SpliceSpecIsBuiltOrRefusedAsExpected) {
     EXPECT_FALSE(r->shape->spliced) << sql;
     ASSERT_TRUE(r->tree) << sql;
   }
+}
+
+}  // namespace
+}  // namespace dtx::at
+
+namespace dtx::at {
+namespace {
+
+// Generated statements: pieces that make splicing hard, in random combinations, each planned
+// twice with other constants (the second from the cache) and compared with the grammar's own
+// analysis and with the deparse path.
+TEST(StatementShape, GeneratedStatementsPlanAlikeOnEveryPath) {
+  std::mt19937 rng(7);
+  auto pick = [&](const std::vector<std::string>& v) { return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)]; };
+  const std::vector<std::string> tables = {"t", "s.t", "ONLY t", "\"T x\"", "t AS a", "t a", "public.t AS \"A b\""};
+  // '#' becomes an integer, '%' a decimal, '@' a string: different values each time.
+  const std::vector<std::string> conds = {
+      "id = #", "id = $1", "v > -#", "name = @", "v BETWEEN # AND #", "id IN (#, #, $2)", "v = % /* c 'q' */",
+      "(id = # OR id = #)", "v IS NOT NULL", "name LIKE @ ESCAPE @", "id = ANY($3::int[])", "v::numeric(10, 2) > %",
+      "coalesce(v, #) = #", "exists (SELECT 1 FROM u WHERE u.id = # AND u.x = $2)", "v = (SELECT max(x) FROM u WHERE y < #)",
+      "name = @ -- line comment 'x'\n", "CASE WHEN v > # THEN true ELSE false END", "id = $$lit$$::int", "name = E'a\\tb'",
+      "v = 1e3", "d = date @"};
+  const std::vector<std::string> sets = {"v = #", "v = v + #", "v = $4", "name = @", "v = DEFAULT", "name = name || @"};
+  auto fill = [&](std::string s) {
+    std::string out;
+    for (char c : s) {
+      if (c == '#') out += std::to_string(std::uniform_int_distribution<int>(0, 99999)(rng));
+      else if (c == '%') out += std::to_string(std::uniform_int_distribution<int>(0, 999)(rng)) + ".5";
+      else if (c == '@') out += std::uniform_int_distribution<int>(0, 1)(rng) ? "'x''y'" : "'" + std::to_string(rng() % 1000) + "'";
+      else out += c;
+    }
+    return out;
+  };
+  const std::vector<TableInfo> infos = {Table("t", {"id"}), Table("t", {"id", "v"})};
+  int spliced = 0, shared = 0, total = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::string where;
+    const int n = std::uniform_int_distribution<int>(0, 3)(rng);
+    for (int i = 0; i < n; ++i) where += (i ? pick({" AND ", " OR ", "\n AND "}) : " WHERE ") + pick(conds);
+    const std::string table = pick(tables);
+    std::string shape;
+    switch (rng() % 4) {
+      case 0: shape = "UPDATE " + table + " SET " + pick(sets) + ", " + pick(sets) + where; break;
+      case 1: shape = "DELETE FROM " + table + where; break;
+      case 2: shape = "INSERT INTO t (id, v, name) VALUES (#, $1, @), (-#, %, @)"; break;
+      default: shape = "SELECT * FROM " + table + where + pick({"", " ORDER BY id", " LIMIT #"}) + " FOR UPDATE"; break;
+    }
+    if (rng() % 3 == 0 && shape.rfind("SELECT", 0) != 0) shape += pick({" RETURNING id", " RETURNING *, #", ";", " -- end"});
+    if (rng() % 5 == 0) shape = "WITH c AS (SELECT # AS k) " + shape;
+    ClearShapeCache();
+    for (int i = 0; i < 2; ++i) {
+      const std::string sql = fill(shape);
+      const auto before = ShapeCacheStatistics();
+      auto cached = Analyze(sql);
+      if (i == 1 && ShapeCacheStatistics().hits > before.hits) ++shared;
+      auto fresh = AnalyzeUncached(sql);
+      ExpectSameAnalysis(cached, fresh, sql);
+      if (!cached.ok() || !Plans(cached->kind)) continue;
+      ++total;
+      if (fresh->shape && fresh->shape->spliced) ++spliced;
+      ParsedStatement deparse = *fresh;
+      deparse.shape = nullptr;
+      for (const auto& info : infos) {
+        ExpectSamePlans(Plan(*cached, info), Plan(*fresh, info), sql);
+        ExpectSameMeaning(Plan(*fresh, info), Plan(deparse, info), sql);
+        if (cached->kind == StatementKind::kSelectForUpdate) continue;
+        ExpectSamePlans(PlanLocalWrite(*cached, info, sql), PlanLocalWrite(*fresh, info, sql), sql + " local");
+        ExpectSameMeaning(PlanLocalWrite(*fresh, info, sql), PlanLocalWrite(deparse, info, sql), sql + " local");
+      }
+    }
+  }
+  RecordProperty("spliced", spliced);
+  RecordProperty("shared", shared);
+  RecordProperty("planned", total);
+  // The generator must exercise the spliced and the shared paths, not only the fallbacks.
+  EXPECT_GT(spliced, total / 2);
+  EXPECT_GT(shared, 50);
 }
 
 }  // namespace
