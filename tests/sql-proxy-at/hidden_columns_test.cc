@@ -46,6 +46,12 @@ TEST(HiddenColumns, DropsTrailingColumnsOfDataRowAndRowDescription) {
   auto all = DropTrailingColumns('D', DataRow({"[\"1\"]", "{}"}), 2);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(*all, DataRow({}));
+  auto none = DropTrailingColumns('D', DataRow({"a", std::nullopt}), 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, DataRow({"a", std::nullopt}));
+  auto empty = TrailingValues(DataRow({"a"}), 0);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
 }
 
 TEST(HiddenColumns, ReadsTrailingValues) {
