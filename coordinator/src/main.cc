@@ -5,6 +5,7 @@
 //   dtx-coordinator --config dtx.toml        # the same options in a TOML file
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
   int64_t retry_max_ms = options.retry_backoff_max.count();
   int64_t branch_timeout_ms = options.branch_call_timeout.count();
   int64_t shutdown_grace_ms = 10'000;
+  int64_t sqlite_gather_us = 1000;
 
   app.add_option("--host", rpc_options.host, "Address for Bolt RPC")->capture_default_str();
   app.add_option("--port", rpc_options.port, "Port for Bolt RPC (0: any free port)")->capture_default_str();
@@ -56,6 +58,10 @@ int main(int argc, char** argv) {
   app.add_option("--store", store_config.store, "sqlite (default), sqlite:<file>, or a postgres:// URI");
   app.add_option("--pg-schema", store_config.pg_schema, "PostgreSQL schema for the log")->capture_default_str();
   app.add_option("--synchronous", store_config.synchronous, "SQLite durability: FULL, NORMAL or OFF")
+      ->capture_default_str();
+  app.add_option("--sqlite-gather-us", sqlite_gather_us,
+                 "SQLite, synchronous=FULL: how long a commit waits for more batches to share its fsync, "
+                 "while several clients write (0: never)")
       ->capture_default_str();
   app.add_option("--node-id", options.node_id, "This coordinator's name, unique in a cluster; part of every XID")
       ->capture_default_str();
@@ -80,6 +86,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.default_timeout = std::chrono::milliseconds(default_timeout_ms);
+  store_config.sqlite_gather = std::chrono::microseconds(std::clamp<int64_t>(sqlite_gather_us, 0, 100'000));
   options.retry_backoff_min = std::chrono::milliseconds(retry_min_ms);
   options.retry_backoff_max = std::chrono::milliseconds(retry_max_ms);
   options.branch_call_timeout = std::chrono::milliseconds(branch_timeout_ms);

@@ -47,7 +47,7 @@ Result<std::unique_ptr<LogStore>> OpenLogStore(const LogStoreConfig& config) {
   auto dir = std::filesystem::path(path).parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   if (ec) return IOError("cannot create " + dir.string() + ": " + ec.message());
-  auto s = SqliteLogStore::Open({.path = path, .synchronous = config.synchronous});
+  auto s = SqliteLogStore::Open({.path = path, .synchronous = config.synchronous, .gather = config.sqlite_gather});
   if (!s.ok()) return s.status();
   return std::unique_ptr<LogStore>(std::move(*s));
 }

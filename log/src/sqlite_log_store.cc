@@ -194,6 +194,7 @@ struct SqliteLogStore::Impl {
   size_t eager_queued = 0;
   std::chrono::steady_clock::time_point lazy_deadline, busy_until;
   bool writer_asleep = false;
+  double eager_per_group = 1;  // a moving average, for options.gather; writer thread only
   bool closing = false;       // guarded by mu
   Status failed;              // guarded by mu: set once a commit or fsync fails; refuses writes after
   std::thread thread;
@@ -526,6 +527,12 @@ struct SqliteLogStore::Impl {
           }
         }
         if (queue.empty()) break;  // closing and drained
+        // Gathering pays only when others write too: a lone client's next batch waits for this
+        // one's answer. So only while groups carry more than one eager batch on average.
+        if (options.gather.count() > 0 && wal_file && !closing && eager_queued > 0 && queue.size() < options.max_group &&
+            eager_per_group >= 1.1) {
+          wake.wait_for(lock, options.gather, [&] { return closing; });
+        }
         if (queue.size() <= options.max_group) {
           group.swap(queue);
           eager_queued = 0;
@@ -537,6 +544,8 @@ struct SqliteLogStore::Impl {
         }
         busy_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
         refuse = failed;
+        const auto eager = std::count_if(group.begin(), group.end(), [](const Queued& q) { return !q.lazy; });
+        eager_per_group += (static_cast<double>(eager) - eager_per_group) / 8;
       }
       if (!refuse.ok()) {
         failed_batches += group.size();

@@ -1,6 +1,7 @@
 // Opens the log store a user named: the embedded SQLite default or a shared PostgreSQL.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -15,6 +16,7 @@ struct LogStoreConfig {
   std::string store;
   std::string data_dir = "dtx-data";
   std::string synchronous = "FULL";  // SQLite
+  std::chrono::microseconds sqlite_gather{0};  // SQLite: SqliteOptions::gather
   std::string pg_schema = "dtx";     // PostgreSQL
 };
 

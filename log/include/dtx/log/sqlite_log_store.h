@@ -35,6 +35,10 @@ struct SqliteOptions {
   uint64_t compact_min = 65'536;
   // The longest a WriteLazy batch waits for an eager one to go with before it is committed alone.
   std::chrono::milliseconds lazy_delay{5};
+  // With synchronous=FULL: how long the writer waits, once a batch that needs the fsync is
+  // queued, for more to go into the same commit and fsync, while groups carry more than one
+  // eager batch on average (others are writing too). 0: never.
+  std::chrono::microseconds gather{0};
 };
 
 class SqliteLogStore final : public LogStore {
