@@ -7,8 +7,9 @@
 #
 # Each cell is `pgbench -n -c 8 -j 2 -T $SECONDS_PER_RUN` (default 10); ROUNDS (default 2) repeats
 # direct+proxy; WORKLOADS="select-only tpc-b", MODES="simple prepared" choose the cells.
-# Prints per cell: direct tps, proxy tps, ratio, proxy CPU microseconds per transaction. The proxy
-# reaches the server through its Unix-domain socket (BACKEND=tcp: through 127.0.0.1).
+# Prints per cell: direct tps, proxy tps, ratio, proxy CPU microseconds per transaction, and the same
+# for pgbouncer (session mode) next to it. Both reach the server through its Unix-domain socket
+# (BACKEND=tcp: through 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build-proxy-bench}
@@ -25,15 +26,18 @@ start_postgres "$SVC_DIR" "shared_buffers = 256MB" "synchronous_commit = off" "m
   "log_min_messages = warning"
 "$bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 case ${BACKEND:-unix} in
-  unix) server_addr=$SVC_DIR:$PG_PORT ;;
-  tcp) server_addr=127.0.0.1:$PG_PORT ;;
+  unix) server_addr=$SVC_DIR:$PG_PORT bouncer_host=$SVC_DIR ;;
+  tcp) server_addr=127.0.0.1:$PG_PORT bouncer_host=127.0.0.1 ;;
   *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
 esac
 start_proxy "$SVC_DIR/proxy.out" "$proxy_bin" --admin "" --server "$server_addr" --log-level warn "$@"
 proxy_pid=$SVC_LAST_PID
+proxy_port=$port
+svc_cleanup_hook() { [ ! -f "$SVC_DIR/pgbouncer.pid" ] || kill "$(cat "$SVC_DIR/pgbouncer.pid")" 2>/dev/null || true; }
+start_pgbouncer "$SVC_DIR" "$bouncer_host" "$PG_PORT"
 tick=$(getconf CLK_TCK)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy_pid/stat"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 txns() {  # port, flags...: prints "tps transactions"
   local port=$1
   shift
@@ -42,19 +46,23 @@ txns() {  # port, flags...: prints "tps transactions"
 }
 
 echo "proxy flags: --server $server_addr $*; pgbench -n -c 8 -j 2 -T $seconds; $(date -u +%H:%MZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-22s %8s %8s %6s %10s\n' cell direct proxy ratio cpu_us/tx
+printf '%-22s %8s %8s %6s %10s %8s %6s %10s\n' cell direct proxy ratio cpu_us/tx bouncer ratio cpu_us/tx
+per_tx() { awk -v c="$1" -v t="$tick" -v n="$2" 'BEGIN {print (n > 0 ? c / t * 1e6 / n : 0)}'; }
 for workload in ${WORKLOADS:-select-only tpc-b}; do
   for mode in ${MODES:-simple prepared}; do
     flags=(-M "$mode")
     [ "$workload" = select-only ] && flags+=(-S)
     for ((r = 0; r < rounds; r++)); do
       read -r d _ < <(txns "$PG_PORT" "${flags[@]}")
-      c0=$(cpu_ticks)
-      read -r p n < <(txns "$port" "${flags[@]}")
-      c1=$(cpu_ticks)
-      printf '%-22s %8s %8s %6.2f %10.1f\n' "$workload $mode" "$d" "$p" \
-        "$(awk -v a="$p" -v b="$d" 'BEGIN {print a / b}')" \
-        "$(awk -v c=$((c1 - c0)) -v t="$tick" -v n="$n" 'BEGIN {print c / t * 1e6 / n}')"
+      c0=$(cpu_ticks "$proxy_pid")
+      read -r p n < <(txns "$proxy_port" "${flags[@]}")
+      c1=$(cpu_ticks "$proxy_pid")
+      b0=$(cpu_ticks "$BOUNCER_PID")
+      read -r b m < <(txns "$BOUNCER_PORT" "${flags[@]}")
+      b1=$(cpu_ticks "$BOUNCER_PID")
+      printf '%-22s %8s %8s %6.2f %10.1f %8s %6.2f %10.1f\n' "$workload $mode" "$d" "$p" \
+        "$(awk -v a="$p" -v b="$d" 'BEGIN {print a / b}')" "$(per_tx $((c1 - c0)) "$n")" \
+        "$b" "$(awk -v a="$b" -v b="$d" 'BEGIN {print a / b}')" "$(per_tx $((b1 - b0)) "$m")"
     done
   done
 done

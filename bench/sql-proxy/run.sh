@@ -27,11 +27,8 @@ pgbouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 svc_init run dtx-proxy-bench
 bin=$PG_BIN
 dir=$SVC_DIR
-owner=$PG_OWNER
-bouncer_pid=""
-svc_cleanup_hook() {
+svc_cleanup_hook() {  # pgbouncer may have forked away from the pid we started
   [ ! -f "$dir/pgbouncer.pid" ] || kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
-  [ -z "$bouncer_pid" ] || kill "$bouncer_pid" 2>/dev/null || true
 }
 
 start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" \
@@ -49,27 +46,8 @@ start_proxy "$dir/proxy.out" "$proxy_bin" --admin "" --server "$server_addr" --w
   --log-level warn
 proxy_port=$port
 
-bouncer_port=$(free_port)
-cat >"$dir/pgbouncer.ini" <<CONF
-[databases]
-postgres = host=$bouncer_host port=$pg_port dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer_port
-unix_socket_dir =
-auth_type = trust
-auth_file = $dir/userlist.txt
-pool_mode = session
-max_client_conn = 100
-default_pool_size = 20
-logfile = $dir/pgbouncer.log
-pidfile = $dir/pgbouncer.pid
-CONF
-echo '"postgres" ""' >"$dir/userlist.txt"
-[ -z "$owner" ] || chown "$owner:" "$dir/pgbouncer.ini" "$dir/userlist.txt"
-run_pg "$pgbouncer_bin" -q "$dir/pgbouncer.ini" </dev/null >/dev/null 2>&1 &
-bouncer_pid=$!
-wait_for_port 127.0.0.1 "$bouncer_port" || true
+start_pgbouncer "$dir" "$bouncer_host" "$pg_port"
+bouncer_port=$BOUNCER_PORT
 
 tps() {  # port, pgbench flags...
   local port=$1

@@ -8,6 +8,7 @@
 #   start_postgres "$SVC_DIR" "shared_buffers = 256MB" ...   # PG_PORT, PG_DATA (extra conf lines)
 #   start_coordinator "$build/bin/dtx-coordinator" --admin 127.0.0.1:0   # TC_ADDR, TC_PORT, TC_PID, TC_ADMIN
 #   start_proxy "$SVC_DIR/proxy.out" "$build/bin/dtx-sql-proxy" --server ...  # port, SVC_LAST_PID
+#   start_pgbouncer "$SVC_DIR" 127.0.0.1 "$PG_PORT"  # pgbouncer in session mode: BOUNCER_PORT, BOUNCER_PID
 #
 # Everything a function starts is killed at exit (SVC_PIDS), then svc_cleanup_hook runs if the
 # script defines it, then PostgreSQL is stopped and SVC_DIR removed. When we are root,
@@ -134,4 +135,36 @@ start_proxy() {
   local out=$1
   shift
   start_listening "$out" "$1" --port 0 "${@:2}"
+}
+
+# start_pgbouncer DIR SERVER_HOST SERVER_PORT: Debian's pgbouncer in session mode (one server
+# connection per client, as dtx-sql-proxy), auth_type trust, listening on 127.0.0.1 at a free
+# port, its files in DIR; run as the PostgreSQL user when we are root. SERVER_HOST may be a socket
+# folder. Sets BOUNCER_PORT and BOUNCER_PID (stopped at exit).
+start_pgbouncer() {
+  local dir=$1 bin
+  bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  [ -x "$bin" ] || { echo "$SVC_NAME: pgbouncer is not installed" >&2; exit 2; }
+  BOUNCER_PORT=$(free_port)
+  cat >"$dir/pgbouncer.ini" <<CONF
+[databases]
+postgres = host=$2 port=$3 dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+CONF
+  echo '"postgres" ""' >"$dir/userlist.txt"
+  [ -z "$PG_OWNER" ] || chown "$PG_OWNER:" "$dir/pgbouncer.ini" "$dir/userlist.txt"
+  run_pg "$bin" -q "$dir/pgbouncer.ini" </dev/null >/dev/null 2>&1 &
+  SVC_PIDS+=("$!")
+  wait_for_port 127.0.0.1 "$BOUNCER_PORT" || true
+  BOUNCER_PID=$(cat "$dir/pgbouncer.pid" 2>/dev/null || echo "")
 }
