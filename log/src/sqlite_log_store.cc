@@ -528,9 +528,11 @@ struct SqliteLogStore::Impl {
         }
         if (queue.empty()) break;  // closing and drained
         // Gathering pays only when others write too: a lone client's next batch waits for this
-        // one's answer. So only while groups carry more than one eager batch on average.
+        // one's answer. So only while groups carry more than one eager batch on average, and
+        // only while fewer than that are queued (when every writer already waits, waiting longer
+        // brings nobody).
         if (options.gather.count() > 0 && wal_file && !closing && eager_queued > 0 && queue.size() < options.max_group &&
-            eager_per_group >= 1.1) {
+            eager_per_group >= 1.1 && static_cast<double>(eager_queued) < eager_per_group) {
           wake.wait_for(lock, options.gather, [&] { return closing; });
         }
         if (queue.size() <= options.max_group) {

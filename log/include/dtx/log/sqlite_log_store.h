@@ -37,7 +37,7 @@ struct SqliteOptions {
   std::chrono::milliseconds lazy_delay{5};
   // With synchronous=FULL: how long the writer waits, once a batch that needs the fsync is
   // queued, for more to go into the same commit and fsync, while groups carry more than one
-  // eager batch on average (others are writing too). 0: never.
+  // eager batch on average (others are writing too) and fewer than that are queued. 0: never.
   std::chrono::microseconds gather{0};
 };
 
