@@ -447,6 +447,7 @@ CoordinatorClient::CoordinatorClient(CoordinatorOptions options, BranchHandler h
   rpc::ClientOptions co;
   co.addresses = impl_->options.addresses;
   co.io_threads = std::max(1u, impl_->options.io_threads);
+  co.io_pool = impl_->options.io_pool;
   co.reconnect_backoff_min = impl_->options.reconnect_backoff_min;
   co.reconnect_backoff_max = impl_->options.reconnect_backoff_max;
   co.on_connect = [weak = std::weak_ptr<Impl>(impl_)](const std::shared_ptr<rpc::Channel>& conn) {

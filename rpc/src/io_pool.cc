@@ -9,11 +9,12 @@ namespace dtx::rpc {
 IoPool::IoPool(unsigned threads) {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < threads; ++i) {
-    contexts_.push_back(std::make_unique<boost::asio::io_context>(1));
+    owned_.push_back(std::make_unique<boost::asio::io_context>(1));
+    contexts_.push_back(owned_.back().get());
     guards_.emplace_back(contexts_.back()->get_executor());
   }
   for (unsigned i = 0; i < threads; ++i) {
-    threads_.emplace_back([ctx = contexts_[i].get(), i] {
+    threads_.emplace_back([ctx = contexts_[i], i] {
       std::string name = "dtx-io-" + std::to_string(i);
       pthread_setname_np(pthread_self(), name.c_str());
       ctx->run();
@@ -21,13 +22,15 @@ IoPool::IoPool(unsigned threads) {
   }
 }
 
+IoPool::IoPool(std::vector<boost::asio::io_context*> contexts) : contexts_(std::move(contexts)) {}
+
 IoPool::~IoPool() { Stop(); }
 
 boost::asio::io_context& IoPool::Next() { return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()]; }
 
 void IoPool::Stop() {
   for (auto& g : guards_) g.reset();
-  for (auto& c : contexts_) c->stop();
+  for (auto& c : owned_) c->stop();
   for (auto& t : threads_)
     if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
   for (auto& t : threads_)

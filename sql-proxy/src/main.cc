@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "dtx/at/at_resource_manager.h"
+#include "dtx/rpc/io_pool.h"
 #include "dtx/common/logging.h"
 #include "dtx/sql_proxy/at_services.h"
 #include "dtx/sql_proxy/metrics_http_server.h"
@@ -150,7 +151,7 @@ int main(int argc, char** argv) {
       start = comma + 1;
     }
     for (const auto& address : co.addresses) {
-      if (!ParseBackendAddress(address).ok()) {
+      if (auto parsed = ParseBackendAddress(address); !parsed.ok() || parsed->unix_socket()) {
         std::cerr << "--coordinator: want host:port[,host:port...], not '" << coordinator << "'\n";
         return 2;
       }
@@ -161,6 +162,12 @@ int main(int argc, char** argv) {
     co.connect_wait = std::chrono::milliseconds(2000);
     co.call_timeout = std::chrono::milliseconds(10'000);
     at_services->coordinator = std::make_shared<sdk::CoordinatorClient>(co, resource_manager->Handler());
+    // Each worker's sessions call through a client on the worker's own thread (see AtServices).
+    at_services->worker_coordinator = [co, handler = resource_manager->Handler()](std::shared_ptr<rpc::IoPool> pool) {
+      sdk::CoordinatorOptions options = co;
+      options.io_pool = std::move(pool);
+      return std::make_shared<sdk::CoordinatorClient>(std::move(options), handler);
+    };
     resource_manager->StartSweeping(
         [client = at_services->coordinator](const std::string& xid) { return client->GetStatus(xid); });
     options.at = at_services;

@@ -16,6 +16,8 @@
 #include <sys/un.h>
 
 #include "cancel_registry.h"
+#include "dtx/rpc/io_pool.h"
+#include "dtx/sdk/coordinator_client.h"
 #include "session.h"
 
 namespace dtx::sql_proxy {
@@ -62,6 +64,9 @@ struct Worker {
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard = asio::make_work_guard(io);
   std::thread thread;
+  // AT mode: the coordinator client living on `io` (AtServices::worker_coordinator); shut down
+  // while `io` still runs, destroyed before it.
+  std::shared_ptr<sdk::CoordinatorClient> coordinator;
 };
 
 class ProxyServer::Impl {
@@ -93,6 +98,10 @@ class ProxyServer::Impl {
     for (auto& w : workers_) {
       Worker* worker = w.get();
       worker->thread = std::thread([worker] { worker->io.run(); });
+      if (options_.at && options_.at->worker_coordinator) {
+        worker->coordinator =
+            options_.at->worker_coordinator(std::make_shared<rpc::IoPool>(std::vector<asio::io_context*>{&worker->io}));
+      }
     }
     asio::post(workers_[0]->io, [this] { Accept(); });
     running_ = true;
@@ -127,6 +136,9 @@ class ProxyServer::Impl {
       std::unique_lock lock(mu_);
       idle_.wait_for(lock, std::chrono::seconds(5), [this] { return live_ == 0; });
     }
+    for (auto& w : workers_) {
+      if (w->coordinator) w->coordinator->Shutdown();  // its calls end on the still running worker
+    }
     for (auto& w : workers_) w->guard.reset();
     for (auto& w : workers_) {
       w->io.stop();
@@ -159,7 +171,8 @@ class ProxyServer::Impl {
         ++live_;
       }
       asio::post(target->io, [this, target, s = std::move(socket)]() mutable {
-        auto session = std::make_shared<Session>(std::move(s), context_, [this, target](Session* ended) {
+        auto session = std::make_shared<Session>(std::move(s), context_, target->coordinator.get(),
+                                                 [this, target](Session* ended) {
           target->sessions.erase(ended);
           std::lock_guard lock(mu_);
           if (--live_ == 0) idle_.notify_all();

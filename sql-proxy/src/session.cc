@@ -30,10 +30,12 @@ std::string Sanitize(std::string_view s) {
 
 }  // namespace
 
-Session::Session(tcp::socket client, SessionContext& context, std::function<void(Session*)> on_end)
+Session::Session(tcp::socket client, SessionContext& context, sdk::CoordinatorClient* coordinator,
+                 std::function<void(Session*)> on_end)
     : client_(std::move(client)),
       server_(client_.get_executor()),
       context_(context),
+      coordinator_(coordinator ? coordinator : context.at ? context.at->coordinator.get() : nullptr),
       on_end_(std::move(on_end)),
       cbuf_(new char[kBufferSize]),
       sbuf_(new char[kBufferSize]),

@@ -70,7 +70,9 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   static constexpr size_t kBufferSize = 64 * 1024;  // each way; a message may be larger
 
-  Session(tcp::socket client, SessionContext& context, std::function<void(Session*)> on_end);
+  // `coordinator`: the worker's own coordinator client (AT mode), else null (context.at's is used).
+  Session(tcp::socket client, SessionContext& context, sdk::CoordinatorClient* coordinator,
+          std::function<void(Session*)> on_end);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -236,6 +238,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Socket client_;
   Socket server_;
   SessionContext& context_;
+  sdk::CoordinatorClient* coordinator_;  // AT mode: the calls of this session go here
   std::function<void(Session*)> on_end_;
   BackendAddress backend_;
 

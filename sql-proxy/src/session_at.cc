@@ -74,8 +74,9 @@ std::string ProxyText(const Status& s) {
 
 template <class R>
 asio::awaitable<R> Session::Await(std::function<void(std::function<void(R)>)> start) {
-  // The answer comes on an rpc I/O thread and is handed to this session's thread; the state is
-  // shared so that a late answer never touches a finished coroutine's frame.
+  // The answer comes on an rpc I/O thread (this worker's own, with AtServices::worker_coordinator)
+  // and is handed to this session's thread; the state is shared so that a late answer never
+  // touches a finished coroutine's frame.
   struct State {
     explicit State(asio::any_io_executor e) : timer(e, asio::steady_timer::time_point::max()) {}
     std::optional<R> out;
@@ -95,7 +96,7 @@ asio::awaitable<R> Session::Await(std::function<void(std::function<void(R)>)> st
 }
 
 asio::awaitable<Status> Session::CheckLocks(const at::AtBranch& branch, at::AtStatement& st) {
-  auto& coordinator = *context_.at->coordinator;
+  auto& coordinator = *coordinator_;
   const auto deadline = std::chrono::steady_clock::now() + branch.options().lock_retry_for;
   asio::steady_timer timer(co_await asio::this_coro::executor);
   while (true) {
@@ -113,7 +114,7 @@ asio::awaitable<Status> Session::CheckLocks(const at::AtBranch& branch, at::AtSt
 
 asio::awaitable<Result<std::optional<at::AtQuery>>> Session::RegisterBranch(at::AtBranch& branch) {
   if (!branch.has_writes()) co_return std::optional<at::AtQuery>();
-  auto& coordinator = *context_.at->coordinator;
+  auto& coordinator = *coordinator_;
   const sdk::BranchRegistration registration = branch.Registration();
   const auto deadline = std::chrono::steady_clock::now() + branch.options().lock_retry_for;
   asio::steady_timer timer(co_await asio::this_coro::executor);
@@ -287,7 +288,7 @@ asio::awaitable<Result<std::string>> Session::DtxCall(const DtxFunction& fn) {
   if (ClientBlock() != 'I' || ext_implicit_) {
     co_return at::SqlError("25001", std::string("dtx.") + name + "() cannot run inside a transaction block");
   }
-  auto& coordinator = *context_.at->coordinator;
+  auto& coordinator = *coordinator_;
   if (fn.kind == DtxFunctionKind::kBegin) {
     if (!EffectiveXid().empty()) {
       co_return at::SqlError("25001", "the session is already bound to global transaction " + EffectiveXid() +
@@ -566,7 +567,7 @@ void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) 
   if (branch->branch_id() == 0) return;
   const std::string xid = branch->xid();
   const int64_t id = branch->branch_id();
-  context_.at->coordinator->ReportBranchAsync(
+  coordinator_->ReportBranchAsync(
       xid, id, committed ? sdk::BranchStatus::kPhaseOneDone : sdk::BranchStatus::kPhaseOneFailed, "",
       [xid, id, committed](Status f) {
         if (f.ok()) return;

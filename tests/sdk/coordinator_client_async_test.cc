@@ -1,7 +1,7 @@
 // The non-blocking calls of CoordinatorClient against real dtx-coordinator processes: every
 // call answered on an rpc I/O thread (never inside the call), failover when a coordinator is
-// killed, Shutdown with calls in flight, `done` exactly once under many concurrent calls, and a
-// call made before any coordinator is up.
+// killed, Shutdown with calls in flight, `done` exactly once under many concurrent calls, a
+// call made before any coordinator is up, and clients living on an application's own io_context.
 #include <gtest/gtest.h>
 #include <pthread.h>
 
@@ -14,6 +14,11 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "dtx/rpc/io_pool.h"
 #include "dtx/sdk/coordinator_client.h"
 #include "sdk_harness.h"
 
@@ -306,6 +311,103 @@ TEST(CoordinatorClientAsync, CallFailsWithUnavailableAfterConnectWait) {
   // The blocking form is the same call.
   auto b = tm.Begin("blocking", 1s);
   EXPECT_EQ(b.status().code(), StatusCode::kUnavailable) << b.status();
+}
+
+}  // namespace
+}  // namespace dtx::sdk::testing
+
+namespace dtx::sdk::testing {
+namespace {
+
+// Clients on an IoPool that borrows the application's own io_context: calls made on its thread
+// are answered on that same thread (no other thread involved), phase 2 arrives there too, and
+// shutting the clients and the pool down leaves the application's context running.
+TEST(CoordinatorClientAsync, ClientsOnABorrowedIoContextStayOnItsThread) {
+  CoordinatorProcess tc;
+  boost::asio::io_context app_io(1);
+  auto guard = boost::asio::make_work_guard(app_io);
+  std::thread app([&] {
+    pthread_setname_np(pthread_self(), "app-io");
+    app_io.run();
+  });
+  auto pool = std::make_shared<rpc::IoPool>(std::vector<boost::asio::io_context*>{&app_io});
+  CoordinatorOptions tm_options = Options({tc.address()});
+  tm_options.io_pool = pool;
+  CoordinatorOptions rm_options = Options({tc.address()});
+  rm_options.resource_ids = {"res-borrowed"};
+  rm_options.io_pool = pool;
+  std::promise<std::string> phase2_thread;
+  std::atomic<int> phase2{0};
+  auto tm = std::make_unique<CoordinatorClient>(tm_options);
+  auto rm = std::make_unique<CoordinatorClient>(rm_options, [&](BranchCall call, std::function<void(BranchAnswer)> answer) {
+    if (phase2++ == 0) phase2_thread.set_value(ThreadName());
+    answer({call.commit ? BranchStatus::kPhaseTwoCommitted : BranchStatus::kPhaseTwoRollbacked, ""});
+  });
+
+  // Begin, register a branch and commit, each call made on the application's thread; `done`
+  // must run there as well, and not inside the call.
+  struct Step {
+    std::string thread;
+    bool inline_call = false;
+  };
+  auto on_app = [&](auto launch) {
+    auto seen = std::make_shared<std::promise<Step>>();
+    auto future = seen->get_future();
+    boost::asio::post(app_io, [&, seen] {
+      auto in_call = std::make_shared<std::atomic<bool>>(true);
+      launch([seen, in_call] { seen->set_value({ThreadName(), in_call->load()}); });
+      *in_call = false;
+    });
+    EXPECT_EQ(future.wait_for(20s), std::future_status::ready);
+    return future.get();
+  };
+  std::string xid;
+  Step begun = on_app([&](auto finished) {
+    tm->BeginAsync("borrowed", 10s, "", [&xid, finished](Result<std::string> r) {
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (r.ok()) xid = *r;
+      finished();
+    });
+  });
+  EXPECT_EQ(begun.thread, "app-io");
+  EXPECT_FALSE(begun.inline_call) << "done ran inside the *Async call";
+  ASSERT_FALSE(xid.empty());
+  Step registered = on_app([&](auto finished) {
+    rm->RegisterBranchAsync({.xid = xid, .resource_id = "res-borrowed", .type = BranchType::kAT,
+                             .lock_keys = {"res-borrowed:t:1"}, .application_data = ""},
+                            [finished](Result<int64_t> r) {
+                              EXPECT_TRUE(r.ok()) << r.status();
+                              finished();
+                            });
+  });
+  EXPECT_EQ(registered.thread, "app-io");
+  Step committed = on_app([&](auto finished) {
+    tm->CommitAsync(xid, [finished](Result<TxState> r) {
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (r.ok()) EXPECT_EQ(r->outcome, Outcome::kCommitted);
+      finished();
+    });
+  });
+  EXPECT_EQ(committed.thread, "app-io");
+  auto phase2_future = phase2_thread.get_future();
+  ASSERT_EQ(phase2_future.wait_for(20s), std::future_status::ready) << "phase 2 never reached the participant";
+  EXPECT_EQ(phase2_future.get(), "app-io");
+
+  // Shut down from another thread while the context runs; then the pool goes, and the
+  // application's context still runs what it is given.
+  tm->Shutdown();
+  rm->Shutdown();
+  tm.reset();
+  rm.reset();
+  pool->Stop();
+  pool.reset();
+  std::promise<std::string> after;
+  boost::asio::post(app_io, [&] { after.set_value(ThreadName()); });
+  auto after_future = after.get_future();
+  ASSERT_EQ(after_future.wait_for(5s), std::future_status::ready) << "the pool stopped the application's context";
+  EXPECT_EQ(after_future.get(), "app-io");
+  guard.reset();
+  app.join();
 }
 
 }  // namespace

@@ -43,6 +43,10 @@
 
 #include "dtx/common/status.h"
 
+namespace dtx::rpc {
+class IoPool;  // dtx/rpc/io_pool.h
+}
+
 namespace dtx::sdk {
 
 // The wire enums of dtx.proto, with the same numbers (Seata's numbering).
@@ -113,6 +117,11 @@ struct CoordinatorOptions {
   std::chrono::milliseconds reconnect_backoff_min{50};
   std::chrono::milliseconds reconnect_backoff_max{2'000};
   unsigned io_threads = 1;
+  // Run on these I/O threads instead of io_threads of the client's own: e.g. an IoPool borrowing
+  // the application's own io_context, so that *Async calls made on that context's thread and
+  // their `done` stay on it (no hand-over between threads). The blocking forms must then not be
+  // called on that thread. The pool's contexts must run until Shutdown returns.
+  std::shared_ptr<rpc::IoPool> io_pool;
 };
 
 class CoordinatorClient {

@@ -3,11 +3,13 @@
 // catalog of each --resource database.
 //
 // Ownership: main() builds it and hands a shared_ptr to ProxyOptions::at; it outlives the proxy.
+// The proxy builds and shuts down the per-worker clients (worker_coordinator) itself.
 // Thread-safety: every member may be used from any thread (the Catalog and CoordinatorClient are
 // thread-safe; the maps are not changed after startup).
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +29,10 @@ struct AtResource {
 
 struct AtServices {
   std::shared_ptr<sdk::CoordinatorClient> coordinator;  // null: no --coordinator (dtx.* refused)
+  // Builds a coordinator client on one proxy worker's io_context (the pool borrows it): the
+  // sessions of that worker make their calls through it, so that a call and its answer stay on
+  // the session's thread. Null: every session uses `coordinator`.
+  std::function<std::shared_ptr<sdk::CoordinatorClient>(std::shared_ptr<rpc::IoPool>)> worker_coordinator;
   std::map<std::string, AtResource> resources;          // by database name
   bool check_unbound_writes = true;
   std::string default_tx_name = "sql";
