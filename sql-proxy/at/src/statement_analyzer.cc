@@ -696,9 +696,3 @@ Result<StatementPlan> Plan(const ParsedStatement& parsed, const TableInfo& table
 }
 
 }  // namespace dtx::at
-
-// The shape cache and the splice builder are compiled as part of this file: the fuzz target
-// (tests/fuzz/CMakeLists.txt) builds the analyzer from its own list of sources, which names
-// this file and not these two.
-#include "statement_shape.cc"  // NOLINT(bugprone-suspicious-include)
-#include "statement_splice.cc"  // NOLINT(bugprone-suspicious-include)
