@@ -248,6 +248,8 @@ TEST_F(ProxyAt, DtxFunctionRules) {
   Answer begun = c->Exec("select DTX.BEGIN('transfer', 30000);");
   ASSERT_TRUE(begun.ok) << begun.error;
   const std::string xid = begun.Value();
+  // The admin API reads the log, where a Begin lands with the coordinator's next commit (a few ms).
+  EXPECT_TRUE(WaitStatus(xid, "Begin", std::chrono::seconds(5))) << AdminTransaction(xid);
   EXPECT_NE(AdminTransaction(xid).find("\"name\":\"transfer\""), std::string::npos) << AdminTransaction(xid);
   Answer twice = c->Exec("SELECT dtx.begin()");
   EXPECT_EQ(twice.sqlstate, "25001") << twice.error;

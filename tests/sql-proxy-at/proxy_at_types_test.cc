@@ -141,6 +141,8 @@ TEST_F(ProxyAtTypes, ExtendedProtocolDtxFunctionsAndXidStatements) {
   // Parameters as arguments, as node's pg sends them.
   Answer named = c->Params("SELECT dtx.begin($1, $2)", {"by-param", "30000"});
   ASSERT_TRUE(named.ok) << named.error;
+  // The admin API reads the log, where a Begin lands with the coordinator's next commit (a few ms).
+  EXPECT_TRUE(WaitStatus(named.Value(), "Begin", std::chrono::seconds(5))) << AdminTransaction(named.Value());
   EXPECT_NE(AdminTransaction(named.Value()).find("\"name\":\"by-param\""), std::string::npos);
   auto other = Connect();
   Answer by_xid = other->Params("SELECT dtx.rollback($1)", {named.Value()});
