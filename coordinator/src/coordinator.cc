@@ -204,25 +204,6 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     s->rec.owner_node = options_.node_id;
     s->rec.application_data = req.application_data();
     Add(s);
-    if (store_->DefersLazyWrites()) {
-      // Answered at once; the record goes into the log with the store's next commit (a branch's
-      // registration, another transaction's outcome) or within its lazy delay. Whatever depends
-      // on this transaction (a branch, the outcome) is a later batch of the same ordered log,
-      // applied after it and never durable without it. So only a crash in that gap can forget
-      // an XID, one that nothing used yet: its later calls get XID_NOT_FOUND, as they would had
-      // the Begin's answer been lost. (XIDs are seeded from the clock at start, so a restart
-      // never reissues one.)
-      store_->WriteLazy(std::move(Batch().Insert(s->rec)), [self = shared_from_this(), s](const WriteResult& r) {
-        if (r.ok()) return;
-        SPDLOG_WARN("coordinator: could not log the Begin of {}: {}", s->rec.xid, r.status.ToString());
-        self->CancelTimeout(s);
-        self->Forget(s->rec.xid);
-      });
-      metrics_->transactions_begun.Add();
-      WatchTimeout(s, Clock::now() + timeout);
-      resp.set_xid(s->rec.xid);
-      return reply.Reply(resp);
-    }
     // Answered once the record is written, before it is durable (the store makes it durable with
     // a later group): whatever depends on this transaction (a branch, the outcome) waits for a
     // later batch of the same ordered log, which is never durable without it. So only a power

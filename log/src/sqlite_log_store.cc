@@ -192,6 +192,7 @@ struct SqliteLogStore::Impl {
   // writes came in the last second). A lazy batch wakes a writer that sleeps without a timeout.
   // All guarded by mu.
   size_t eager_queued = 0;
+  size_t durable_queued = 0;  // batches that wait for the fsync (Write)
   std::chrono::steady_clock::time_point lazy_deadline, busy_until;
   bool writer_asleep = false;
   double eager_per_group = 1;  // a moving average, for options.gather; writer thread only
@@ -530,18 +531,21 @@ struct SqliteLogStore::Impl {
         // Gathering pays only when others write too: a lone client's next batch waits for this
         // one's answer. So only while groups carry more than one eager batch on average, and
         // only while fewer than that are queued (when every writer already waits, waiting longer
-        // brings nobody).
-        if (options.gather.count() > 0 && wal_file && !closing && eager_queued > 0 && queue.size() < options.max_group &&
-            eager_per_group >= 1.1 && static_cast<double>(eager_queued) < eager_per_group) {
+        // brings nobody), and only for a group that needs an fsync at all.
+        if (options.gather.count() > 0 && wal_file && !closing && durable_queued > 0 &&
+            queue.size() < options.max_group && eager_per_group >= 1.1 &&
+            static_cast<double>(eager_queued) < eager_per_group) {
           wake.wait_for(lock, options.gather, [&] { return closing; });
         }
         if (queue.size() <= options.max_group) {
           group.swap(queue);
           eager_queued = 0;
+          durable_queued = 0;
         } else {
           group.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.begin() + options.max_group));
           queue.erase(queue.begin(), queue.begin() + options.max_group);
           eager_queued = std::count_if(queue.begin(), queue.end(), [](const Queued& q) { return !q.lazy; });
+          durable_queued = std::count_if(queue.begin(), queue.end(), [](const Queued& q) { return !q.unsynced; });
           lazy_deadline = std::chrono::steady_clock::now();  // what is left goes next
         }
         busy_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
@@ -711,6 +715,7 @@ void SqliteLogStore::Impl::Enqueue(Batch batch, WriteCallback done, bool unsynce
     if (!closing) {
       if (lazy && queue.empty()) lazy_deadline = std::chrono::steady_clock::now() + options.lazy_delay;
       queue.push_back({std::move(batch), std::move(done), unsynced, lazy});
+      if (!unsynced) ++durable_queued;
       if (lazy ? writer_asleep : eager_queued++ == 0) wake.notify_one();
       return;
     }
