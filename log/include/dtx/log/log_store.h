@@ -76,7 +76,7 @@ class LogStore {
   // Like WriteUnsynced, and the store may hold the batch back to go with its next write (in the
   // same commit) or until a short delay (SqliteOptions::lazy_delay) has passed, whichever comes
   // first: for records whose loss in a crash is harmless or repaired (a finished transaction's
-  // removal, a Begin nothing used yet). Every batch written after it applies after it and, in an
+  // removal, a phase-one-done report). Every batch written after it applies after it and, in an
   // ordered store, is never durable without it. Stores that do not defer call WriteUnsynced.
   virtual void WriteLazy(Batch batch, WriteCallback done) { WriteUnsynced(std::move(batch), std::move(done)); }
   // Whether WriteLazy holds batches back (the SQLite store): a caller may then stop gathering its
