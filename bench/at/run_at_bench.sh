@@ -19,7 +19,9 @@
 # A throwaway PostgreSQL 15 in a temp folder (synchronous_commit off, as in bench/sql-proxy, so
 # that the figures measure the path rather than the disk); the coordinator keeps its default
 # durable SQLite log (TC_FLAGS adds flags, e.g. "--store memory"). PROXY_WORKERS (2) sets the
-# proxies' I/O threads. PROFILE=N prints the top N symbols of a perf profile of the AT proxy
+# proxies' I/O threads. The proxies reach PostgreSQL through its Unix-domain socket, as a proxy
+# next to its database would (BACKEND=tcp: through 127.0.0.1); pgbench reaches them over TCP.
+# PROFILE=N prints the top N symbols of a perf profile of the AT proxy
 # during the global run. Everything on 127.0.0.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -53,7 +55,7 @@ start_coordinator "$build/bin/dtx-coordinator" --admin 127.0.0.1:0 ${TC_FLAGS:-}
 tc=$TC_ADDR
 tc_pid=$TC_PID
 tc_admin=$TC_ADMIN
-case ${BACKEND:-tcp} in  # how the proxies reach PostgreSQL
+case ${BACKEND:-unix} in  # how the proxies reach PostgreSQL
   unix) server_addr=$dir:$pg_port resource="postgresql://postgres@/postgres?host=$dir&port=$pg_port" ;;
   tcp) server_addr=127.0.0.1:$pg_port resource="postgresql://postgres@127.0.0.1:$pg_port/postgres" ;;
   *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
@@ -92,7 +94,7 @@ bench() {
 }
 
 echo "pgbench -n -M simple -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
-  "dtx-sql-proxy --workers $workers --server ${BACKEND:-tcp}; coordinator log: ${TC_FLAGS:-SQLite (default)}"
+  "dtx-sql-proxy --workers $workers --server ${BACKEND:-unix}; coordinator log: ${TC_FLAGS:-SQLite (default)}"
 echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g \
   < <(bench "$nocheck_port" "$here/tpcb-plain.sql" "$nocheck_pid")
