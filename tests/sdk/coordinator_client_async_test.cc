@@ -28,13 +28,7 @@ namespace {
 using ::dtx::testing::CoordinatorProcess;
 using namespace std::chrono_literals;
 
-CoordinatorOptions Options(std::vector<std::string> addresses) {
-  CoordinatorOptions o;
-  o.addresses = std::move(addresses);
-  o.application = "async-test";
-  o.connect_wait = 3s;
-  return o;
-}
+CoordinatorOptions Options(std::vector<std::string> addresses) { return TestClientOptions(std::move(addresses), "async-test"); }
 
 std::string ThreadName() {
   char name[32] = {};

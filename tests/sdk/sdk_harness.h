@@ -10,6 +10,7 @@
 
 #include "coordinator_process.h"
 #include "dtx/common/status.h"
+#include "dtx/sdk/coordinator_client.h"
 #include "subprocess.h"
 
 namespace dtx::sdk::testing {
@@ -25,6 +26,16 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// A test's coordinator client options: these addresses, named `application`, waiting 3 s for a
+// first connection.
+inline CoordinatorOptions TestClientOptions(std::vector<std::string> addresses, std::string application) {
+  CoordinatorOptions o;
+  o.addresses = std::move(addresses);
+  o.application = std::move(application);
+  o.connect_wait = std::chrono::seconds(3);
+  return o;
+}
 
 // DTX_TEST_PG_URI, or nullopt (the caller skips, or fails when DTX_REQUIRE_POSTGRES is set).
 std::optional<std::string> PostgresUri();

@@ -14,13 +14,7 @@ namespace {
 using ::dtx::testing::CoordinatorProcess;
 using namespace std::chrono_literals;
 
-CoordinatorOptions Options(std::vector<std::string> addresses) {
-  CoordinatorOptions o;
-  o.addresses = std::move(addresses);
-  o.application = "tm-test";
-  o.connect_wait = 3s;
-  return o;
-}
+CoordinatorOptions Options(std::vector<std::string> addresses) { return TestClientOptions(std::move(addresses), "tm-test"); }
 
 GlobalStatus StatusOf(TransactionManager& tm, const std::string& xid) {
   auto s = tm.coordinator().GetStatus(xid);
