@@ -165,7 +165,14 @@ bool MayChangeRows(std::string_view sql) {
     }
     break;
   }
-  return KeywordAt(sql, i, "update") || KeywordAt(sql, i, "delete");
+  for (std::string_view word : {"update", "delete", "insert", "with", "merge", "explain", "prepare"}) {
+    if (KeywordAt(sql, i, word)) return true;
+  }
+  // Another statement after a ';' (a ';' inside a literal only costs the caller a parse).
+  for (size_t semi = sql.find(';', i); semi != std::string_view::npos; semi = sql.find(';', semi + 1)) {
+    if (SkipBlank(sql, semi + 1) < sql.size()) return true;
+  }
+  return false;
 }
 
 }  // namespace dtx::sql_proxy

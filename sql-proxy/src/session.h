@@ -18,8 +18,8 @@
 // left any bytes it had not forwarded). This is how the dtx.xid statements are answered in order.
 //
 // AT mode (SessionContext::at, session_at.cc and session_at_extended.cc): OnClientMessage diverts
-// the dtx.* functions, every Query of a session bound to a global transaction, and the
-// UPDATE/DELETE of unbound sessions (a first-keyword check; nothing else of theirs is parsed);
+// the dtx.* functions, every Query of a session bound to a global transaction, and the writes of
+// unbound sessions (MayChangeRows: a first-keyword check; nothing else of theirs is parsed);
 // for the extended protocol it diverts a whole batch, from the first message that needs the proxy
 // to the client's Sync. A diverted statement runs with the backend acquired: the AT engine
 // (dtx::at::AtBranch) says which queries to run, the session runs them on the server, forwards
@@ -164,7 +164,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<Result<std::optional<at::AtQuery>>> RegisterBranch(at::AtBranch& branch);
   asio::awaitable<bool> ForwardAcquired(std::string_view message);
   asio::awaitable<bool> ReplyToClient(std::string bytes);  // + ReadyForQuery, then releases
-  asio::awaitable<bool> FailStatement(const Status& error, bool rollback);
+  // Raises `error` on the server (a block fails there too), rolls back if asked, and answers the
+  // client `before` (the answers of statements that ran first) and the error.
+  asio::awaitable<bool> FailStatement(const Status& error, bool rollback, std::string before = {});
   asio::awaitable<bool> ErrorToClient(const Status& error);
   asio::awaitable<bool> HandleDtxFunction(std::string message);
   // Runs a dtx.* function: the xid (begin) or the final status name, or the SQL error.
@@ -193,7 +195,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> ExtFlush(bool sync);
   asio::awaitable<std::optional<BackendReply>> ExtRun(const at::AtQuery& q, int hidden,
                                                       const std::vector<int16_t>& result_formats);
-  asio::awaitable<bool> ExtFail(const Status& error);
+  // `wrote`: the pipeline's implicit transaction holds a write that must not commit either.
+  asio::awaitable<bool> ExtFail(const Status& error, bool wrote = false);
   using PortalMap = std::unordered_map<std::string, Portal>;
   asio::awaitable<bool> ExtExecute(std::string message);
   asio::awaitable<bool> ExtExecuteStatement(std::string message, PortalMap::iterator portal,

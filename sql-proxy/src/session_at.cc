@@ -242,7 +242,7 @@ asio::awaitable<bool> Session::ReplyToClient(std::string bytes) {
   co_return ok;
 }
 
-asio::awaitable<bool> Session::FailStatement(const Status& error, bool rollback) {
+asio::awaitable<bool> Session::FailStatement(const Status& error, bool rollback, std::string before) {
   context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
   // The error is raised by the server, so that a transaction block fails there too.
   auto r = co_await Exchange(QueryMessage(at::RaiseErrorSql(Status(error.code(), std::string(at::SqlStateOf(error)) +
@@ -250,7 +250,8 @@ asio::awaitable<bool> Session::FailStatement(const Status& error, bool rollback)
                              0);
   if (!r) co_return false;
   if (rollback && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-  co_return co_await ReplyToClient(std::move(r->to_client));
+  before += r->to_client;
+  co_return co_await ReplyToClient(std::move(before));
 }
 
 asio::awaitable<bool> Session::ErrorToClient(const Status& error) {
@@ -596,47 +597,77 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   if (!EffectiveXid().empty() || tx_status_ == 'E' || !at_resource_) co_return co_await ForwardAcquired(message);
   const std::string_view sql = *ReadCString(std::string_view(message).substr(5));
   if (!local_branch_) local_branch_ = std::make_unique<at::AtBranch>(at_resource_->options, at_resource_->catalog, "");
-  auto st = local_branch_->PrepareLocal(sql);
-  if (!st.ok()) co_return co_await FailStatement(st.status(), false);
-  // Outside a block the row locks of the check must last until the write ran: the check, the
-  // statement and a COMMIT make one local transaction of the proxy's.
-  bool own = false;
-  while (auto step = (*st)->Next()) {
-    if (step->check_global_locks) {
-      context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
-      Status status = co_await CheckLocks(*local_branch_, **st);
-      if (!status.ok()) co_return co_await FailStatement(status, own);
-      continue;
-    }
-    if (step->query.role == at::QueryRole::kStatement) break;
-    if (step->query.role == at::QueryRole::kLockKeys && tx_status_ == 'I' && !own) {
-      auto b = co_await Exchange(QueryMessage("BEGIN"), 0);
-      if (!b) co_return false;
-      if (b->failed) co_return co_await ReplyToClient(std::move(b->to_client));
-      own = true;
-    }
-    auto r = co_await Exchange(Request(step->query), 0);
-    if (!r) co_return false;
-    if (r->failed) {
-      (*st)->OnError();
-      if (own && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-      co_return co_await ReplyToClient(std::move(r->to_client));
-    }
-    at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
-    Status s = (*st)->OnResult(result);
-    if (!s.ok()) co_return co_await FailStatement(s, own);
+  // A string of several statements runs one statement at a time (below), each checked.
+  std::vector<std::string_view> texts{sql};
+  if (at::AnalyzeLocal(sql).check == at::LocalWrite::Check::kSeveral) {
+    auto split = at::SplitStatements(sql);
+    if (split.ok() && !split->empty()) texts = std::move(*split);
   }
-  // The statement itself runs unchanged: relayed as usual, or inside the proxy's transaction.
-  if (!own) co_return co_await ForwardAcquired(message);
-  auto r = co_await Exchange(message, 0);
-  if (!r) co_return false;
-  if (r->failed) {
-    if (!co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-    co_return co_await ReplyToClient(std::move(r->to_client));
+  std::vector<std::unique_ptr<at::AtStatement>> statements;
+  bool check = false, control = false;
+  for (std::string_view text : texts) {
+    auto st = local_branch_->PrepareLocal(text);
+    if (!st.ok()) co_return co_await ErrorToClient(st.status());  // nothing ran
+    check = check || (*st)->MayCheckLocks();
+    control = control || TxEffectOf(text) != TxEffect::kNone;
+    statements.push_back(std::move(*st));
   }
-  auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
-  if (!c) co_return false;
-  co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(r->to_client));
+  if (!check) co_return co_await ForwardAcquired(message);
+  // Outside a block, the statements run in a transaction of the proxy's, committed once their
+  // rows are known free (a string without transaction control runs as one, as on the server);
+  // in the client's block, a conflict fails the block.
+  const bool wrap_all = tx_status_ == 'I' && !control;
+  bool begun = false;
+  std::string out;
+  for (auto& st : statements) {
+    while (auto step = st->Next()) {
+      if (step->check_global_locks) {
+        context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
+        Status status = co_await CheckLocks(*local_branch_, *st);
+        if (!status.ok()) co_return co_await FailStatement(status, begun, std::move(out));
+        continue;
+      }
+      const bool statement = step->query.role == at::QueryRole::kStatement;
+      std::string request = Request(step->query);
+      if (statement && !begun && tx_status_ == 'I' && (wrap_all || step->query.hidden_columns > 0)) {
+        // BEGIN and the statement in one write.
+        request.insert(0, QueryMessage("BEGIN"));
+        auto b = co_await Exchange(request, 0);
+        if (!b) co_return false;
+        begun = true;
+        request.clear();
+      }
+      std::optional<BackendReply> r;
+      if (request.empty()) {
+        r = co_await ReadReply(step->query.hidden_columns);
+      } else {
+        r = co_await Exchange(request, step->query.hidden_columns);
+      }
+      if (!r) co_return false;
+      if (r->failed) {
+        st->OnError();
+        if (begun && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+        out += r->to_client;
+        co_return co_await ReplyToClient(std::move(out));
+      }
+      at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
+      Status s = st->OnResult(result);
+      if (!s.ok()) co_return co_await FailStatement(s, begun, std::move(out));
+      if (statement) out += r->to_client;
+    }
+    // With transaction control in the string, a checked write outside a block is its own
+    // transaction.
+    if (begun && (!wrap_all || &st == &statements.back())) {
+      begun = false;
+      auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
+      if (!c) co_return false;
+      if (c->failed) {
+        out += c->to_client;
+        break;
+      }
+    }
+  }
+  co_return co_await ReplyToClient(std::move(out));
 }
 
 }  // namespace dtx::sql_proxy

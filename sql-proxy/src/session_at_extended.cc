@@ -163,12 +163,13 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::
   }
 }
 
-asio::awaitable<bool> Session::ExtFail(const Status& error) {
+asio::awaitable<bool> Session::ExtFail(const Status& error, bool wrote) {
   context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
   if (!co_await ExtFlush(false)) co_return false;
   if (ext_failed_) co_return true;
-  if (ext_block_ == 'T') {
-    // The client's own block fails on the server too.
+  if (ext_block_ == 'T' || wrote) {
+    // The client's own block (or the pipeline's implicit transaction, holding a write) fails on
+    // the server too.
     auto r = co_await ExtRun(Plain(at::RaiseErrorSql(
                                  Status(error.code(), at::SqlStateOf(error) + ": " + ProxyText(error)))),
                              0, {});
@@ -515,17 +516,18 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
   if (!local) {
     if (auto refusal = EncodingRefusal()) co_return co_await ExtFail(*refusal);
   }
+  std::string answer;  // the statement's, held back until the write of an unbound session is checked
   while (auto step = st.Next()) {
     if (step->check_global_locks) {
       if (local) context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
       if (!co_await ExtFlush(false)) co_return false;
       if (ext_failed_) co_return true;
       Status s = co_await CheckLocks(branch, st);
-      if (!s.ok()) co_return co_await ExtFail(s);
+      if (!s.ok()) co_return co_await ExtFail(s, local);
       continue;
     }
     const bool statement = step->query.role == at::QueryRole::kStatement;
-    if (statement && (local || step->query.hidden_columns == 0)) {
+    if (statement && step->query.hidden_columns == 0) {
       // The client's own statement, unchanged: its portal runs as it is.
       if (local) co_return co_await ExtForward(execute, 1);
       std::string request(execute);
@@ -554,10 +556,12 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
     }
     at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
     Status s = st.OnResult(result);
-    if (!s.ok()) co_return co_await ExtFail(s);
-    if (statement && !co_await WriteClient(r->to_client)) co_return false;
+    if (!s.ok()) co_return co_await ExtFail(s, local);
+    if (statement) answer = std::move(r->to_client);
   }
-  co_return true;
+  if (answer.empty()) co_return true;
+  const bool written = co_await WriteClient(answer);
+  co_return written;
 }
 
 // Registers the branch, writes its undo row, then runs the client's COMMIT (`execute`); or

@@ -1,6 +1,7 @@
 // libFuzzer target: arbitrary SQL text into the AT engine of dtx-sql-proxy (sql-proxy/at), the
-// way a bound session's statement goes through it: Analyze(), then Plan() / PlanLocalWrite() for a
-// table whose shape the input chooses, and the error a refusal becomes on the wire.
+// way a bound session's statement goes through it: Analyze(), then Plan() for a table whose shape
+// the input chooses, and the error a refusal becomes on the wire; and AnalyzeLocal() /
+// PlanLocalWrite(), the way an unbound session's statement goes.
 //
 // Input: one option byte, then the SQL text. Option bits: 0-1 the number of primary-key columns
 // (0..3: "id", "k2", "k3"), 2 the table's deletes cascade, 3 the first column the statement sets
@@ -223,21 +224,42 @@ void CheckPlans(const std::string& sql, const ParsedStatement& parsed, uint8_t o
     }
   }
 
-  // The same write from a session bound to no global transaction.
-  if (parsed.kind == StatementKind::kSelectForUpdate) return;
-  auto local = PlanLocalWrite(parsed, table, sql);
-  if (!local.ok()) {
-    CheckCarriesState(local.status());
-    Check(SqlStateOf(local.status()) != sqlstate::kInternal);
-    return;
+}
+
+// The same text from a session bound to no global transaction (every input, refused or not by
+// Analyze): a checked write becomes the client's text plus one hidden RETURNING item, parsing back
+// as the same write; several statements split into pieces that are single statements.
+void CheckLocal(const std::string& sql, uint8_t opts) {
+  const LocalWrite w = AnalyzeLocal(sql);
+  switch (w.check) {
+    case LocalWrite::Check::kNone: return;
+    case LocalWrite::Check::kRefuse:
+      Check(w.refusal.has_value() && SqlStateOf(*w.refusal) == sqlstate::kFeatureNotSupported);
+      CheckCarriesState(*w.refusal);
+      return;
+    case LocalWrite::Check::kSeveral: {
+      auto pieces = SplitStatements(sql);
+      Check(pieces.ok() && pieces->size() > 1);
+      for (std::string_view piece : *pieces) Check(AnalyzeLocal(piece).check != LocalWrite::Check::kSeveral);
+      return;
+    }
+    case LocalWrite::Check::kKeys: break;
   }
-  Check(local->statement_sql == sql && local->hidden_columns == 0);
-  if (parsed.kind == StatementKind::kInsert || keyless) {
-    Check(local->lock_keys_sql.empty());
-  } else {
-    Check(!local->lock_keys_sql.empty());
-    CheckExtraQuery(local->lock_keys_sql, parsed, local->extra_params, client_params);
-  }
+  Check(w.tail <= sql.size());
+  TableInfo table;
+  table.schema = w.table.schema.empty() ? "public" : w.table.schema;
+  table.name = w.table.name;
+  static const char* const kKeys[] = {"id", "k2", "k3"};
+  for (int i = 0; i < std::max(1, opts & 3); ++i) table.primary_key.push_back(kKeys[i]);
+  table.columns = table.primary_key;
+  const StatementPlan plan = PlanLocalWrite(w, table, sql);
+  Check(plan.hidden_columns == 1 && plan.before_image_sql.empty() && plan.lock_keys_sql.empty());
+  Check(plan.statement_sql.compare(0, sql.size() - w.tail, sql, 0, sql.size() - w.tail) == 0);
+  Check(ParamsOf(plan.statement_sql) == ParamsOf(sql));
+  const LocalWrite again = AnalyzeLocal(plan.statement_sql);
+  Check(again.check == LocalWrite::Check::kKeys);
+  Check(again.table.schema == w.table.schema && again.table.name == w.table.name && again.qualifier == w.qualifier);
+  Check(again.returning_items == w.returning_items + 1);
 }
 
 // Splits a lock key back into its parts at the separators no '\' escapes.
@@ -318,6 +340,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckHiddenColumns(raw, (opts >> 4) & 7);
   CheckUndoJson(sql);
 
+  CheckLocal(sql, opts);
   auto parsed = Analyze(sql);
   if (!parsed.ok()) {
     CheckRefusal(parsed.status(), IsUtf8(sql));

@@ -169,6 +169,63 @@ TEST_F(ProxyAt, UnboundWriteWaitsForGlobalLock) {
   EXPECT_GE(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), 1);
 }
 
+TEST_F(ProxyAt, UnboundInsertsUpsertsJoinsAndStringsAreChecked) {
+  auto g = Connect();
+  auto local = Connect();
+  const std::string xid = Begin(*g);
+  // The global transaction deletes row 5 and changes row 6: its rollback must find both as it
+  // left them.
+  ASSERT_TRUE(g->Exec("DELETE FROM acct WHERE id = 5").ok);
+  ASSERT_TRUE(g->Exec("UPDATE acct SET balance = 1 WHERE id = 6").ok);
+
+  Answer insert = local->Exec("INSERT INTO acct VALUES (5, 7, 'local')");
+  EXPECT_EQ(insert.sqlstate, "55P03") << insert.error;
+  EXPECT_NE(insert.error.find(xid), std::string::npos) << insert.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  Answer upsert = local->Exec("INSERT INTO acct AS a VALUES (6, 7, 'local') ON CONFLICT (id) DO UPDATE SET balance = 7");
+  EXPECT_EQ(upsert.sqlstate, "55P03") << upsert.error;
+  Answer nothing = local->Exec("INSERT INTO acct VALUES (6, 7, 'local') ON CONFLICT DO NOTHING");
+  EXPECT_TRUE(nothing.ok) << nothing.error;  // it wrote no row
+  EXPECT_EQ(nothing.tag, "INSERT 0 0");
+  Answer join = local->Exec("UPDATE acct a SET balance = 7 FROM (VALUES (6)) v(k) WHERE a.id = v.k");
+  EXPECT_EQ(join.sqlstate, "55P03") << join.error;
+  Answer params = local->Params("INSERT INTO acct VALUES ($1, 7, 'local')", {"5"});
+  EXPECT_EQ(params.sqlstate, "55P03") << params.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  // Several statements in one string: one transaction, as PostgreSQL runs it.
+  Answer several = local->Exec("UPDATE acct SET owner = 'x' WHERE id = 1; UPDATE acct SET owner = 'x' WHERE id = 6");
+  EXPECT_EQ(several.sqlstate, "55P03") << several.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  Answer fine = local->Exec("INSERT INTO acct VALUES (11, 1, 'new'); UPDATE acct SET owner = 'y' WHERE id = 2 RETURNING owner");
+  ASSERT_TRUE(fine.ok) << fine.error;
+  EXPECT_EQ(fine.tag, "UPDATE 1");
+  ASSERT_EQ(fine.rows.size(), 1u);
+  EXPECT_EQ(fine.rows[0].size(), 1u);  // the hidden column is not shown
+  // In the client's block, a conflict fails the block.
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  EXPECT_EQ(local->Exec("INSERT INTO acct VALUES (5, 7, 'local')").sqlstate, "55P03");
+  EXPECT_EQ(local->TxStatus(), 'E');
+  ASSERT_TRUE(local->Exec("ROLLBACK").ok);
+  // What cannot return its keys is refused before it runs.
+  EXPECT_EQ(local->Exec("WITH d AS (DELETE FROM acct WHERE id = 3 RETURNING id) SELECT * FROM d").sqlstate, "0A000");
+  EXPECT_EQ(local->Exec("MERGE INTO acct a USING (VALUES (3)) v(k) ON a.id = v.k WHEN MATCHED THEN DELETE").sqlstate,
+            "0A000");
+  // Nothing of the refused or conflicting writes is left.
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id IN (3, 5)").Value(), "1");
+  EXPECT_EQ(Sql("SELECT string_agg(owner, ',' ORDER BY id) FROM acct WHERE id IN (1, 2, 6, 11)").Value(),
+            "owner 1,y,owner 6,new");
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 6").Value(), "1.00");
+
+  ASSERT_EQ(g->Exec("SELECT dtx.rollback()").Value(), "Rollbacked");
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id = 5").Value(), "1");
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 6").Value(), "100.00");
+  // The rows are free again.
+  EXPECT_EQ(local->Exec("INSERT INTO acct VALUES (5, 7, 'local')").sqlstate, "23505");  // the server's own answer
+  EXPECT_TRUE(local->Exec("INSERT INTO acct VALUES (6, 7, 'local') ON CONFLICT (id) DO UPDATE SET balance = 7").ok);
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 6").Value(), "7.00");
+}
+
 TEST_F(ProxyAt, UnboundWritesUncheckedWhenTurnedOff) {
   StartProxy({"--check-unbound-writes", "false"});
   auto g = Connect();

@@ -57,7 +57,18 @@ TEST(MayChangeRows, FirstKeyword) {
   EXPECT_TRUE(MayChangeRows("  delete from t"));
   EXPECT_TRUE(MayChangeRows("/* c */ -- x\n ( UPDATE t SET a = 1)"));
   EXPECT_FALSE(MayChangeRows("SELECT 1"));
-  EXPECT_FALSE(MayChangeRows("INSERT INTO t VALUES (1)"));
+  EXPECT_TRUE(MayChangeRows("INSERT INTO t VALUES (1)"));
+  EXPECT_TRUE(MayChangeRows("with d as (delete from t returning *) select * from d"));
+  EXPECT_TRUE(MayChangeRows("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE"));
+  EXPECT_TRUE(MayChangeRows("EXPLAIN ANALYZE UPDATE t SET a = 1"));
+  EXPECT_TRUE(MayChangeRows("PREPARE p AS DELETE FROM t"));
+  // Several statements: whatever the first one is.
+  EXPECT_TRUE(MayChangeRows("SELECT 1; DELETE FROM t"));
+  EXPECT_TRUE(MayChangeRows("SELECT 1;UPDATE t SET a = 1;"));
+  EXPECT_FALSE(MayChangeRows("SELECT 1;"));
+  EXPECT_FALSE(MayChangeRows("SELECT 1 ;  -- done\n /* really */ "));
+  EXPECT_FALSE(MayChangeRows("insertion"));
+  EXPECT_FALSE(MayChangeRows("SELECT * FROM t WHERE id = 3"));
   EXPECT_FALSE(MayChangeRows("updated"));
   EXPECT_FALSE(MayChangeRows(""));
   EXPECT_FALSE(MayChangeRows("/* unterminated"));

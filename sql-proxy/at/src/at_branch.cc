@@ -39,14 +39,9 @@ AtStatement::AtStatement(AtBranch& branch, ParsedStatement parsed, QueryParams p
 
 Status AtStatement::Planned(const TableInfo& table) {
   if (local_) {
-    auto plan = PlanLocalWrite(parsed_, table, sql_);
-    if (!plan.ok()) {
-      SetState(State::kDone);
-      return plan.status();
-    }
     table_ = table;
-    plan_ = std::move(*plan);
-    SetState(plan_.lock_keys_sql.empty() ? State::kStatement : State::kLockKeys);
+    plan_ = PlanLocalWrite(local_write_, table, sql_);
+    SetState(State::kStatement);
     return Status::Ok();
   }
   auto plan = Plan(parsed_, table);
@@ -132,6 +127,18 @@ Status AtStatement::OnResult(const QueryResult& result) {
     case State::kDone: return SqlError(sqlstate::kInternal, "the statement is already done");
   }
   SetState(State::kDone);
+  if (local_) {
+    // Write-then-check: the keys of the rows the statement wrote, for CheckLocks / OnLocks.
+    if (plan_.hidden_columns == 0) return Status::Ok();
+    for (const auto& row : result.rows) {
+      if (row.empty()) return SqlError(sqlstate::kInternal, "malformed RETURNING key");
+      auto key = KeyValues(row.back());
+      if (!key.ok()) return key.status();
+      lock_keys_.push_back(LockKey(branch_.options_.resource_id, table_->schema, table_->name, *key));
+    }
+    if (!lock_keys_.empty()) SetState(State::kCheckLocks);
+    return Status::Ok();
+  }
   const TransactionOp op = parsed_.transaction_op;
   if (!local_ && (op == TransactionOp::kSavepoint || op == TransactionOp::kRelease || op == TransactionOp::kRollbackTo)) {
     branch_.OnSavepoint(op, parsed_.savepoint);
@@ -197,7 +204,7 @@ Status AtStatement::OnLocks(const Result<sdk::LockQuery>& r, bool time_left, boo
                                                      r->conflict_xid + " (waited " +
                                                      std::to_string(o.lock_retry_for.count()) + " ms)");
   }
-  SetState(State::kStatement);
+  SetState(local_ ? State::kDone : State::kStatement);
   return Status::Ok();
 }
 
@@ -223,13 +230,14 @@ Result<std::unique_ptr<AtStatement>> AtBranch::Prepare(std::string_view sql, Que
 }
 
 Result<std::unique_ptr<AtStatement>> AtBranch::PrepareLocal(std::string_view sql, QueryParams params) {
-  auto parsed = Analyze(sql);
+  LocalWrite write = AnalyzeLocal(sql);
+  if (write.check == LocalWrite::Check::kRefuse) return *write.refusal;
   ParsedStatement p;
-  if (parsed.ok()) p = std::move(*parsed);
-  const bool check = parsed.ok() && (p.kind == StatementKind::kUpdate || p.kind == StatementKind::kDelete);
-  if (!check) p.kind = StatementKind::kOther;
+  p.kind = StatementKind::kOther;
+  p.table = write.table;
   std::unique_ptr<AtStatement> st(new AtStatement(*this, std::move(p), std::move(params), std::string(sql), true));
-  if (!check) {
+  st->local_write_ = std::move(write);
+  if (st->local_write_.check != LocalWrite::Check::kKeys) {
     st->plan_.statement_sql = std::string(sql);
     st->SetState(AtStatement::State::kStatement);
   } else if (auto info = catalog_->Find(st->parsed_.table)) {

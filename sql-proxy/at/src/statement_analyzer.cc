@@ -368,6 +368,101 @@ Result<ParsedStatement> Classify(const std::shared_ptr<const pq::ParseResult>& t
 }
 
 
+Status RefuseLocal(const std::string& what) {
+  return SqlError(sqlstate::kFeatureNotSupported,
+                  "dtx-sql-proxy cannot check " + what +
+                      " against the global locks (a session bound to no global transaction); send the writes as "
+                      "plain INSERT/UPDATE/DELETE statements, or run the proxy with --check-unbound-writes false");
+}
+
+// The writable CTE of a WITH clause, if any.
+const pq::CommonTableExpr* WritableCte(const pq::WithClause& with) {
+  for (const auto& cte : with.ctes()) {
+    if (cte.has_common_table_expr() && IsWrite(cte.common_table_expr().ctequery())) return &cte.common_table_expr();
+  }
+  return nullptr;
+}
+
+bool ExplainAnalyzes(const pq::ExplainStmt& e) {
+  for (const auto& o : e.options()) {
+    if (!o.has_def_elem() || o.def_elem().defname() != "analyze") continue;
+    const auto& arg = o.def_elem().arg();
+    if (arg.has_string() && (arg.string().sval() == "false" || arg.string().sval() == "off")) continue;
+    if (arg.has_boolean() && !arg.boolean().boolval()) continue;
+    if (arg.has_integer() && arg.integer().ival() == 0) continue;
+    return true;
+  }
+  return false;
+}
+
+// LocalWrite of a parsed text (`text`: what the grammar saw).
+LocalWrite LocalWriteOf(const pq::ParseResult& tree, std::string_view text) {
+  LocalWrite out;
+  if (tree.stmts_size() == 0) return out;
+  if (tree.stmts_size() > 1) {
+    out.check = LocalWrite::Check::kSeveral;
+    return out;
+  }
+  const auto& raw = tree.stmts(0);
+  const pq::Node& n = raw.stmt();
+  auto refuse = [&](const std::string& what) {
+    out.check = LocalWrite::Check::kRefuse;
+    out.refusal = RefuseLocal(what);
+    return out;
+  };
+  const pq::WithClause* with = nullptr;
+  const pq::RangeVar* rv = nullptr;
+  switch (n.node_case()) {
+    case pq::Node::kInsertStmt: {
+      const auto& s = n.insert_stmt();
+      if (s.has_with_clause()) with = &s.with_clause();
+      if (s.has_select_stmt() && s.select_stmt().has_select_stmt() && s.select_stmt().select_stmt().has_with_clause() &&
+          WritableCte(s.select_stmt().select_stmt().with_clause())) {
+        with = &s.select_stmt().select_stmt().with_clause();
+      }
+      rv = &s.relation();
+      out.returning_items = s.returning_list_size();
+      break;
+    }
+    case pq::Node::kUpdateStmt:
+      if (n.update_stmt().has_with_clause()) with = &n.update_stmt().with_clause();
+      rv = &n.update_stmt().relation();
+      out.returning_items = n.update_stmt().returning_list_size();
+      break;
+    case pq::Node::kDeleteStmt:
+      if (n.delete_stmt().has_with_clause()) with = &n.delete_stmt().with_clause();
+      rv = &n.delete_stmt().relation();
+      out.returning_items = n.delete_stmt().returning_list_size();
+      break;
+    case pq::Node::kSelectStmt:
+      if (n.select_stmt().has_with_clause()) with = &n.select_stmt().with_clause();
+      break;
+    case pq::Node::kMergeStmt: return refuse("MERGE (it cannot return the keys of the rows it writes)");
+    case pq::Node::kExplainStmt:
+      if (IsWrite(n.explain_stmt().query()) && ExplainAnalyzes(n.explain_stmt())) {
+        return refuse("EXPLAIN ANALYZE of a data-modifying statement");
+      }
+      return out;
+    case pq::Node::kPrepareStmt:
+      if (IsWrite(n.prepare_stmt().query())) {
+        return refuse("PREPARE of a data-modifying statement (its EXECUTE; the extended query protocol's Parse is checked)");
+      }
+      return out;
+    default: return out;
+  }
+  if (with) {
+    if (const auto* cte = WritableCte(*with)) return refuse("a data-modifying statement in WITH (\"" + cte->ctename() + "\")");
+  }
+  if (!rv) return out;
+  out.check = LocalWrite::Check::kKeys;
+  out.table = RefOf(*rv);
+  out.qualifier = Qualifier(*rv);
+  const size_t at = static_cast<size_t>(std::max(0, raw.stmt_location()));
+  const size_t end = raw.stmt_len() > 0 ? at + static_cast<size_t>(raw.stmt_len()) : text.size();
+  out.tail = end <= text.size() ? text.size() - end : 0;
+  return out;
+}
+
 bool Writes(StatementKind k) {
   return k == StatementKind::kInsert || k == StatementKind::kUpdate || k == StatementKind::kDelete ||
          k == StatementKind::kSelectForUpdate;
@@ -375,7 +470,8 @@ bool Writes(StatementKind k) {
 
 // The grammar's analysis of `sql_view`, with its shape; the shape is cached under `key` (when
 // `cache` is set) if the checks allow sharing it, or else under the exact text.
-Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey key, ShapeCache* cache) {
+Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey key, ShapeCache* cache,
+                                           std::shared_ptr<const StatementShape>* shape_out = nullptr) {
   std::string sql(sql_view);
   auto parsed_tree = Parse(sql);
   if (!parsed_tree.ok()) return parsed_tree.status();  // not cached: the message has positions
@@ -384,6 +480,8 @@ Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey k
   std::string text = sql.substr(0, std::strlen(sql.c_str()));
   auto result = Classify(tree, sql);
   auto shape = std::make_shared<StatementShape>();
+  shape->local = LocalWriteOf(*tree, text);
+  if (shape_out) *shape_out = shape;
   if (!result.ok()) {
     shape->refusal = result.status();
   } else {
@@ -445,11 +543,11 @@ Result<ParsedStatement> FromShape(std::shared_ptr<const StatementShape> shape, s
 
 }  // namespace
 
-Result<ParsedStatement> Analyze(std::string_view sql) {
-  if (!ValidUtf8(sql)) {
-    return SqlError("22021", "the statement is not valid UTF-8: AT mode needs client_encoding UTF8");
-  }
-  ShapeKey key = ComputeShapeKey(sql);
+namespace {
+
+// The cached shape of `sql`, if any; `key` is left as the key it is (or would be) cached under.
+std::shared_ptr<const StatementShape> CachedShape(std::string_view sql, ShapeKey& key) {
+  key = ComputeShapeKey(sql);
   ShapeCache& cache = ShapeCache::Global();
   auto hit = cache.Find(key.key);
   if (hit.found && !hit.shape && key.abstracted) {
@@ -460,10 +558,42 @@ Result<ParsedStatement> Analyze(std::string_view sql) {
     key.key.append(sql);
     hit = cache.Find(key.key);
   }
-  if (hit.found && hit.shape) {
-    return FromShape(std::move(hit.shape), sql, key.abstracted ? std::move(key.literals) : std::vector<ShapeLiteral>{});
+  return hit.found ? hit.shape : nullptr;
+}
+
+}  // namespace
+
+Result<ParsedStatement> Analyze(std::string_view sql) {
+  if (!ValidUtf8(sql)) {
+    return SqlError("22021", "the statement is not valid UTF-8: AT mode needs client_encoding UTF8");
   }
-  return AnalyzeWithGrammar(sql, std::move(key), &cache);
+  ShapeKey key;
+  if (auto shape = CachedShape(sql, key)) {
+    return FromShape(std::move(shape), sql, key.abstracted ? std::move(key.literals) : std::vector<ShapeLiteral>{});
+  }
+  return AnalyzeWithGrammar(sql, std::move(key), &ShapeCache::Global());
+}
+
+LocalWrite AnalyzeLocal(std::string_view sql) {
+  if (!ValidUtf8(sql)) return LocalWrite{};  // the server decides; keys could not match anyway
+  ShapeKey key;
+  std::shared_ptr<const StatementShape> shape = CachedShape(sql, key);
+  if (!shape) (void)AnalyzeWithGrammar(sql, std::move(key), &ShapeCache::Global(), &shape);
+  return shape ? shape->local : LocalWrite{};
+}
+
+Result<std::vector<std::string_view>> SplitStatements(std::string_view sql) {
+  const std::string text(sql.substr(0, std::min(sql.size(), sql.find('\0'))));
+  auto tree = Parse(text);
+  if (!tree.ok()) return tree.status();
+  std::vector<std::string_view> out;
+  for (const auto& raw : tree->stmts()) {
+    const size_t at = static_cast<size_t>(std::max(0, raw.stmt_location()));
+    const size_t len = raw.stmt_len() > 0 ? static_cast<size_t>(raw.stmt_len()) : text.size() - std::min(at, text.size());
+    if (at + len > text.size()) return SqlError(sqlstate::kInternal, "bad statement location");
+    out.push_back(sql.substr(at, len));
+  }
+  return out;
 }
 
 Result<ParsedStatement> AnalyzeUncached(std::string_view sql) {
@@ -510,48 +640,19 @@ bool Spliced(const ParsedStatement& parsed) {
 
 }  // namespace
 
-Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableInfo& table, std::string_view sql) {
+StatementPlan PlanLocalWrite(const LocalWrite& write, const TableInfo& table, std::string_view sql) {
   StatementPlan plan;
-  plan.statement_sql = std::string(sql);
-  if (table.primary_key.empty()) return plan;
-  if (parsed.kind != StatementKind::kUpdate && parsed.kind != StatementKind::kDelete) {
-    return plan;  // INSERT: new keys cannot be known before it runs (not checked)
-  }
-  if (Spliced(parsed)) {
-    plan.lock_keys_sql = SplicedExtraQuery(parsed, table.primary_key, false);
-    plan.extra_params = parsed.shape->extra_params;
+  if (table.primary_key.empty() || write.check != LocalWrite::Check::kKeys || write.tail > sql.size()) {
+    plan.statement_sql = std::string(sql);
     return plan;
   }
-  auto tree = TreeOf(parsed);
-  if (!tree.ok()) return tree.status();
-  const pq::Node& n = (*tree)->stmts(0).stmt();
-  const pq::RangeVar* rv;
-  const pq::Node* where;
-  const pq::WithClause* with;
-  if (parsed.kind == StatementKind::kUpdate) {
-    if (!n.has_update_stmt()) return SqlError(sqlstate::kInternal, "bad parse tree");
-    const auto& u = n.update_stmt();
-    rv = &u.relation(), where = u.has_where_clause() ? &u.where_clause() : nullptr;
-    with = u.has_with_clause() ? &u.with_clause() : nullptr;
-  } else {
-    if (!n.has_delete_stmt()) return SqlError(sqlstate::kInternal, "bad parse tree");
-    const auto& d = n.delete_stmt();
-    rv = &d.relation(), where = d.has_where_clause() ? &d.where_clause() : nullptr;
-    with = d.has_with_clause() ? &d.with_clause() : nullptr;
-  }
-  auto t = Template(ImageTargets(Qualifier(*rv), table.primary_key, false) + " FROM dtx_placeholder");
-  if (!t.ok()) return t.status();
-  pq::SelectStmt q = std::move(*t);
-  *q.mutable_from_clause(0)->mutable_range_var() = *rv;
-  if (where) *q.mutable_where_clause() = *where;
-  if (with) *q.mutable_with_clause() = *with;
-  SetForUpdate(&q);
-  RenumberIfParams(parsed.sql.empty() ? sql : std::string_view(parsed.sql), &q, &plan.extra_params);
-  pq::ParseResult out;
-  *out.add_stmts()->mutable_stmt()->mutable_select_stmt() = std::move(q);
-  auto keys = Deparse(out);
-  if (!keys.ok()) return keys.status();
-  plan.lock_keys_sql = std::move(*keys);
+  // The client's statement as written, with the hidden item after its own RETURNING items
+  // (RETURNING is the last clause of INSERT/UPDATE/DELETE). The new line ends a trailing "--"
+  // comment.
+  plan.statement_sql.assign(sql.substr(0, sql.size() - write.tail));
+  plan.statement_sql += write.returning_items > 0 ? "\n, " : "\nRETURNING ";
+  plan.statement_sql.append(ImageTargets(write.qualifier, table.primary_key, false), std::strlen("SELECT "));
+  plan.hidden_columns = 1;
   return plan;
 }
 

@@ -232,6 +232,8 @@ size_t StatementShape::ByteSize() const {
              analysis.savepoint.size() + tree_bytes;
   for (const auto& c : analysis.set_columns) n += c.size() + sizeof(std::string);
   if (refusal) n += refusal->message().size();
+  n += local.table.schema.size() + local.table.name.size() + local.qualifier.size();
+  if (local.refusal) n += local.refusal->message().size();
   return n;
 }
 

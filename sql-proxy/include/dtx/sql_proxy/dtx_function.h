@@ -11,8 +11,8 @@
 // forms is kMalformed (refused with a clear error rather than sent to PostgreSQL, which would say
 // the schema dtx does not exist).
 //
-// Also here: MayChangeRows(), the first-keyword check that decides whether a statement of an
-// unbound session is looked at for the global-lock check.
+// Also here: MayChangeRows(), the cheap check that decides whether a statement of an unbound
+// session is looked at for the global-lock check.
 //
 // Thread-safety: stateless functions.
 #pragma once
@@ -38,8 +38,10 @@ struct DtxFunction {
 
 DtxFunction ParseDtxFunction(std::string_view sql);
 
-// True when the statement's first keyword (after whitespace, comments and '(') is UPDATE or
-// DELETE: a write that may change rows that already exist.
+// True when a statement of an unbound session must be looked at for the global-lock check: its
+// first keyword (after whitespace, comments and '(') is INSERT, UPDATE, DELETE, WITH, MERGE,
+// EXPLAIN or PREPARE, or a ';' is followed by more than blanks and comments (maybe several
+// statements). False for everything else, without parsing.
 bool MayChangeRows(std::string_view sql);
 
 // What a statement does to the session's transaction block (BEGIN/START, COMMIT/END,

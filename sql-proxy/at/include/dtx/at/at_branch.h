@@ -82,6 +82,9 @@ class AtStatement {
   // ask about, then each answer. `time_left`: whether lock_retry_for has not run out yet; when
   // the rows are held and time is left, `retry` is set (ask again after lock_retry_interval).
   const std::vector<std::string>& lock_keys() const { return lock_keys_; }
+  // A statement of PrepareLocal that is (or may turn out, once its table is known) a checked
+  // write; false: it runs unchanged.
+  bool MayCheckLocks() const { return local_ && (state_ == State::kCatalog || plan_.hidden_columns > 0); }
   Status OnLocks(const Result<sdk::LockQuery>& answer, bool time_left, bool& retry);
 
  private:
@@ -96,12 +99,13 @@ class AtStatement {
   QueryParams params_;
   std::string sql_;     // as the client sent it
   bool local_ = false;  // a write of an unbound session: lock check only, no undo
+  LocalWrite local_write_;  // local_: how it is checked
   std::optional<TableInfo> table_;
   StatementPlan plan_;
   State state_ = State::kStatement;
   std::vector<std::vector<std::string>> before_keys_;  // UPDATE: from the before image
   std::vector<std::string> before_images_;
-  std::vector<std::string> lock_keys_;                 // SELECT FOR UPDATE
+  std::vector<std::string> lock_keys_;  // SELECT FOR UPDATE: the locked rows; local_: the written ones
 };
 
 class AtBranch {
@@ -112,10 +116,12 @@ class AtBranch {
   Result<std::unique_ptr<AtStatement>> Prepare(std::string_view sql, QueryParams params = {});
 
   // A statement of a session bound to NO global transaction, through a branch made with an
-  // empty xid: writes that would change rows a global transaction holds (UPDATE, DELETE of a
-  // table with a primary key) first check the global locks (a kLockKeys query, then
-  // CheckGlobalLocks: 55P03 after lock_retry_for); the statement then runs unchanged and
-  // nothing is recorded. Anything else, and anything Analyze cannot parse, runs unchanged.
+  // empty xid (see LocalWrite): a write of a table with a primary key runs with a hidden
+  // RETURNING of its rows' keys (the kStatement step, inside a transaction the caller holds
+  // open), then the keys are checked (a check_global_locks step: CheckLocks / OnLocks, 55P03
+  // after lock_retry_for), and the caller fails that transaction on an error. Nothing is
+  // recorded. A statement that cannot be checked is refused (0A000) before anything ran;
+  // anything else runs unchanged.
   Result<std::unique_ptr<AtStatement>> PrepareLocal(std::string_view sql, QueryParams params = {});
 
   bool has_writes() const { return !entries_.empty(); }

@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -100,11 +101,30 @@ struct StatementPlan {
   std::vector<int> extra_params;
 };
 
-// A write of a session bound to no global transaction (its statement runs unchanged):
-// UPDATE/DELETE of a table with a primary key get lock_keys_sql, the keys of the rows the
-// write will change, to check against the global locks first. INSERT and keyless tables get
-// none. Never refuses.
-Result<StatementPlan> PlanLocalWrite(const ParsedStatement& parsed, const TableInfo& table, std::string_view sql);
+// A statement of a session bound to NO global transaction, as the global-lock check sees it
+// (write-then-check): a write of one table runs with a hidden RETURNING of the keys of the rows it
+// wrote (inserted, updated, deleted, or updated by ON CONFLICT), inside a transaction; the keys are
+// then checked against the global locks, and a conflict fails the statement before that
+// transaction can commit. What cannot be checked that way is refused (kRefuse); what writes no
+// rows of a table the check knows runs unchanged (kNone).
+struct LocalWrite {
+  enum class Check { kNone, kKeys, kRefuse, kSeveral };
+  Check check = Check::kNone;
+  TableRef table;              // kKeys: the written table
+  std::string qualifier;       // kKeys: the name its RETURNING items use (the alias, or the table)
+  int returning_items = 0;     // kKeys: the client's own RETURNING items
+  size_t tail = 0;             // kKeys: bytes after the statement's own text (';', blanks, comments)
+  std::optional<Status> refusal;  // kRefuse: the SQL error
+};
+// kSeveral: the text holds more than one statement (see SplitStatements). A text the grammar
+// rejects is kNone: the server gives its own error. Cached by statement shape with Analyze().
+LocalWrite AnalyzeLocal(std::string_view sql);
+// The statements of a multi-statement text, each without its ';'; an error if it does not parse.
+Result<std::vector<std::string_view>> SplitStatements(std::string_view sql);
+// REQUIRES: write.check == kKeys; table describes write.table. statement_sql is the client's
+// text with one hidden RETURNING column (the keys as a json array text); a table without a
+// primary key gets the text unchanged and no hidden column (nothing of it can be locked).
+StatementPlan PlanLocalWrite(const LocalWrite& write, const TableInfo& table, std::string_view sql);
 
 // The client's parameters that `numbers` (1-based) name, in that order, with their formats and types.
 QueryParams SelectParams(const QueryParams& params, const std::vector<int>& numbers);

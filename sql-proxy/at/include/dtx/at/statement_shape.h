@@ -64,6 +64,7 @@ class TextTemplate {
 struct StatementShape {
   std::optional<Status> refusal;  // Analyze's answer when it refused the statement
   ParsedStatement analysis;       // kind .. returning_items (no tree, sql, shape or literals)
+  LocalWrite local;               // AnalyzeLocal's answer (for every statement that parsed)
   // Set for INSERT/UPDATE/DELETE/SELECT FOR UPDATE when the splice spec was built and checked;
   // otherwise Plan parses the text again and builds the queries from the tree.
   bool spliced = false;
