@@ -226,6 +226,27 @@ TEST_F(ProxyAt, UnboundInsertsUpsertsJoinsAndStringsAreChecked) {
   EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 6").Value(), "7.00");
 }
 
+TEST_F(ProxyAt, RollbackWaitsForALocalInsertThatLostTheCheck) {
+  auto g = Connect();
+  auto local = Connect();
+  const std::string xid = Begin(*g);
+  ASSERT_TRUE(g->Exec("DELETE FROM acct WHERE id = 4").ok);
+  // The local insert of the deleted key ran, lost the check, and its failed block still holds
+  // the new row: the global rollback's re-insert must wait for it, not fail as a dirty write.
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  EXPECT_EQ(local->Exec("INSERT INTO acct VALUES (4, 7, 'local')").sqlstate, "55P03");
+  EXPECT_EQ(local->TxStatus(), 'E');
+  Answer rollback;
+  std::thread decide([&] { rollback = g->Exec("SELECT dtx.rollback()"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(local->Exec("ROLLBACK").ok);
+  decide.join();
+  EXPECT_EQ(rollback.Value(), "Rollbacked") << rollback.error;
+  EXPECT_TRUE(WaitStatus(xid, "Rollbacked")) << AdminTransaction(xid);
+  EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 4").Value(), "owner 4");
+  EXPECT_TRUE(WaitUndoEmpty());
+}
+
 TEST_F(ProxyAt, UnboundWritesUncheckedWhenTurnedOff) {
   StartProxy({"--check-unbound-writes", "false"});
   auto g = Connect();
