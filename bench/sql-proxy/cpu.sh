@@ -9,7 +9,7 @@
 # direct+proxy; WORKLOADS="select-only tpc-b", MODES="simple prepared" choose the cells.
 # Prints per cell: direct tps, proxy tps, ratio, proxy CPU microseconds per transaction, and the same
 # for pgbouncer (session mode) next to it. Both reach the server through its Unix-domain socket
-# (BACKEND=tcp: through 127.0.0.1).
+# (BACKEND=tcp: through 127.0.0.1). SYNC=off (default) or on: PostgreSQL's synchronous_commit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build-proxy-bench}
@@ -17,12 +17,14 @@ shift || true
 proxy_bin=$build/bin/dtx-sql-proxy
 seconds=${SECONDS_PER_RUN:-10}
 rounds=${ROUNDS:-2}
+sync=${SYNC:-off}
+case $sync in on | off) ;; *) echo "SYNC is on or off" >&2; exit 2 ;; esac
 [ -x "$proxy_bin" ] || { echo "no $proxy_bin" >&2; exit 2; }
 
 . scripts/lib/services.sh
 svc_init cpu dtx-proxy-cpu
 bin=$PG_BIN
-start_postgres "$SVC_DIR" "shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" \
+start_postgres "$SVC_DIR" "shared_buffers = 256MB" "synchronous_commit = $sync" "max_connections = 100" \
   "log_min_messages = warning"
 "$bin/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 case ${BACKEND:-unix} in
@@ -45,7 +47,7 @@ txns() {  # port, flags...: prints "tps transactions"
     awk '/^tps = / {tps = $3} /number of transactions actually processed/ {n = $NF; sub(/\/.*/, "", n)} END {printf "%.0f %d\n", tps, n}'
 }
 
-echo "proxy flags: --server $server_addr $*; pgbench -n -c 8 -j 2 -T $seconds; $(date -u +%H:%MZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "proxy flags: --server $server_addr $*; pgbench -n -c 8 -j 2 -T $seconds; synchronous_commit = $sync; $(date -u +%H:%MZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %8s %8s %6s %10s %8s %6s %10s\n' cell direct proxy ratio cpu_us/tx bouncer ratio cpu_us/tx
 per_tx() { awk -v c="$1" -v t="$tick" -v n="$2" 'BEGIN {print (n > 0 ? c / t * 1e6 / n : 0)}'; }
 for workload in ${WORKLOADS:-select-only tpc-b}; do

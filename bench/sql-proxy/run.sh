@@ -5,10 +5,13 @@
 #   bench/sql-proxy/run.sh [BUILD_DIR]      (default build-proxy-bench, a Release build)
 #
 # Each cell is `pgbench -n -c 8 -j 2 -T 20` (SECONDS=.. to change -T), select-only (-S) and TPC-B,
-# in simple and prepared query modes. A throwaway PostgreSQL 15 in a temp folder (scale 10,
-# synchronous_commit off so that TPC-B measures the path and not the disk), run as the postgres
-# user when we are root, as pgbouncer is. PROXY_WORKERS sets the proxy's I/O threads (default 2);
-# WORKLOADS="select-only tpc-b" and MODES="simple prepared" choose the cells. pgbench always
+# in simple and prepared query modes. A throwaway PostgreSQL 15 in a temp folder (scale 10), run as
+# the postgres user when we are root, as pgbouncer is. SYNC=off (the default) sets
+# synchronous_commit = off so that TPC-B measures the path and not the disk; SYNC=on keeps
+# PostgreSQL's default (every commit waits for its WAL flush), which the header line names. PROXY_WORKERS sets the proxy's I/O threads (default 2);
+# WORKLOADS="select-only tpc-b" and MODES="simple prepared" choose the cells. ROUNDS=n runs each
+# cell n times (direct, proxy, pgbouncer back to back each time) and adds the median ratios: on a
+# shared machine a ratio of neighbouring runs is steadier than any one figure. pgbench always
 # connects over TCP (127.0.0.1), as a client on another machine would; the proxy and pgbouncer reach
 # the server through its Unix-domain socket, as a pooler next to the database does
 # (BACKEND=tcp: through 127.0.0.1 instead).
@@ -19,6 +22,9 @@ build=${1:-build-proxy-bench}
 proxy_bin=$build/bin/dtx-sql-proxy
 seconds=${SECONDS_PER_RUN:-20}
 workers=${PROXY_WORKERS:-2}
+sync=${SYNC:-off}
+rounds=${ROUNDS:-1}
+case $sync in on | off) ;; *) echo "SYNC is on or off" >&2; exit 2 ;; esac
 [ -x "$proxy_bin" ] || { echo "no $proxy_bin: cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release && ninja -C $build dtx-sql-proxy" >&2; exit 2; }
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { echo "pgbouncer is not installed" >&2; exit 2; }
 pgbouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
@@ -31,7 +37,7 @@ svc_cleanup_hook() {  # pgbouncer may have forked away from the pid we started
   [ ! -f "$dir/pgbouncer.pid" ] || kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
 }
 
-start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" \
+start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = $sync" "max_connections = 100" \
   "log_min_messages = warning"
 pg_port=$PG_PORT
 "$bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
@@ -56,17 +62,26 @@ tps() {  # port, pgbench flags...
     awk '/^tps = / {printf "%.0f", $3}'
 }
 
-echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10; proxies reach the server by $backend; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode"
+echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10, synchronous_commit = $sync; proxies reach the server by $backend; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode"
 echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %10s %10s %10s %8s %8s\n' workload direct dtx-proxy pgbouncer proxy/d bouncer/d
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 for workload in ${WORKLOADS:-select-only tpc-b}; do
   for mode in ${MODES:-simple prepared}; do
     flags=(-M "$mode")
     [ "$workload" = select-only ] && flags+=(-S)
-    d=$(tps "$pg_port" "${flags[@]}")
-    p=$(tps "$proxy_port" "${flags[@]}")
-    b=$(tps "$bouncer_port" "${flags[@]}")
-    printf '%-22s %10s %10s %10s %8.2f %8.2f\n' "$workload $mode" "$d" "$p" "$b" \
-      "$(echo "$p / $d" | awk -F/ '{print $1/$2}')" "$(echo "$b / $d" | awk -F/ '{print $1/$2}')"
+    pr="" br=""
+    for ((r = 0; r < rounds; r++)); do
+      d=$(tps "$pg_port" "${flags[@]}")
+      p=$(tps "$proxy_port" "${flags[@]}")
+      b=$(tps "$bouncer_port" "${flags[@]}")
+      pr+=" $(ratio "$p" "$d")" br+=" $(ratio "$b" "$d")"
+      printf '%-22s %10s %10s %10s %8s %8s\n' "$workload $mode" "$d" "$p" "$b" "$(ratio "$p" "$d")" "$(ratio "$b" "$d")"
+    done
+    if [ "$rounds" -gt 1 ]; then
+      printf '%-22s %10s %10s %10s %8.2f %8.2f\n' "  median of $rounds" "" "" "" "$(median <<<"$pr")" "$(median <<<"$br")"
+    fi
   done
 done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
