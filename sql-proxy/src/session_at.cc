@@ -606,6 +606,13 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   std::vector<std::unique_ptr<at::AtStatement>> statements;
   bool check = false, control = false;
   for (std::string_view text : texts) {
+    if (texts.size() > 1 && at::AnalyzeLocal(text).copies) {
+      // Its data would come and go between the statements the proxy runs one by one.
+      co_return co_await ErrorToClient(at::SqlError(
+          at::sqlstate::kFeatureNotSupported,
+          "dtx-sql-proxy cannot check the writes of a string of several statements with a COPY in it against the "
+          "global locks; send the COPY on its own, or run the proxy with --check-unbound-writes false"));
+    }
     auto st = local_branch_->PrepareLocal(text);
     if (!st.ok()) co_return co_await ErrorToClient(st.status());  // nothing ran
     check = check || (*st)->MayCheckLocks();

@@ -210,6 +210,8 @@ TEST_F(ProxyAt, UnboundInsertsUpsertsJoinsAndStringsAreChecked) {
   EXPECT_EQ(local->Exec("WITH d AS (DELETE FROM acct WHERE id = 3 RETURNING id) SELECT * FROM d").sqlstate, "0A000");
   EXPECT_EQ(local->Exec("MERGE INTO acct a USING (VALUES (3)) v(k) ON a.id = v.k WHEN MATCHED THEN DELETE").sqlstate,
             "0A000");
+  EXPECT_EQ(local->Exec("DELETE FROM acct WHERE id = 3; COPY acct FROM STDIN").sqlstate, "0A000");
+  EXPECT_EQ(local->TxStatus(), 'I');
   // Nothing of the refused or conflicting writes is left.
   EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id IN (3, 5)").Value(), "1");
   EXPECT_EQ(Sql("SELECT string_agg(owner, ',' ORDER BY id) FROM acct WHERE id IN (1, 2, 6, 11)").Value(),

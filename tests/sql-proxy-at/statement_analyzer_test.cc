@@ -299,5 +299,71 @@ TEST(StatementAnalyzer, CopiesPlanAloneAndTemplatesDoNotMix) {
   }
 }
 
+TEST(AnalyzeLocal, WritesGetAHiddenKeyColumnAfterTheirOwnText) {
+  const TableInfo t = Table("public", "t", {"id", "b"});
+  struct Case {
+    std::string sql, statement;
+  };
+  const std::vector<Case> cases = {
+      {"INSERT INTO t VALUES (1, 2)", "INSERT INTO t VALUES (1, 2)\nRETURNING json_build_array(\"t\".\"id\"::text, \"t\".\"b\"::text)::text AS dtx_pk"},
+      {"update t as x set v = 1 from u where x.id = u.id returning x.v;  -- done",
+       "update t as x set v = 1 from u where x.id = u.id returning x.v\n, json_build_array(\"x\".\"id\"::text, \"x\".\"b\"::text)::text AS dtx_pk"},
+      {"DELETE FROM s.t USING u WHERE t.id = u.id -- why", "DELETE FROM s.t USING u WHERE t.id = u.id -- why\nRETURNING json_build_array(\"t\".\"id\"::text, \"t\".\"b\"::text)::text AS dtx_pk"},
+      {"INSERT INTO t AS a VALUES ($1, 'x;y') ON CONFLICT (id, b) DO UPDATE SET v = excluded.v;",
+       "INSERT INTO t AS a VALUES ($1, 'x;y') ON CONFLICT (id, b) DO UPDATE SET v = excluded.v\nRETURNING json_build_array(\"a\".\"id\"::text, \"a\".\"b\"::text)::text AS dtx_pk"},
+  };
+  for (const auto& c : cases) {
+    for (int i = 0; i < 2; ++i) {  // the second time from the shape cache
+      LocalWrite w = AnalyzeLocal(c.sql);
+      ASSERT_EQ(w.check, LocalWrite::Check::kKeys) << c.sql;
+      StatementPlan p = PlanLocalWrite(w, t, c.sql);
+      EXPECT_EQ(p.statement_sql, c.statement) << c.sql;
+      EXPECT_EQ(p.hidden_columns, 1);
+      // A table without a key: nothing to check, the text as it is.
+      StatementPlan keyless = PlanLocalWrite(w, Table("public", "t", {}), c.sql);
+      EXPECT_EQ(keyless.statement_sql, c.sql);
+      EXPECT_EQ(keyless.hidden_columns, 0);
+    }
+  }
+  // The same shape with other literals keeps its own text.
+  LocalWrite w = AnalyzeLocal("INSERT INTO t VALUES (123456, 7)");
+  EXPECT_EQ(PlanLocalWrite(w, t, "INSERT INTO t VALUES (123456, 7)").statement_sql.substr(0, 33),
+            "INSERT INTO t VALUES (123456, 7)\n");
+}
+
+TEST(AnalyzeLocal, WhatCannotBeCheckedIsRefusedAndTheRestLeftAlone) {
+  for (const std::string sql : {"WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                                "with d as (update t set v = 1 returning id) insert into u select id from d",
+                                "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE",
+                                "EXPLAIN ANALYZE DELETE FROM t", "explain (analyze, costs off) update t set v = 1",
+                                "PREPARE p(int) AS DELETE FROM t WHERE id = $1"}) {
+    LocalWrite w = AnalyzeLocal(sql);
+    EXPECT_EQ(w.check, LocalWrite::Check::kRefuse) << sql;
+    ASSERT_TRUE(w.refusal.has_value()) << sql;
+    EXPECT_EQ(SqlStateOf(*w.refusal), "0A000");
+    EXPECT_NE(w.refusal->message().find("--check-unbound-writes"), std::string_view::npos) << *w.refusal;
+  }
+  for (const std::string sql : {"SELECT 1", "WITH x AS (SELECT 1) SELECT * FROM x", "EXPLAIN DELETE FROM t",
+                                "EXPLAIN (ANALYZE false) DELETE FROM t", "PREPARE p AS SELECT 1", "TRUNCATE t",
+                                "SELEC oops", "CREATE TABLE z (a int)"}) {
+    EXPECT_EQ(AnalyzeLocal(sql).check, LocalWrite::Check::kNone) << sql;
+  }
+  EXPECT_TRUE(AnalyzeLocal("COPY t FROM STDIN").copies);
+  EXPECT_EQ(AnalyzeLocal("SELECT 1; UPDATE t SET v = 1").check, LocalWrite::Check::kSeveral);
+}
+
+TEST(SplitStatements, EachStatementWithoutItsSemicolon) {
+  auto s = SplitStatements("UPDATE t SET v = ';' WHERE id = 1;  /* two */ DELETE FROM t;\nSELECT 1 -- end");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->size(), 3u);
+  EXPECT_EQ((*s)[0], "UPDATE t SET v = ';' WHERE id = 1");
+  EXPECT_EQ((*s)[1], "  /* two */ DELETE FROM t");
+  EXPECT_EQ((*s)[2], "\nSELECT 1 -- end");
+  auto empty = SplitStatements("SELECT 1;;");
+  ASSERT_TRUE(empty.ok());
+  for (auto piece : *empty) EXPECT_NE(AnalyzeLocal(piece).check, LocalWrite::Check::kSeveral);
+  EXPECT_FALSE(SplitStatements("SELECT (;").ok());
+}
+
 }  // namespace
 }  // namespace dtx::at

@@ -438,6 +438,9 @@ LocalWrite LocalWriteOf(const pq::ParseResult& tree, std::string_view text) {
       if (n.select_stmt().has_with_clause()) with = &n.select_stmt().with_clause();
       break;
     case pq::Node::kMergeStmt: return refuse("MERGE (it cannot return the keys of the rows it writes)");
+    case pq::Node::kCopyStmt:
+      out.copies = true;
+      return out;
     case pq::Node::kExplainStmt:
       if (IsWrite(n.explain_stmt().query()) && ExplainAnalyzes(n.explain_stmt())) {
         return refuse("EXPLAIN ANALYZE of a data-modifying statement");

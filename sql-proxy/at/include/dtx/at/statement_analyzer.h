@@ -115,6 +115,7 @@ struct LocalWrite {
   int returning_items = 0;     // kKeys: the client's own RETURNING items
   size_t tail = 0;             // kKeys: bytes after the statement's own text (';', blanks, comments)
   std::optional<Status> refusal;  // kRefuse: the SQL error
+  bool copies = false;            // a COPY (its data flows outside the Query's answer)
 };
 // kSeveral: the text holds more than one statement (see SplitStatements). A text the grammar
 // rejects is kNone: the server gives its own error. Cached by statement shape with Analyze().
