@@ -7,6 +7,11 @@
 // `transfers` ledger; `SET dtx.xid` and the credit (a one-statement local transaction) on the
 // destination's session; then `SELECT dtx.commit()`, or `dtx.rollback()` for one transfer in five
 // and for every one that failed on the way. Half the workers use the extended query protocol.
+// Beside them, local workers move money between two accounts of one database in plain local
+// transactions of sessions bound to no global transaction (a string of three statements, or a
+// block through the extended protocol): the proxy checks those writes against the global locks,
+// so they never overwrite a row that a global transaction may still undo (were they let through,
+// that rollback would stop at a dirty write and the balances would not match).
 //
 // What is checked, once the workers stop, the coordinator lists nothing unfinished and the undo
 // logs are empty:
@@ -14,7 +19,7 @@
 // - every account's balance is its initial one plus what the ledger rows of both databases say
 //   came in and went out (the debit, the ledger row and the credit survived together or not at all);
 // - every transfer the client saw Committed is in the ledger; none it rolled back (or never asked
-//   to commit) is;
+//   to commit) is; the same for the local moves and their own ledger table;
 // - no undo-log row is left (log_status 0) in either database.
 // The second test kills -9 the proxy (whose restarted instance sweeps the undo rows of committed
 // branches the kill left), then the coordinator, while transfers run, restarts them
@@ -49,6 +54,7 @@ namespace {
 constexpr int kAccounts = 40;  // per database
 constexpr int64_t kInitial = 1000;
 constexpr int kWorkers = 6;
+constexpr int kLocalWorkers = 2;
 
 enum class Outcome {
   kNoEffect,    // dtx.begin() failed: nothing was written
@@ -64,6 +70,15 @@ struct Transfer {
   int64_t amount = 0;
   Outcome outcome = Outcome::kNoEffect;
   std::string xid;
+};
+
+// A local move: `amount` from account `from` to account `to` of database `db`, unbound.
+struct Move {
+  int64_t id = 0;
+  int db = 0;
+  int from = 0, to = 0;
+  int64_t amount = 0;
+  Outcome outcome = Outcome::kNoEffect;  // kCommitted, kRolledBack (an error), or kUnknown
 };
 
 std::chrono::milliseconds PhaseLength() {
@@ -96,6 +111,8 @@ class AtE2eTest : public ::testing::Test {
                "CREATE TABLE accounts (id integer PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0))",
             "CREATE TABLE transfers (id bigint PRIMARY KEY, from_db integer NOT NULL, from_id integer NOT NULL,"
             " to_id integer NOT NULL, amount bigint NOT NULL)",
+            "CREATE TABLE moves (id bigint PRIMARY KEY, from_id integer NOT NULL, to_id integer NOT NULL,"
+            " amount bigint NOT NULL)",
             "INSERT INTO accounts SELECT g, " + std::to_string(kInitial) + " FROM generate_series(0, " +
                 std::to_string(kAccounts - 1) + ") g"}) {
         auto a = c->Exec(sql);
@@ -145,6 +162,7 @@ class AtE2eTest : public ::testing::Test {
   void StartWorkers() {
     stop_ = false;
     for (int w = 0; w < kWorkers; ++w) workers_.emplace_back([this, w] { Work(w, /*extended=*/w % 2 == 1); });
+    for (int w = 0; w < kLocalWorkers; ++w) workers_.emplace_back([this, w] { WorkLocally(w, /*extended=*/w % 2 == 1); });
   }
   void StopWorkers() {
     stop_ = true;
@@ -180,6 +198,63 @@ class AtE2eTest : public ::testing::Test {
       if (t.outcome == Outcome::kCommitted) ++committed_in_phase_[phase_.load()];
       if (!clean) session[0].reset(), session[1].reset();  // a session in an unknown state: start afresh
     }
+  }
+
+  void WorkLocally(int w, bool extended) {
+    std::mt19937_64 rng(2000 + w);
+    std::unique_ptr<PgClient> session[2];
+    int64_t seq = 0;
+    while (!stop_) {
+      Move m;
+      m.id = (w + 1) * 10'000'000LL + seq++;
+      m.db = static_cast<int>(rng() % 2);
+      m.from = static_cast<int>(rng() % kAccounts);
+      m.to = static_cast<int>(rng() % kAccounts);
+      m.amount = 1 + static_cast<int64_t>(rng() % 300);
+      auto& c = session[m.db];
+      if (!c || !c->alive()) c = PgClient::Connect(ProxyUri(dbs_[m.db]));
+      if (!c) {
+        std::this_thread::sleep_for(50ms);
+        continue;
+      }
+      m.outcome = MoveLocally(*c, m, extended);
+      std::lock_guard lock(mu_);
+      moves_.push_back(m);
+      ++move_results_[m.outcome];
+    }
+  }
+
+  // One local move (the CHECK constraint refuses an overdraft); how it ended for the client.
+  Outcome MoveLocally(PgClient& c, const Move& m, bool extended) {
+    const std::string amount = std::to_string(m.amount), from = std::to_string(m.from), to = std::to_string(m.to);
+    auto failed = [&](const Answer& a) {
+      std::lock_guard lock(mu_);
+      ++local_errors_[a.sqlstate];
+      return c.alive() && !a.sqlstate.empty() ? Outcome::kRolledBack : Outcome::kUnknown;
+    };
+    if (!extended) {
+      // One string: PostgreSQL runs it as one transaction; the proxy checks each write.
+      Answer a = c.Exec("UPDATE accounts SET balance = balance - " + amount + " WHERE id = " + from +
+                        "; UPDATE accounts SET balance = balance + " + amount + " WHERE id = " + to +
+                        "; INSERT INTO moves VALUES (" + std::to_string(m.id) + ", " + from + ", " + to + ", " + amount + ")");
+      return a.ok ? Outcome::kCommitted : failed(a);
+    }
+    Answer begin = c.Exec("BEGIN");
+    if (!begin.ok) return failed(begin);
+    for (const auto& [sql, params] : std::vector<std::pair<std::string, std::vector<std::optional<std::string>>>>{
+             {"UPDATE accounts SET balance = balance - $1 WHERE id = $2", {amount, from}},
+             {"UPDATE accounts SET balance = balance + $1 WHERE id = $2", {amount, to}},
+             {"INSERT INTO moves VALUES ($1, $2, $3, $4)", {std::to_string(m.id), from, to, amount}}}) {
+      Answer a = c.Params(sql, params);
+      if (!a.ok) {
+        const Outcome o = failed(a);
+        if (c.alive()) c.Exec("ROLLBACK");
+        return o;
+      }
+    }
+    Answer commit = c.Exec("COMMIT");
+    if (commit.ok && commit.tag == "COMMIT") return Outcome::kCommitted;
+    return commit.ok ? Outcome::kRolledBack : failed(commit);
   }
 
   // One transfer; false when its sessions should not be used again.
@@ -315,6 +390,7 @@ class AtE2eTest : public ::testing::Test {
 
     std::map<std::pair<int, int>, int64_t> balance, expected;
     std::map<int64_t, Transfer> ledger;
+    std::set<std::pair<int, int64_t>> moved;  // (database, move id) in the moves tables
     for (int d = 0; d < 2; ++d) {
       auto c = PgClient::Connect(ServerUri(dbs_[d]));
       ASSERT_TRUE(c);
@@ -324,6 +400,14 @@ class AtE2eTest : public ::testing::Test {
       for (const auto& r : accounts.rows) {
         balance[{d, std::stoi(*r[0])}] = std::stoll(*r[1]);
         expected[{d, std::stoi(*r[0])}] = kInitial;
+      }
+      auto moves = c->Exec("SELECT id, from_id, to_id, amount FROM moves");
+      ASSERT_TRUE(moves.ok) << moves.error;
+      for (const auto& r : moves.rows) {
+        const int64_t amount = std::stoll(*r[3]);
+        expected[{d, std::stoi(*r[1])}] -= amount;
+        expected[{d, std::stoi(*r[2])}] += amount;
+        moved.insert({d, std::stoll(*r[0])});
       }
       auto rows = c->Exec("SELECT id, from_db, from_id, to_id, amount FROM transfers");
       ASSERT_TRUE(rows.ok) << rows.error;
@@ -358,6 +442,20 @@ class AtE2eTest : public ::testing::Test {
       }
     }
     for (const auto& [id, t] : ledger) EXPECT_TRUE(known.count(id)) << "ledger row " << id << " of no transfer";
+    for (const auto& m : moves_) {
+      const bool in_ledger = moved.count({m.db, m.id}) > 0;
+      if (m.outcome == Outcome::kCommitted) EXPECT_TRUE(in_ledger) << "local move " << m.id << " committed, but is gone";
+      if (m.outcome == Outcome::kRolledBack) EXPECT_FALSE(in_ledger) << "local move " << m.id << " failed, but is in the ledger";
+    }
+  }
+
+  std::string LocalSummary() {
+    std::lock_guard lock(mu_);
+    std::string s = "local moves: committed " + std::to_string(move_results_[Outcome::kCommitted]) + ", failed " +
+                    std::to_string(move_results_[Outcome::kRolledBack]) + ", unknown " +
+                    std::to_string(move_results_[Outcome::kUnknown]) + "\n";
+    for (const auto& [state, n] : local_errors_) s += "  " + (state.empty() ? "(no SQLSTATE)" : state) + " x" + std::to_string(n) + "\n";
+    return s;
   }
 
   std::map<Outcome, int> Outcomes() {
@@ -389,6 +487,9 @@ class AtE2eTest : public ::testing::Test {
   std::vector<Transfer> transfers_;
   std::map<std::string, int> errors_;  // by SQLSTATE
   std::map<std::string, std::string> first_error_;
+  std::vector<Move> moves_;
+  std::map<Outcome, int> move_results_;
+  std::map<std::string, int> local_errors_;  // by SQLSTATE: 55P03 a global lock, 23514 an overdraft
 };
 
 TEST_F(AtE2eTest, ConcurrentTransfersConserveMoney) {
@@ -404,6 +505,12 @@ TEST_F(AtE2eTest, ConcurrentTransfersConserveMoney) {
   EXPECT_GE(n[Outcome::kRolledBack], 5);
   EXPECT_EQ(n[Outcome::kUnknown], 0) << "with no fault, every commit gets its answer";
   EXPECT_EQ(n[Outcome::kNoEffect], 0) << "with no fault, every dtx.begin() succeeds";
+  std::cout << LocalSummary();
+  {
+    std::lock_guard lock(mu_);
+    EXPECT_GE(move_results_[Outcome::kCommitted], 10);
+    EXPECT_EQ(move_results_[Outcome::kUnknown], 0);
+  }
   Verify();
 }
 
@@ -430,7 +537,7 @@ TEST_F(AtE2eTest, SurvivesKillOfProxyAndOfCoordinator) {
             << committed_in_phase_[1] << " after it, " << committed_in_phase_[2]
             << " after the coordinator's), rolled back " << n[Outcome::kRolledBack] << ", not begun "
             << n[Outcome::kNoEffect] << ", unknown " << n[Outcome::kUnknown] << "\n"
-            << ErrorSummary();
+            << ErrorSummary() << LocalSummary();
   EXPECT_GT(committed_in_phase_[0], 0);
   EXPECT_GT(committed_in_phase_[1], 0) << "no transfer committed after the proxy came back\n" << ErrorSummary();
   EXPECT_GT(committed_in_phase_[2], 0) << "no transfer committed after the coordinator came back\n" << ErrorSummary();
