@@ -5,7 +5,10 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -22,6 +25,19 @@ constexpr std::chrono::milliseconds kHeartbeatTimeout{3000};
 bool AllowedMove(Connection::State from, Connection::State to) { return static_cast<int>(to) > static_cast<int>(from); }
 
 std::string ErrorMessage(const Status& s) { return std::string(s.message().empty() ? s.ToString() : s.message()); }
+
+SofaResponse ResponseOf(const Result<std::string>& result, std::string& message) {
+  if (result.ok()) return SofaResponse::Ok(*result);
+  message = ErrorMessage(result.status());
+  return SofaResponse::Error(ResponseStatus::kServerException, message);
+}
+
+// One fewer, never below zero.
+void Decrement(std::atomic<size_t>& n) {
+  size_t v = n.load(std::memory_order_relaxed);
+  while (v > 0 && !n.compare_exchange_weak(v, v - 1, std::memory_order_acq_rel)) {
+  }
+}
 }  // namespace
 
 Connection::Connection(asio::io_context& io, Options options, std::shared_ptr<const ServiceRegistry> services,
@@ -56,7 +72,7 @@ void Connection::Start() {
   last_input_ = Clock::now();
   in_.resize(kInitialReadBuffer);
   ArmTick();
-  if (!next_out_.empty()) StartWrite();  // calls made while connecting
+  StartWrite();  // calls made while connecting
   DoRead();
 }
 
@@ -77,20 +93,28 @@ void Connection::Drain() {
 }
 
 void Connection::MaybeFinishDrain() {
-  if (state() == State::kDraining && in_flight_ == 0 && pending_.empty() && !writing_ && next_out_.empty())
-    DoClose(Cancelled("shutting down"));
+  if (state() != State::kDraining || in_flight_.load() > 0 || !pending_.empty()) return;
+  {
+    std::lock_guard lock(out_mu_);
+    if (writing_ || !next_out_.empty()) return;
+  }
+  DoClose(Cancelled("shutting down"));
 }
 
 void Connection::DoClose(const Status& reason) {
   if (state() == State::kClosed) return;
-  SetState(State::kClosed);
-  boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  {
+    // Under out_mu_: another thread writing an answer never meets a closed (or reused) descriptor.
+    std::lock_guard lock(out_mu_);
+    SetState(State::kClosed);
+    boost::system::error_code ignored;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    next_out_.clear();
+    next_out_.shrink_to_fit();
+  }
   deadline_timer_.cancel();
   tick_timer_.cancel();
-  next_out_.clear();
-  next_out_.shrink_to_fit();
   in_.clear();
   in_.shrink_to_fit();
   auto pending = std::move(pending_);
@@ -149,7 +173,7 @@ void Connection::OnRead(const boost::system::error_code& ec, size_t n) {
   }
   in_read_batch_ = false;
   if (state() == State::kClosed) return;
-  if (!writing_ && !next_out_.empty()) StartWrite();
+  StartWrite();
 
   // Keep the undecoded tail at the front, with room for the frame it starts.
   const size_t tail = in_end_ - in_begin_;
@@ -202,13 +226,19 @@ void Connection::HandleRequest(const BoltFrame& frame) {
   auto request = SofaRequest::FromFrame(frame);
   if (!request.ok()) return answer_error(request.status().message());
   if (!services_) return answer_error("not found service: " + std::string(request->service));
-  auto handler = services_->Find(request->service, request->method);
-  if (!handler.ok()) return answer_error(handler.status().message());
+  auto method = services_->Lookup(request->service, request->method);
+  if (!method.ok()) return answer_error(method.status().message());
 
   if (!oneway) ++in_flight_;
   CallContext ctx{request->service, request->method, frame.headers, peer_, shared_from_this()};
-  Responder responder = oneway ? Responder() : Responder(shared_from_this(), frame.request_id);
-  (**handler)(ctx, request->body, std::move(responder));
+  Responder responder;
+  if (!oneway) {
+    CallTiming timing;
+    if (CallObserver* observer = services_->observer())
+      timing = {observer, (*method)->service, (*method)->method, Clock::now()};
+    responder = Responder(shared_from_this(), frame.request_id, timing);
+  }
+  (*method)->handler(ctx, request->body, std::move(responder));
 }
 
 // Work from other threads waits in the inbox; one posted drain runs all that arrived before it
@@ -231,29 +261,72 @@ void Connection::RunOnIo(std::function<void()> work) {
     self->in_read_batch_ = true;  // answers queue up and go out in one write
     for (auto& w : batch) w();
     self->in_read_batch_ = was_batching;
-    if (!was_batching && !self->writing_ && !self->next_out_.empty() && self->state() != State::kConnecting &&
-        self->state() != State::kClosed)
-      self->StartWrite();
+    if (!was_batching) self->StartWrite();
   });
 }
 
 void Connection::SendReply(uint32_t request_id, Result<std::string> result) {
   if (OnIoThread()) return FinishRequest(request_id, std::move(result));
-  RunOnIo([self = shared_from_this(), request_id, result = std::move(result)]() mutable {
-    self->FinishRequest(request_id, std::move(result));
-  });
+  ReplyFromOtherThread(request_id, std::move(result));
 }
 
 void Connection::FinishRequest(uint32_t request_id, Result<std::string> result) {
-  if (in_flight_ > 0) --in_flight_;
+  Decrement(in_flight_);
   if (state() == State::kClosed) return;
-  if (result.ok()) {
-    Answer(request_id, SofaResponse::Ok(*result));
-  } else {
-    std::string message = ErrorMessage(result.status());
-    Answer(request_id, SofaResponse::Error(ResponseStatus::kServerException, message));
-  }
+  std::string message;
+  Answer(request_id, ResponseOf(result, message));
   MaybeFinishDrain();
+}
+
+// The answering thread writes the frame itself when the socket is free (nothing being written,
+// nothing queued): one non-blocking send, no wake-up of the I/O thread. Otherwise the frame joins
+// the queue, which the I/O thread's write in progress (or its read batch, or the rest of an
+// earlier partial send, posted below) carries out. Whatever the send could not take, and any
+// error it met, is left to the I/O thread, whose write reports it and closes the connection.
+void Connection::ReplyFromOtherThread(uint32_t request_id, Result<std::string> result) {
+  CallObserver* observer = services_ ? services_->observer() : nullptr;
+  std::string message;
+  const BoltFrame frame = ResponseOf(result, message).ToFrame(options_.wire, request_id);
+  bool wake_io = false, too_much = false, sent_here = false;
+  {
+    std::lock_guard lock(out_mu_);
+    const State st = state();
+    if (st != State::kClosed) {
+      const bool socket_free = !writing_ && next_out_.empty() && st != State::kConnecting;
+      EncodeFrame(frame, next_out_);
+      if (socket_free) {
+        size_t sent = 0;
+        while (sent < next_out_.size()) {
+          const ssize_t n = ::send(socket_.native_handle(), next_out_.data() + sent, next_out_.size() - sent,
+                                   MSG_DONTWAIT | MSG_NOSIGNAL);
+          if (n > 0) {
+            sent += static_cast<size_t>(n);
+          } else if (n < 0 && errno == EINTR) {
+            continue;
+          } else {
+            break;  // the socket is full, or failed: the I/O thread's write waits, or reports it
+          }
+        }
+        sent_here = sent == next_out_.size();
+        next_out_.erase(0, sent);
+        wake_io = !next_out_.empty();
+      }
+      too_much = next_out_.size() > options_.max_pending_output;
+    }
+  }
+  Decrement(in_flight_);
+  if (observer) observer->Delivered(Clock::duration::zero(), !sent_here);
+  if (too_much) {
+    SPDLOG_WARN("rpc: closing connection to {}: more than {} bytes of output queued, peer is not reading", peer_,
+                options_.max_pending_output);
+    return Close(ResourceExhausted("peer is not reading its input"));
+  }
+  if (wake_io || state() == State::kDraining) {
+    asio::post(io_, [self = shared_from_this()] {
+      self->StartWrite();
+      self->MaybeFinishDrain();
+    });
+  }
 }
 
 void Connection::Answer(uint32_t request_id, const SofaResponse& response) {
@@ -371,29 +444,45 @@ void Connection::OnTick() {
 
 void Connection::Queue(const BoltFrame& frame) {
   if (state() == State::kClosed) return;
-  EncodeFrame(frame, next_out_);
-  if (next_out_.size() > options_.max_pending_output) {
-    SPDLOG_WARN("rpc: closing connection to {}: {} bytes of output queued, peer is not reading", peer_,
-                next_out_.size());
-    return DoClose(ResourceExhausted("peer is not reading its input"));
+  size_t queued;
+  {
+    std::lock_guard lock(out_mu_);
+    EncodeFrame(frame, next_out_);
+    queued = next_out_.size();
+    if (queued <= options_.max_pending_output && !writing_ && !in_read_batch_ && state() != State::kConnecting)
+      StartWriteLocked();
   }
-  if (!writing_ && !in_read_batch_ && state() != State::kConnecting) StartWrite();
+  if (queued > options_.max_pending_output) {
+    SPDLOG_WARN("rpc: closing connection to {}: {} bytes of output queued, peer is not reading", peer_, queued);
+    DoClose(ResourceExhausted("peer is not reading its input"));
+  }
 }
 
 void Connection::StartWrite() {
+  std::lock_guard lock(out_mu_);
+  const State st = state();
+  if (!writing_ && !next_out_.empty() && st != State::kConnecting && st != State::kClosed) StartWriteLocked();
+}
+
+void Connection::StartWriteLocked() {
   writing_ = true;
   out_.swap(next_out_);
   next_out_.clear();
   asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
-    self->writing_ = false;
-    if (self->state() == State::kClosed) return;
+    {
+      std::lock_guard lock(self->out_mu_);
+      self->writing_ = false;
+      if (self->state() == State::kClosed) return;
+      if (!ec) {
+        self->out_.clear();
+        if (self->out_.capacity() > kKeepReadBuffer) self->out_.shrink_to_fit();
+        if (!self->next_out_.empty()) return self->StartWriteLocked();
+      }
+    }
     if (ec) {
       SPDLOG_WARN("rpc: write to {} failed: {}", self->peer_, ec.message());
       return self->DoClose(Unavailable("write failed: " + ec.message()));
     }
-    self->out_.clear();
-    if (self->out_.capacity() > kKeepReadBuffer) self->out_.shrink_to_fit();
-    if (!self->next_out_.empty()) return self->StartWrite();
     self->MaybeFinishDrain();
   });
 }

@@ -3,7 +3,10 @@
 // per-call deadlines, idle timeouts and heartbeats.
 //
 // Threading: a Connection lives on one io_context run by one thread; its state is touched only
-// there. The public methods marked "any thread" post to it when called from elsewhere.
+// there, except its output (next_out_, writing_), guarded by out_mu_. The public methods marked
+// "any thread" post to it when called from elsewhere, except SendReply: an answer given on
+// another thread (a log write's callback, say) is written to the socket by that thread itself
+// when nothing else is being written, sparing the I/O thread a wake-up and the caller a hop.
 // Ownership: shared; pending async operations, Responders and Channels hold it.
 #pragma once
 
@@ -94,7 +97,11 @@ class Connection final : public Channel, public ReplySink, public std::enable_sh
   void ArmTick();
   void OnTick();
   void Queue(const BoltFrame& frame);
+  // REQUIRES: out_mu_ held, on the I/O thread.
+  void StartWriteLocked();
   void StartWrite();
+  // Another thread's answer: sends it now if nothing is queued or being written, or queues it.
+  void ReplyFromOtherThread(uint32_t request_id, Result<std::string> result);
   void MaybeFinishDrain();
 
   boost::asio::io_context& io_;
@@ -113,11 +120,14 @@ class Connection final : public Channel, public ReplySink, public std::enable_sh
   BoltFrame frame_;  // reused so its header vector keeps its capacity
   Clock::time_point last_input_;
 
-  // Output: out_ is being written; next_out_ collects frames meanwhile.
+  // Output: out_ is being written (by the I/O thread); next_out_ collects frames meanwhile.
+  // Another thread writes to the socket itself only while it holds out_mu_, nothing is being
+  // written and nothing is queued, so bytes never interleave; the socket is closed under out_mu_.
+  std::mutex out_mu_;
   std::string out_;
-  std::string next_out_;
-  bool writing_ = false;
-  bool in_read_batch_ = false;  // while decoding a read, writes wait for the whole batch
+  std::string next_out_;     // guarded by out_mu_
+  bool writing_ = false;     // guarded by out_mu_
+  bool in_read_batch_ = false;  // I/O thread: while decoding a read, writes wait for the whole batch
 
   uint32_t next_id_ = 1;
   std::unordered_map<uint32_t, PendingCall> pending_;
@@ -127,7 +137,7 @@ class Connection final : public Channel, public ReplySink, public std::enable_sh
   boost::asio::steady_timer tick_timer_;
   bool heartbeat_outstanding_ = false;
   unsigned heartbeat_misses_ = 0;
-  size_t in_flight_ = 0;  // requests received and not yet answered
+  std::atomic<size_t> in_flight_{0};  // requests received and not yet answered
 
   std::mutex inbox_mu_;
   std::vector<std::function<void()>> inbox_;  // guarded by inbox_mu_

@@ -181,6 +181,55 @@ TEST_P(RpcTest, AsyncAnswerDoesNotHoldTheIoThread) {
   EXPECT_GE(std::chrono::steady_clock::now() - start, 100ms);
 }
 
+// Answers given on other threads, many at once and together far larger than a socket's buffer,
+// arrive whole and matched: the answering thread writes a frame to the socket itself when nothing
+// is being written, else queues it behind the write in progress (partial sends included). The
+// observer hears of every answer and of how it went out.
+TEST_P(RpcTest, AnswersFromOtherThreadsArriveWholeUnderLoad) {
+  struct Counting final : CallObserver {
+    std::atomic<int> answered{0}, direct{0}, queued{0};
+    void Answered(std::string_view service, std::string_view method, std::chrono::nanoseconds) override {
+      if (service == kSlow && method == "park") ++answered;
+    }
+    void Delivered(std::chrono::nanoseconds, bool handed_off) override { ++(handed_off ? queued : direct); }
+  };
+  auto observer = std::make_shared<Counting>();
+  registry_->SetObserver(observer);
+  StartServer();
+  auto client = MakeClient();
+  constexpr int kCalls = 48;
+  std::vector<std::promise<Result<EchoResponse>>> results(kCalls);
+  CallOptions options;
+  options.timeout = 20s;
+  for (int i = 0; i < kCalls; ++i) {
+    client->Call<EchoResponse>(kSlow, "park", Echo(std::to_string(i) + ":" + std::string(200'000 + i, 'x')), options,
+                               [&results, i](Result<EchoResponse> r) { results[i].set_value(std::move(r)); });
+  }
+  ASSERT_TRUE(WaitFor([&] { return parked_.size() == kCalls; }, 10s));
+  std::vector<std::thread> answering;
+  for (int t = 0; t < 4; ++t) {
+    answering.emplace_back([&, t] {
+      for (int i = t; i < kCalls; i += 4) {
+        EchoResponse resp;
+        resp.set_code(i);
+        resp.set_message(parked_.names[i]);
+        parked_.responders[i].Reply(resp);
+      }
+    });
+  }
+  for (auto& t : answering) t.join();
+  for (int i = 0; i < kCalls; ++i) {
+    auto r = results[i].get_future().get();
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    EXPECT_EQ(r->message(), std::to_string(i) + ":" + std::string(200'000 + i, 'x')) << i;
+  }
+  EXPECT_EQ(observer->answered.load(), kCalls);
+  EXPECT_EQ(observer->direct.load() + observer->queued.load(), kCalls);
+  EXPECT_GT(observer->direct.load(), 0);
+  // The connection still serves calls after it.
+  EXPECT_TRUE(client->CallSync<EchoResponse>(kEcho, "echoObj", Echo("after")).ok());
+}
+
 TEST_P(RpcTest, CallTimesOutAndLateAnswerIsIgnored) {
   StartServer();
   auto client = MakeClient();
