@@ -196,10 +196,19 @@ struct SqliteLogStore::Impl {
   std::chrono::steady_clock::time_point lazy_deadline, busy_until;
   bool writer_asleep = false;
   double eager_per_group = 1;  // a moving average, for options.gather; writer thread only
+  // A moving average of the fsync's duration: the gather never waits longer (writer thread only).
+  // A batch that arrives while its group gathers then waits no longer than it would have waited
+  // for the next group, which goes after this group's fsync.
+  double sync_avg_us = 0;
   bool closing = false;       // guarded by mu
   Status failed;              // guarded by mu: set once a commit or fsync fails; refuses writes after
   std::thread thread;
   std::atomic<uint64_t> commits{0}, batches{0}, failed_batches{0}, syncs{0};
+  std::atomic<uint64_t> commit_micros{0}, sync_micros{0}, gather_micros{0};
+  static uint64_t MicrosSince(std::chrono::steady_clock::time_point t) {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t).count());
+  }
 
   void Enqueue(Batch batch, WriteCallback done, bool unsynced, bool lazy = false);
 
@@ -465,7 +474,12 @@ struct SqliteLogStore::Impl {
       if (c.results[i].ok() && c.group[i].done) any_waiting = true;
     if (any_waiting && sync_failed.ok()) {
       ++syncs;
-      if (int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL); rc != SQLITE_OK) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const int rc = wal_file->pMethods->xSync(wal_file, SQLITE_SYNC_NORMAL);
+      const uint64_t took = MicrosSince(t0);
+      sync_micros += took;
+      sync_avg_us += (static_cast<double>(took) - sync_avg_us) / 8;
+      if (rc != SQLITE_OK) {
         sync_failed = SqliteError(nullptr, rc, "fsync of the write-ahead log");
         SPDLOG_ERROR("log: {}; refusing further writes until reopened", sync_failed.ToString());
         Refuse(sync_failed);
@@ -532,10 +546,13 @@ struct SqliteLogStore::Impl {
         // one's answer. So only while groups carry more than one eager batch on average, and
         // only while fewer than that are queued (when every writer already waits, waiting longer
         // brings nobody), and only for a group that needs an fsync at all.
-        if (options.gather.count() > 0 && wal_file && !closing && durable_queued > 0 &&
+        const auto gather = std::min(options.gather, std::chrono::microseconds(static_cast<int64_t>(sync_avg_us)));
+        if (gather.count() > 0 && wal_file && !closing && durable_queued > 0 &&
             queue.size() < options.max_group && eager_per_group >= 1.1 &&
             static_cast<double>(eager_queued) < eager_per_group) {
-          wake.wait_for(lock, options.gather, [&] { return closing; });
+          const auto t0 = std::chrono::steady_clock::now();
+          wake.wait_for(lock, gather, [&] { return closing; });
+          gather_micros += MicrosSince(t0);
         }
         if (queue.size() <= options.max_group) {
           group.swap(queue);
@@ -560,7 +577,9 @@ struct SqliteLogStore::Impl {
         continue;
       }
       Status fatal;
+      const auto commit_start = std::chrono::steady_clock::now();
       auto results = CommitGroup(group, fatal);
+      commit_micros += MicrosSince(commit_start);
       if (fatal.ok() && journal_entries >= compact_at) {
         const auto t0 = std::chrono::steady_clock::now();
         const uint64_t before = journal_entries;
@@ -724,7 +743,8 @@ void SqliteLogStore::Impl::Enqueue(Batch batch, WriteCallback done, bool unsynce
 }
 
 LogStoreStats SqliteLogStore::Stats() const {
-  return {impl_->commits.load(), impl_->batches.load(), impl_->failed_batches.load(), impl_->syncs.load()};
+  return {impl_->commits.load(),       impl_->batches.load(),     impl_->failed_batches.load(), impl_->syncs.load(),
+          impl_->commit_micros.load(), impl_->sync_micros.load(), impl_->gather_micros.load()};
 }
 
 namespace {

@@ -45,6 +45,11 @@ struct LogStoreStats {
   uint64_t batches = 0;         // batches that committed
   uint64_t failed_batches = 0;  // batches that failed (conflicts included)
   uint64_t syncs = 0;           // fsyncs of the log's files (SQLite with synchronous=FULL)
+  // Time the SQLite writer spent, in microseconds: committing groups, in fsyncs, and waiting
+  // for more batches to gather (SqliteOptions::gather) before a commit.
+  uint64_t commit_micros = 0;
+  uint64_t sync_micros = 0;
+  uint64_t gather_micros = 0;
 };
 
 class LogStore {
@@ -64,6 +69,9 @@ class LogStore {
   virtual Result<ListPage> List(const ListFilter& filter) = 0;
   // The holders of any of `row_keys`.
   virtual Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) = 0;
+  // Whether the reads above are answered from memory without waiting on I/O (SQLite, memory),
+  // so that a caller may make them on a thread that must not block.
+  virtual bool ReadsFromMemory() const { return false; }
 
   virtual LogStoreStats Stats() const { return {}; }
 

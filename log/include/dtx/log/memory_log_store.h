@@ -24,6 +24,7 @@ class MemoryLogStore final : public LogStore {
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
   Result<ListPage> List(const ListFilter& filter) override;
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
+  bool ReadsFromMemory() const override { return true; }
   void Close() override;
 
  private:

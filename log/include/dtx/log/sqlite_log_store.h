@@ -37,7 +37,8 @@ struct SqliteOptions {
   std::chrono::milliseconds lazy_delay{5};
   // With synchronous=FULL: how long the writer waits, once a batch that needs the fsync is
   // queued, for more to go into the same commit and fsync, while groups carry more than one
-  // eager batch on average (others are writing too) and fewer than that are queued. 0: never.
+  // eager batch on average (others are writing too) and fewer than that are queued, and never
+  // longer than the fsync takes (a moving average of the last ones). 0: never.
   std::chrono::microseconds gather{0};
 };
 
@@ -57,6 +58,7 @@ class SqliteLogStore final : public LogStore {
   void WriteUnsynced(Batch batch, WriteCallback done) override;
   void WriteLazy(Batch batch, WriteCallback done) override;
   bool DefersLazyWrites() const override { return true; }
+  bool ReadsFromMemory() const override { return true; }
 
   // The schema version this build writes (the `schema_version` row of dtx_meta).
   static constexpr int kSchemaVersion = 3;
