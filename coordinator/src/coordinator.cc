@@ -184,6 +184,15 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     return true;
   }
 
+  // `done`, timed into the log-write histogram of `kind`.
+  log::LogStore::WriteCallback Timed(std::string_view kind, log::LogStore::WriteCallback done) {
+    Histogram* h = metrics_->log_write_duration.Find(kind);
+    return [h, start = Clock::now(), done = std::move(done)](const WriteResult& r) {
+      h->Observe(std::chrono::duration<double>(Clock::now() - start).count());
+      done(r);
+    };
+  }
+
   // ---- TM calls ----
 
   void Begin(const pb::BeginRequest& req, rpc::TypedResponder<pb::BeginResponse> reply) {
@@ -210,7 +219,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     // loss in that gap can forget an XID, one that nothing used yet: its later calls get
     // XID_NOT_FOUND. (XIDs are seeded from the clock at start, so a restart never reissues one.)
     store_->WriteUnsynced(std::move(Batch().Insert(s->rec)),
-                          [self = shared_from_this(), s, timeout, reply = std::move(reply)](const WriteResult& r) mutable {
+                          Timed("unsynced", [self = shared_from_this(), s, timeout, reply = std::move(reply)](
+                                                const WriteResult& r) mutable {
                             pb::BeginResponse resp;
                             if (!r.ok()) {
                               self->Forget(s->rec.xid);
@@ -220,7 +230,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
                             self->WatchTimeout(s, Clock::now() + timeout);
                             resp.set_xid(s->rec.xid);
                             reply.Reply(resp);
-                          });
+                          }));
   }
 
   // Answers with an error code and its explanation.
@@ -339,7 +349,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         batch.SetStatus(s->rec.xid, target, NowMs());
       }
     }
-    store_->Write(std::move(batch), [self = shared_from_this(), s, target, finish_now](const WriteResult& r) {
+    store_->Write(std::move(batch), Timed("durable", [self = shared_from_this(), s, target, finish_now](const WriteResult& r) {
       std::vector<std::function<void(const Status&)>> waiters;
       const Family family = FamilyOf(target);
       {
@@ -365,7 +375,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       } else {
         self->Drive(s);
       }
-    });
+    }));
   }
 
   void GetStatus(const pb::GetStatusRequest& req, rpc::TypedResponder<pb::GetStatusResponse> reply) {
@@ -455,8 +465,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     batch.Insert(b);
     if (req.lock_keys_size() > 0) batch.Lock(b.xid, b.branch_id, {req.lock_keys().begin(), req.lock_keys().end()});
     const int64_t branch_id = b.branch_id;
-    store_->Write(std::move(batch), [self = shared_from_this(), s, branch_id, b = std::move(b),
-                                     reply = std::move(reply)](const WriteResult& r) mutable {
+    store_->Write(std::move(batch), Timed("durable", [self = shared_from_this(), s, branch_id, b = std::move(b),
+                                                      reply = std::move(reply)](const WriteResult& r) mutable {
       pb::RegisterBranchResponse resp;
       bool decide_now = false;
       {
@@ -487,7 +497,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       }
       reply.Reply(resp);
       if (decide_now) self->WriteDecision(s);
-    });
+    }));
   }
 
   void ReportBranch(const rpc::CallContext& ctx, const pb::ReportBranchRequest& req,
@@ -558,25 +568,28 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     if (!Registered(ctx)) {
       return Answer(reply, Unregistered(), "call RegisterParticipant on this connection first");
     }
-    // A read of the log; off the I/O thread.
+    // A read of the log: on this (I/O) thread when the store answers from memory, else off it.
+    if (store_->ReadsFromMemory()) return AnswerLocks(req, reply);
     asio::post(io_, [weak = weak_from_this(), req, reply = std::move(reply)]() mutable {
       auto self = weak.lock();
       if (!self || self->stopped_) return Answer(reply, pb::SHUTTING_DOWN, "the coordinator is shutting down");
-      pb::QueryLocksResponse resp;
-      auto held = self->store_->FindLocks({req.lock_keys().begin(), req.lock_keys().end()});
-      if (!held.ok()) {
-        return Answer(reply, pb::LOG_UNAVAILABLE, held.status().ToString());
-      }
-      resp.set_free(true);
-      for (const auto& l : *held) {
-        if (l.xid == req.xid()) continue;
-        resp.set_free(false);
-        resp.set_conflict_key(l.row_key);
-        resp.set_conflict_xid(l.xid);
-        break;
-      }
-      reply.Reply(resp);
+      self->AnswerLocks(req, reply);
     });
+  }
+
+  void AnswerLocks(const pb::QueryLocksRequest& req, rpc::TypedResponder<pb::QueryLocksResponse>& reply) {
+    pb::QueryLocksResponse resp;
+    auto held = store_->FindLocks({req.lock_keys().begin(), req.lock_keys().end()});
+    if (!held.ok()) return Answer(reply, pb::LOG_UNAVAILABLE, held.status().ToString());
+    resp.set_free(true);
+    for (const auto& l : *held) {
+      if (l.xid == req.xid()) continue;
+      resp.set_free(false);
+      resp.set_conflict_key(l.row_key);
+      resp.set_conflict_xid(l.xid);
+      break;
+    }
+    reply.Reply(resp);
   }
 
   // ---- phase 2 ----
@@ -1088,6 +1101,7 @@ Status Coordinator::Recover() { return impl_->Recover(); }
 
 void Coordinator::AddServices(rpc::ServiceRegistry& registry) {
   const std::string svc(kCoordinatorService);
+  if (!registry.observer()) registry.SetObserver(MakeCallObserver(impl_->metrics_));
   std::weak_ptr<Impl> weak = impl_;
   auto bind = [weak](auto handler) {
     return [weak, handler](const rpc::CallContext& ctx, auto&& req, auto reply) {

@@ -111,6 +111,13 @@ int main(int argc, char** argv) {
                     [shared_store] { return static_cast<double>(shared_store->Stats().batches); }, true);
   metrics->AddGauge("dtx_log_syncs_total", "fsyncs of the log (SQLite with synchronous=FULL; one covers many commits).",
                     [shared_store] { return static_cast<double>(shared_store->Stats().syncs); }, true);
+  metrics->AddGauge("dtx_log_commit_seconds_total", "Time the log's writer spent committing groups.",
+                    [shared_store] { return static_cast<double>(shared_store->Stats().commit_micros) / 1e6; }, true);
+  metrics->AddGauge("dtx_log_sync_seconds_total", "Time the log's writer spent in fsyncs.",
+                    [shared_store] { return static_cast<double>(shared_store->Stats().sync_micros) / 1e6; }, true);
+  metrics->AddGauge("dtx_log_gather_seconds_total",
+                    "Time the log's writer waited for more batches to share a commit (--sqlite-gather-us).",
+                    [shared_store] { return static_cast<double>(shared_store->Stats().gather_micros) / 1e6; }, true);
   coordinator::Coordinator tc(options, shared_store, metrics);
   if (auto s = tc.Recover(); !s.ok()) {
     spdlog::critical("{}", s.ToString());

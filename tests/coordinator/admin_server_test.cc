@@ -21,6 +21,7 @@
 
 #include "dtx/coordinator/coordinator.h"
 #include "dtx/log/memory_log_store.h"
+#include "dtx/rpc/service_registry.h"
 
 namespace dtx::coordinator {
 namespace {
@@ -215,6 +216,22 @@ TEST_F(AdminServerTest, MetricsInPrometheusFormatWithActiveTransactions) {
   EXPECT_NE(r.body.find("\ndtx_transactions_begun_total 7\n"), std::string::npos) << r.body;
   EXPECT_NE(r.body.find("# TYPE dtx_active_transactions gauge\ndtx_active_transactions 4\n"), std::string::npos)
       << r.body;
+}
+
+TEST_F(AdminServerTest, MetricsTimeCoordinatorCallsByMethod) {
+  SeedAndRecover();
+  auto observer = MakeCallObserver(metrics_);
+  observer->Answered(kCoordinatorService, "Begin", std::chrono::microseconds(300));
+  observer->Answered("some.other.Service:1.0", "Begin", std::chrono::microseconds(300));  // not the coordinator's
+  observer->Delivered(std::chrono::microseconds(40), true);
+  observer->Delivered(std::chrono::nanoseconds(0), false);
+  Reply r = Client(admin_->port()).Get("/metrics");
+  EXPECT_NE(r.body.find("\ndtx_call_seconds_bucket{method=\"Begin\",le=\"0.00025\"} 0\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\ndtx_call_seconds_bucket{method=\"Begin\",le=\"0.0005\"} 1\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\ndtx_call_seconds_count{method=\"Begin\"} 1\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\ndtx_call_seconds_count{method=\"Commit\"} 0\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\ndtx_rpc_reply_handoff_seconds_count 1\n"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\ndtx_rpc_replies_written_directly_total 1\n"), std::string::npos) << r.body;
 }
 
 TEST_F(AdminServerTest, ListsByStatusAPageAtATime) {

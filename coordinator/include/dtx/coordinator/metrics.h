@@ -10,7 +10,12 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
+
+namespace dtx::rpc {
+class CallObserver;
+}
 
 namespace dtx::coordinator {
 
@@ -40,6 +45,20 @@ class Histogram {
   std::atomic<uint64_t> count_{0};
 };
 
+// Histograms of one name, one per listed value of a label (`method="Begin"`, say).
+class HistogramFamily {
+ public:
+  HistogramFamily(std::string label, const std::vector<std::string>& values, const std::vector<double>& bounds);
+  // The histogram for `value`; nullptr if it is not listed.
+  Histogram* Find(std::string_view value);
+  const std::string& label() const { return label_; }
+  const std::vector<std::pair<std::string, std::unique_ptr<Histogram>>>& members() const { return members_; }
+
+ private:
+  std::string label_;
+  std::vector<std::pair<std::string, std::unique_ptr<Histogram>>> members_;
+};
+
 class Metrics {
  public:
   Metrics();
@@ -55,6 +74,14 @@ class Metrics {
   Counter phase_two_retries;
   Histogram begin_to_decision;   // Begin until the outcome is durable
   Histogram phase_two_duration;  // outcome durable until phase 2 finished
+  // Coordinator calls by method: from the request decoded until the answer was given.
+  HistogramFamily call_duration;
+  // The coordinator's log writes by kind (durable, unsynced): queued until the store answered.
+  HistogramFamily log_write_duration;
+  // Answers given on another thread than their connection's (after a log write): how long they
+  // waited for the connection's I/O thread; and how many the answering thread wrote itself.
+  Histogram reply_handoff;
+  Counter replies_written_directly;
 
   // Gauges read when rendering (active transactions, log statistics, connections ...).
   void AddGauge(std::string name, std::string help, std::function<double()> read, bool counter = false);
@@ -70,5 +97,9 @@ class Metrics {
   };
   std::vector<Gauge> gauges_;
 };
+
+// Feeds call_duration, reply_handoff and replies_written_directly of `metrics` from an RPC server
+// (rpc::ServiceRegistry::SetObserver).
+std::shared_ptr<rpc::CallObserver> MakeCallObserver(std::shared_ptr<Metrics> metrics);
 
 }  // namespace dtx::coordinator
