@@ -9,7 +9,7 @@
 # Each run is `pgbench -n -M simple -c 8 -j 2 -T 20 -f <script>` (CLIENTS, THREADS, SECONDS_PER_RUN
 # change them). Three runs:
 #   plain   through a proxy started with --check-unbound-writes false (a plain proxy's work);
-#   plain   through the AT proxy with its defaults (unbound UPDATEs ask the coordinator for locks);
+#   plain   through the AT proxy with its defaults (each unbound write returns its keys, which are checked with the coordinator);
 #   global  through the AT proxy: every transaction begins, registers one AT branch and commits
 #           at the coordinator, with its undo log written and later deleted.
 # Data: pgbench -i -s 10 (1,000,000 accounts), then branches widened to 1,000 and tellers to
