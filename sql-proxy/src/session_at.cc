@@ -598,22 +598,24 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   const std::string_view sql = *ReadCString(std::string_view(message).substr(5));
   if (!local_branch_) local_branch_ = std::make_unique<at::AtBranch>(at_resource_->options, at_resource_->catalog, "");
   // A string of several statements runs one statement at a time (below), each checked.
+  at::LocalWrite whole = at::AnalyzeLocal(sql);
   std::vector<std::string_view> texts{sql};
-  if (at::AnalyzeLocal(sql).check == at::LocalWrite::Check::kSeveral) {
+  if (whole.check == at::LocalWrite::Check::kSeveral) {
     auto split = at::SplitStatements(sql);
     if (split.ok() && !split->empty()) texts = std::move(*split);
   }
   std::vector<std::unique_ptr<at::AtStatement>> statements;
   bool check = false, control = false;
   for (std::string_view text : texts) {
-    if (texts.size() > 1 && at::AnalyzeLocal(text).copies) {
+    at::LocalWrite write = texts.size() == 1 ? whole : at::AnalyzeLocal(text);
+    if (texts.size() > 1 && write.copies) {
       // Its data would come and go between the statements the proxy runs one by one.
       co_return co_await ErrorToClient(at::SqlError(
           at::sqlstate::kFeatureNotSupported,
           "dtx-sql-proxy cannot check the writes of a string of several statements with a COPY in it against the "
           "global locks; send the COPY on its own, or run the proxy with --check-unbound-writes false"));
     }
-    auto st = local_branch_->PrepareLocal(text);
+    auto st = local_branch_->PrepareLocal(text, {}, std::move(write));
     if (!st.ok()) co_return co_await ErrorToClient(st.status());  // nothing ran
     check = check || (*st)->MayCheckLocks();
     control = control || TxEffectOf(text) != TxEffect::kNone;

@@ -229,8 +229,9 @@ Result<std::unique_ptr<AtStatement>> AtBranch::Prepare(std::string_view sql, Que
   return st;
 }
 
-Result<std::unique_ptr<AtStatement>> AtBranch::PrepareLocal(std::string_view sql, QueryParams params) {
-  LocalWrite write = AnalyzeLocal(sql);
+Result<std::unique_ptr<AtStatement>> AtBranch::PrepareLocal(std::string_view sql, QueryParams params,
+                                                            std::optional<LocalWrite> analyzed) {
+  LocalWrite write = analyzed ? std::move(*analyzed) : AnalyzeLocal(sql);
   if (write.check == LocalWrite::Check::kRefuse) return *write.refusal;
   ParsedStatement p;
   p.kind = StatementKind::kOther;

@@ -122,7 +122,9 @@ class AtBranch {
   // after lock_retry_for), and the caller fails that transaction on an error. Nothing is
   // recorded. A statement that cannot be checked is refused (0A000) before anything ran;
   // anything else runs unchanged.
-  Result<std::unique_ptr<AtStatement>> PrepareLocal(std::string_view sql, QueryParams params = {});
+  // `analyzed`: AnalyzeLocal(sql), when the caller has it already.
+  Result<std::unique_ptr<AtStatement>> PrepareLocal(std::string_view sql, QueryParams params = {},
+                                                    std::optional<LocalWrite> analyzed = std::nullopt);
 
   bool has_writes() const { return !entries_.empty(); }
   const std::vector<UndoEntry>& entries() const { return entries_; }
