@@ -22,7 +22,10 @@
 # proxies' I/O threads. The proxies reach PostgreSQL through its Unix-domain socket, as a proxy
 # next to its database would (BACKEND=tcp: through 127.0.0.1); pgbench reaches them over TCP.
 # PROFILE=N prints the top N symbols of a perf profile of the AT proxy
-# during the global run. Everything on 127.0.0.1.
+# (PROFILE_OF=coordinator: of the coordinator) during the global run; PERF_RECORD_FLAGS and
+# PERF_REPORT_FLAGS add to perf's (e.g. "--call-graph dwarf" and "--children"); PGSTAT=N the top N
+# statements of that run by PostgreSQL's time; PERF_DATA keeps the profile in that file
+# (pg_stat_statements: parse and plan plus execution, per call). Everything on 127.0.0.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -39,8 +42,9 @@ svc_init run_at_bench dtx-at-bench
 bin=$PG_BIN
 dir=$SVC_DIR
 
-start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" \
-  "log_min_messages = warning"
+pg_conf=("shared_buffers = 256MB" "synchronous_commit = off" "max_connections = 100" "log_min_messages = warning")
+[ -z "${PGSTAT:-}" ] || pg_conf+=("shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track_planning = on")
+start_postgres "$dir" "${pg_conf[@]}"
 pg_port=$PG_PORT
 psql_pg() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres "$@"; }
 "$bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
@@ -99,11 +103,18 @@ echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-
 read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g \
   < <(bench "$nocheck_port" "$here/tpcb-plain.sql" "$nocheck_pid")
 if [ -n "${PROFILE:-}" ]; then  # perf profile of the AT proxy during the global run
-  perf record -o "$dir/perf.data" -p "$at_pid" -- sleep "$seconds" >/dev/null 2>&1 &
+  perf record ${PERF_RECORD_FLAGS:-} -o "${PERF_DATA:-$dir/perf.data}" -p "$([ "${PROFILE_OF:-proxy}" = coordinator ] && echo "$tc_pid" || echo "$at_pid")" -- sleep "$seconds" >/dev/null 2>&1 &
   perf_pid=$!
 fi
+[ -z "${PGSTAT:-}" ] || psql_pg -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
 read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g \
   < <(bench "$at_port" "$here/tpcb-global.sql" "$at_pid")
+if [ -n "${PGSTAT:-}" ]; then  # before the next run adds to the counts
+  pgstat=$(psql_pg -P pager=off -c "SELECT calls, round((total_plan_time + total_exec_time)::numeric * 1000 / calls) AS us_per_call,
+      round((total_plan_time + total_exec_time)::numeric * 1000 / $((global_tps > 0 ? global_tps * seconds : 1))) AS us_per_tx,
+      left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
+    FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT $PGSTAT")
+fi
 read -r checked_tps checked_failed checked_aborted checked_lat checked_cpu_p checked_cpu_c checked_cpu_g \
   < <(bench "$at_port" "$here/tpcb-plain.sql" "$at_pid")
 fmt='%-52s %6s %8s %6s %8s %17s\n'
@@ -116,8 +127,10 @@ printf "$fmt" "global: dtx.begin(); BEGIN; ...; END; dtx.commit()" "$global_tps"
   "$global_aborted" "$global_cpu_p/$global_cpu_c/$global_cpu_g"
 if [ -n "${PROFILE:-}" ]; then
   wait "$perf_pid" || true
-  perf report -i "$dir/perf.data" --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
+  perf report -i "${PERF_DATA:-$dir/perf.data}" --sort dso --stdio 2>/dev/null | grep "%" | head -n 8
+  perf report -i "${PERF_DATA:-$dir/perf.data}" ${PERF_REPORT_FLAGS:-} --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
 fi
+[ -z "${PGSTAT:-}" ] || echo "$pgstat"
 echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes)"
 awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN {
   printf "ratio global / plain = %.2f (target >= 0.6); global / plain with unbound checks = %.2f\n", (p ? g / p : 0), (c ? g / c : 0) }'

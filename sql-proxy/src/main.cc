@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> resources;
   int64_t lock_retry_ms = 2000;
   bool check_unbound_writes = true;
+  bool report_phase_one_done = false;
   int64_t undo_sweep_interval_ms = 60'000, undo_marker_age_ms = 600'000;
 
   app.add_option("--host", options.host, "Address to listen on")->capture_default_str();
@@ -69,7 +70,11 @@ int main(int argc, char** argv) {
   app.add_option("--lock-retry-ms", lock_retry_ms, "How long a global lock conflict is retried before 55P03")
       ->capture_default_str();
   app.add_option("--check-unbound-writes", check_unbound_writes,
-                 "UPDATE/DELETE of sessions bound to no global transaction first check the global locks")
+                 "Writes of sessions bound to no global transaction are checked against the global locks")
+      ->capture_default_str();
+  app.add_option("--report-phase-one-done", report_phase_one_done,
+                 "A branch whose local COMMIT succeeded reports PhaseOneDone to the coordinator (one more call; "
+                 "the coordinator treats a Registered branch the same)")
       ->capture_default_str();
   app.add_option("--undo-sweep-interval-ms", undo_sweep_interval_ms,
                  "How often undo rows no phase 2 needs are swept (also once at start)")->capture_default_str();
@@ -134,6 +139,7 @@ int main(int argc, char** argv) {
       AtResource resource;
       resource.options.resource_id = database;
       resource.options.lock_retry_for = std::chrono::milliseconds(lock_retry_ms);
+      resource.options.report_phase_one_done = report_phase_one_done;
       at_services->resources[database] = std::move(resource);
       rm_options.databases[database] = entry.substr(eq + 1);
     }

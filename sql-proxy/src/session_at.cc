@@ -561,11 +561,11 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
   co_return co_await ReplyToClient(std::move(c->to_client));
 }
 
-// Reports phase one done (or failed) without waiting for the answer: the client's COMMIT is
+// Reports phase one failed (or done, if asked to) without waiting for the answer: the client's COMMIT is
 // answered at once. Nothing depends on the report's order: a phase 2 that comes first finds the
 // undo row (or its absence, and leaves a marker), and a late report is refused by the coordinator.
 void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) {
-  if (branch->branch_id() == 0) return;
+  if (branch->branch_id() == 0 || (committed && !branch->options().report_phase_one_done)) return;
   const std::string xid = branch->xid();
   const int64_t id = branch->branch_id();
   coordinator_->ReportBranchAsync(

@@ -259,6 +259,32 @@ TEST_F(ProxyAt, UnboundWritesUncheckedWhenTurnedOff) {
   EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), 0);
 }
 
+// A committed branch stays Registered at the coordinator unless --report-phase-one-done; either
+// way the global commit finishes it.
+TEST_F(ProxyAt, PhaseOneDoneIsReportedOnlyWhenAsked) {
+  for (const bool report : {false, true}) {
+    SCOPED_TRACE(report ? "--report-phase-one-done true" : "default");
+    if (report) StartProxy({"--report-phase-one-done", "true"});
+    auto c = Connect();
+    const std::string xid = Begin(*c);
+    ASSERT_TRUE(c->Exec("UPDATE acct SET balance = balance + 1 WHERE id = 7").ok);
+    if (report) {
+      EXPECT_TRUE(WaitStatus(xid, "PhaseOneDone", std::chrono::seconds(5))) << AdminTransaction(xid);
+    } else {
+      EXPECT_TRUE(WaitStatus(xid, "Registered", std::chrono::seconds(5))) << AdminTransaction(xid);
+      // A report would be in the log within a few ms (lazy_delay).
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      EXPECT_EQ(AdminTransaction(xid).find("PhaseOneDone"), std::string::npos) << AdminTransaction(xid);
+    }
+    Answer done = c->Exec("SELECT dtx.commit()");
+    ASSERT_TRUE(done.ok) << done.sqlstate << " " << done.error;
+    EXPECT_EQ(done.Value(), "Committed");
+    EXPECT_TRUE(WaitStatus(xid, "Committed"));
+    EXPECT_TRUE(WaitUndoEmpty());
+  }
+  EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 7").Value(), "102.00");
+}
+
 TEST_F(ProxyAt, SelectForUpdateChecksGlobalLocks) {
   auto a = Connect();
   auto b = Connect();

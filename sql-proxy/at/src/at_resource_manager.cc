@@ -33,11 +33,15 @@ void AtResourceManager::OnCall(sdk::BranchCall call, std::function<void(sdk::Bra
     return;
   }
   if (call.commit) {
+    bool first = false;
     {
       std::lock_guard lock(mu_);
+      first = commits_.empty();
       commits_[call.resource_id].emplace_back(call.xid, call.branch_id);
     }
-    cv_.notify_all();
+    // Only the first commit of a batch wakes the worker: it then waits commit_delay for more and
+    // takes whatever is queued, so waking it for each one would only cost a thread switch.
+    if (first) cv_.notify_all();
     // The undo rows only matter to a rollback, which can no longer come: answer now.
     answer({sdk::BranchStatus::kPhaseTwoCommitted, ""});
     return;

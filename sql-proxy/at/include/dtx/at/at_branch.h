@@ -45,6 +45,10 @@ struct AtOptions {
   std::string undo_table = std::string(kDefaultUndoTable);  // SQL name of the undo-log table
   std::chrono::milliseconds lock_retry_for{2000};          // lock conflicts: keep trying this long
   std::chrono::milliseconds lock_retry_interval{25};
+  // Whether a branch whose local COMMIT succeeded reports PhaseOneDone. The coordinator gives a
+  // Registered branch the same phase 2, so the report only shows in its listings; off by
+  // default, it saves one coordinator call per branch. PhaseOneFailed is always reported.
+  bool report_phase_one_done = false;
 };
 
 class AtBranch;
@@ -143,8 +147,8 @@ class AtBranch {
   // The undo-log insert failed with `sqlstate`: the error for the client. A unique violation
   // means the branch was already rolled back by the coordinator (its marker row is there).
   Status UndoWriteFailed(std::string_view sqlstate, std::string_view message) const;
-  // After the local COMMIT (or the rollback that replaced it): reports PhaseOneDone, or
-  // PhaseOneFailed when the local transaction is known rolled back. An unknown outcome (the
+  // After the local COMMIT (or the rollback that replaced it): reports PhaseOneDone (if
+  // options.report_phase_one_done), or PhaseOneFailed when the local transaction is known rolled back. An unknown outcome (the
   // connection broke during COMMIT) reports nothing: phase 2 finds the undo row or leaves a marker.
   Status Finish(sdk::CoordinatorClient& client, bool committed);
 
