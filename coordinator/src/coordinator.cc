@@ -337,19 +337,35 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     GlobalStatus target;
     Batch batch;
     bool finish_now;
+    std::vector<size_t> notify;  // AT branches told of a commit that is already final
     {
       std::lock_guard lock(s->mu);
       target = *s->deciding;
       // With nothing to drive, the outcome is final at once.
       finish_now = std::none_of(s->branches.begin(), s->branches.end(), [](const Branch& b) { return !b.done; }) ||
                    target == GlobalStatus::kCommitted || target == GlobalStatus::kRollbacked;
+      // So is the commit of AT branches only: their phase 2 deletes undo rows that nothing reads
+      // once the commit is decided, and a participant's undo sweep deletes those of finished
+      // transactions anyway (docs/undo-log.md). Their BranchCommit is then a notice, sent once
+      // and not retried, and the row locks go with the decision.
+      if (!finish_now && FamilyOf(target) == Family::kCommit &&
+          std::all_of(s->branches.begin(), s->branches.end(), [](const Branch& b) {
+            return b.done || b.rec.status == BranchStatus::kPhaseOneFailed || b.rec.type == log::BranchType::kAT;
+          })) {
+        finish_now = true;
+        for (size_t i = 0; i < s->branches.size(); ++i) {
+          const Branch& b = s->branches[i];
+          if (!b.done && b.rec.status != BranchStatus::kPhaseOneFailed) notify.push_back(i);
+        }
+      }
       if (finish_now) {
         batch.Remove(s->rec.xid);  // with its branches and locks
       } else {
         batch.SetStatus(s->rec.xid, target, NowMs());
       }
     }
-    store_->Write(std::move(batch), Timed("durable", [self = shared_from_this(), s, target, finish_now](const WriteResult& r) {
+    store_->Write(std::move(batch), Timed("durable", [self = shared_from_this(), s, target, finish_now,
+                                                      notify = std::move(notify)](const WriteResult& r) {
       std::vector<std::function<void(const Status&)>> waiters;
       const Family family = FamilyOf(target);
       {
@@ -371,6 +387,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       for (auto& w : waiters) w(r.status);
       if (!r.ok()) return;
       if (finish_now) {
+        for (size_t i : notify) self->NotifyCommitted(s, i);
         self->Finished(s);
       } else {
         self->Drive(s);
@@ -665,6 +682,42 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
           if (status == fatal) return self->Fail(s, i, fatal, r->message());
           self->Retry(s, i, "participant answered " + std::string(log::BranchStatusName(status)) +
                                 (r->message().empty() ? "" : ": " + r->message()));
+        });
+  }
+
+  // The BranchCommit of an AT branch whose transaction is already Committed and gone: its
+  // answer changes nothing, a failure is only logged.
+  void NotifyCommitted(const SessionPtr& s, size_t i) {
+    pb::BranchRequest req;
+    std::string client_id;
+    {
+      std::lock_guard lock(s->mu);
+      const Branch& b = s->branches[i];
+      req.set_xid(b.rec.xid);
+      req.set_branch_id(b.rec.branch_id);
+      req.set_resource_id(b.rec.resource_id);
+      req.set_branch_type(static_cast<pb::BranchType>(b.rec.type));
+      req.set_application_data(b.rec.application_data);
+      client_id = b.rec.client_id;
+    }
+    auto peer = participants_.Pick(req.resource_id(), client_id);
+    if (!peer) {
+      SPDLOG_INFO("coordinator: no participant connected for resource {} to tell that {} committed; its undo sweep "
+                  "will delete the undo rows",
+                  req.resource_id(), req.xid());
+      return;
+    }
+    metrics_->phase_two_calls.Add();
+    rpc::CallOptions call;
+    call.timeout = options_.branch_call_timeout;
+    peer->Call<pb::BranchResponse>(
+        kResourceManagerService, "BranchCommit", req, call,
+        [xid = req.xid(), id = req.branch_id()](Result<pb::BranchResponse> r) {
+          if (r.ok() && static_cast<BranchStatus>(r->status()) == BranchStatus::kPhaseTwoCommitted) return;
+          SPDLOG_INFO("coordinator: the commit notice of {} branch {} was not taken ({}); the participant's undo sweep "
+                      "will delete its undo rows",
+                      xid, id, r.ok() ? std::string(log::BranchStatusName(static_cast<BranchStatus>(r->status())))
+                                      : r.status().ToString());
         });
   }
 

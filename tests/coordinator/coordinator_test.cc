@@ -54,6 +54,40 @@ TEST_F(CoordinatorTest, CommitDrivesEveryBranchOfEveryParticipant) {
   EXPECT_EQ(stock.count(false), 0u);
 }
 
+// A commit of AT branches only is final once decided: the branches get one BranchCommit notice,
+// which is not retried (a participant that does not take it leaves undo rows to its sweep), and
+// the row locks are free as soon as the TM has its answer.
+TEST_F(CoordinatorTest, AtOnlyCommitIsFinalAtTheDecision) {
+  TestParticipant rm(tc_.address(), {"db"}, "rm-1");
+  ASSERT_EQ(rm.registration(), pb::OK);
+  rm.SetAnswer(true, Answer::kRetryable);  // would keep a driven branch in CommitRetrying
+  TestTm tm(tc_.address());
+  const std::string xid = tm.Begin()->xid();
+  ASSERT_EQ(rm.RegisterBranch(xid, "db", {"db:acct:1"}, pb::AT).code(), pb::OK);
+  ASSERT_EQ(rm.RegisterBranch(xid, "db", {"db:acct:2"}, pb::AT).code(), pb::OK);
+  auto commit = tm.Commit(xid);
+  ASSERT_TRUE(commit.ok()) << commit.status();
+  EXPECT_EQ(commit->code(), pb::OK) << commit->message();
+  EXPECT_EQ(commit->outcome(), pb::COMMITTED_OUTCOME);
+  const std::string next = tm.Begin()->xid();
+  EXPECT_EQ(rm.RegisterBranch(next, "db", {"db:acct:1", "db:acct:2"}, pb::AT).code(), pb::OK) << "locks go with the decision";
+  ASSERT_TRUE(rm.WaitFor(true, 2, xid));
+  std::this_thread::sleep_for(300ms);  // a retry would come within the backoff
+  EXPECT_EQ(rm.count(true), 2u);
+  auto status = tm.GetStatus(xid);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->status(), pb::COMMITTED);
+
+  // With a TCC branch beside them, the commit is driven as before: it waits for every branch.
+  rm.SetAnswer(true, Answer::kDone);
+  const std::string mixed = tm.Begin()->xid();
+  ASSERT_EQ(rm.RegisterBranch(mixed, "db", {"db:acct:3"}, pb::AT).code(), pb::OK);
+  ASSERT_EQ(rm.RegisterBranch(mixed, "db", {}, pb::TCC).code(), pb::OK);
+  ASSERT_EQ(tm.Commit(mixed)->code(), pb::OK);
+  EXPECT_TRUE(tm.WaitForStatus(mixed, pb::COMMITTED));
+  EXPECT_TRUE(rm.WaitFor(true, 2, mixed));
+}
+
 TEST_F(CoordinatorTest, RollbackGoesInReverseOrderPerResource) {
   TestParticipant rm(tc_.address(), {"db"}, "rm-1");
   TestTm tm(tc_.address());
