@@ -347,7 +347,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       // So is the commit of AT branches only: their phase 2 deletes undo rows that nothing reads
       // once the commit is decided, and a participant's undo sweep deletes those of finished
       // transactions anyway (docs/undo-log.md). Their BranchCommit is then a notice, sent once
-      // and not retried, and the row locks go with the decision.
+      // and not retried (a oneway request), and the row locks go with the decision.
       if (!finish_now && FamilyOf(target) == Family::kCommit &&
           std::all_of(s->branches.begin(), s->branches.end(), [](const Branch& b) {
             return b.done || b.rec.status == BranchStatus::kPhaseOneFailed || b.rec.type == log::BranchType::kAT;
@@ -685,8 +685,8 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
         });
   }
 
-  // The BranchCommit of an AT branch whose transaction is already Committed and gone: its
-  // answer changes nothing, a failure is only logged.
+  // The BranchCommit of an AT branch whose transaction is already Committed and gone, as a Bolt
+  // oneway request: no answer would change anything.
   void NotifyCommitted(const SessionPtr& s, size_t i) {
     pb::BranchRequest req;
     std::string client_id;
@@ -710,15 +710,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     metrics_->phase_two_calls.Add();
     rpc::CallOptions call;
     call.timeout = options_.branch_call_timeout;
-    peer->Call<pb::BranchResponse>(
-        kResourceManagerService, "BranchCommit", req, call,
-        [xid = req.xid(), id = req.branch_id()](Result<pb::BranchResponse> r) {
-          if (r.ok() && static_cast<BranchStatus>(r->status()) == BranchStatus::kPhaseTwoCommitted) return;
-          SPDLOG_INFO("coordinator: the commit notice of {} branch {} was not taken ({}); the participant's undo sweep "
-                      "will delete its undo rows",
-                      xid, id, r.ok() ? std::string(log::BranchStatusName(static_cast<BranchStatus>(r->status())))
-                                      : r.status().ToString());
-        });
+    peer->Notify(kResourceManagerService, "BranchCommit", req, call);
   }
 
   void Retry(const SessionPtr& s, size_t i, const std::string& why) {

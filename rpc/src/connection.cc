@@ -364,6 +364,21 @@ void Connection::StartCall(std::string_view service, std::string_view method, st
   AddPending(id, options.timeout, std::move(done));
 }
 
+void Connection::SendOneway(std::string_view service, std::string_view method, std::string body,
+                            const CallOptions& options) {
+  auto send = [self = shared_from_this(), service = std::string(service), method = std::string(method),
+               body = std::move(body), options]() {
+    if (self->state() == State::kClosed) return;
+    SofaRequest request{service, method, options.target_app, {}, body};
+    for (const auto& [k, v] : options.headers) request.baggage.emplace_back(k, v);
+    BoltFrame frame = request.ToFrame(self->options_.wire, self->next_id_++, static_cast<int32_t>(options.timeout.count()));
+    frame.type = CommandType::kOneway;
+    self->Queue(frame);
+  };
+  if (OnIoThread()) return send();
+  RunOnIo(std::move(send));
+}
+
 void Connection::AddPending(uint32_t id, std::chrono::milliseconds timeout, RawCallback done) {
   const auto deadline = Clock::now() + timeout;
   auto where = deadlines_.emplace(deadline, id);

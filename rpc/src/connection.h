@@ -67,6 +67,8 @@ class Connection final : public Channel, public ReplySink, public std::enable_sh
   // Channel, any thread.
   void CallRaw(std::string_view service, std::string_view method, std::string body,
                const CallOptions& options, RawCallback done) override;
+  void SendOneway(std::string_view service, std::string_view method, std::string body,
+                  const CallOptions& options) override;
   // ReplySink, any thread.
   void SendReply(uint32_t request_id, Result<std::string> result) override;
 

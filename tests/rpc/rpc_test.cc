@@ -377,6 +377,48 @@ TEST_P(RpcTest, ServerCallsAServiceTheClientServes) {
   EXPECT_EQ(missing.status().code(), StatusCode::kRemoteError);
 }
 
+// Oneway requests (Bolt type 2): the method runs, its answer goes nowhere, and the connection
+// keeps serving calls in both directions.
+TEST_P(RpcTest, OnewayNoticesRunTheMethodAndGetNoAnswer) {
+  StartServer();
+  auto client_services = std::make_shared<ServiceRegistry>();
+  std::atomic<int> notices{0};
+  std::mutex names_mu;
+  std::vector<std::string> names;
+  client_services->AddSyncMethod<EchoRequest, EchoResponse>(
+      std::string(kCallback), "branchCommit", [&](const CallContext&, const EchoRequest& req) -> Result<EchoResponse> {
+        {
+          std::lock_guard lock(names_mu);
+          names.push_back(req.name());
+        }
+        ++notices;
+        EchoResponse resp;
+        resp.set_code(7);
+        return resp;
+      });
+  auto client = MakeClient({}, client_services);
+  ASSERT_TRUE(WaitFor([&] { return connects_ == 1; }));
+  std::shared_ptr<Channel> peer;
+  {
+    std::lock_guard lock(peers_mu_);
+    peer = peers_.at(0);
+  }
+  CallOptions options;
+  peer->Notify(kCallback, "nope", Echo("to nobody"), options);  // unknown method: no error answer either
+  for (int i = 0; i < 3; ++i) peer->Notify(kCallback, "branchCommit", Echo("xid-" + std::to_string(i)), options);
+  ASSERT_TRUE(WaitFor([&] { return notices == 3; }));
+  {
+    std::lock_guard lock(names_mu);
+    EXPECT_EQ(names, (std::vector<std::string>{"xid-0", "xid-1", "xid-2"}));
+  }
+  auto r = peer->CallSync<EchoResponse>(kCallback, "branchCommit", Echo("a call"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->code(), 7);
+  EXPECT_TRUE(client->CallSync<EchoResponse>(kEcho, "echoObj", Echo("both ways")).ok());
+  EXPECT_EQ(notices.load(), 4);
+  EXPECT_EQ(connects_.load(), 1);
+}
+
 TEST_P(RpcTest, IdleConnectionsCloseUnlessHeartbeatsKeepThemAlive) {
   ServerOptions options;
   options.idle_timeout = 300ms;

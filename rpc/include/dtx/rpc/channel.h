@@ -37,6 +37,19 @@ class Channel {
   virtual void CallRaw(std::string_view service, std::string_view method, std::string body,
                        const CallOptions& options, RawCallback done) = 0;
 
+  // Sends `body` as a Bolt oneway request: the peer runs the method and sends no answer, so
+  // nothing tells whether it arrived. For notices whose loss something else repairs. Channels
+  // without oneway sends make a call and drop its answer.
+  virtual void SendOneway(std::string_view service, std::string_view method, std::string body,
+                          const CallOptions& options) {
+    CallRaw(service, method, std::move(body), options, [](Result<std::string>) {});
+  }
+  template <typename Req>
+  void Notify(std::string_view service, std::string_view method, const Req& request, const CallOptions& options) {
+    std::string body;
+    if (request.SerializeToString(&body)) SendOneway(service, method, std::move(body), options);
+  }
+
   // Typed form for Protobuf messages. `done` receives Result<Resp>.
   template <typename Resp, typename Req, typename Done>
   void Call(std::string_view service, std::string_view method, const Req& request,
