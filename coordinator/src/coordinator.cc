@@ -641,19 +641,26 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     for (size_t i : send) Send(s, i);
   }
 
+  // REQUIRES: s->mu held. The phase-2 request for branch i, and the participant it came from.
+  static pb::BranchRequest BranchRequestOf(const Session& s, size_t i, std::string& client_id) {
+    const Branch& b = s.branches[i];
+    pb::BranchRequest req;
+    req.set_xid(b.rec.xid);
+    req.set_branch_id(b.rec.branch_id);
+    req.set_resource_id(b.rec.resource_id);
+    req.set_branch_type(static_cast<pb::BranchType>(b.rec.type));
+    req.set_application_data(b.rec.application_data);
+    client_id = b.rec.client_id;
+    return req;
+  }
+
   void Send(const SessionPtr& s, size_t i) {
     pb::BranchRequest req;
     std::string client_id;
     bool commit;
     {
       std::lock_guard lock(s->mu);
-      const Branch& b = s->branches[i];
-      req.set_xid(b.rec.xid);
-      req.set_branch_id(b.rec.branch_id);
-      req.set_resource_id(b.rec.resource_id);
-      req.set_branch_type(static_cast<pb::BranchType>(b.rec.type));
-      req.set_application_data(b.rec.application_data);
-      client_id = b.rec.client_id;
+      req = BranchRequestOf(*s, i, client_id);
       commit = FamilyOf(s->rec.status) == Family::kCommit;
     }
     auto peer = participants_.Pick(req.resource_id(), client_id);
@@ -692,13 +699,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     std::string client_id;
     {
       std::lock_guard lock(s->mu);
-      const Branch& b = s->branches[i];
-      req.set_xid(b.rec.xid);
-      req.set_branch_id(b.rec.branch_id);
-      req.set_resource_id(b.rec.resource_id);
-      req.set_branch_type(static_cast<pb::BranchType>(b.rec.type));
-      req.set_application_data(b.rec.application_data);
-      client_id = b.rec.client_id;
+      req = BranchRequestOf(*s, i, client_id);
     }
     auto peer = participants_.Pick(req.resource_id(), client_id);
     if (!peer) {
