@@ -24,7 +24,9 @@
 # PROFILE=N prints the top N symbols of a perf profile of the AT proxy
 # (PROFILE_OF=coordinator: of the coordinator) during the global run; PERF_RECORD_FLAGS and
 # PERF_REPORT_FLAGS add to perf's (e.g. "--call-graph dwarf" and "--children"); PGSTAT=N the top N
-# statements of that run by PostgreSQL's time; PERF_DATA keeps the profile in that file
+# statements of that run by PostgreSQL's time; PERF_DATA keeps the profile in that file. ROUNDS=n
+# repeats the three runs n times on the same services and prints the median ratios (profile and
+# statements of the first round only)
 # (pg_stat_statements: parse and plan plus execution, per call). Everything on 127.0.0.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +36,7 @@ seconds=${SECONDS_PER_RUN:-20}
 clients=${CLIENTS:-8}
 threads=${THREADS:-2}
 workers=${PROXY_WORKERS:-2}
+rounds=${ROUNDS:-1}
 for b in dtx-coordinator dtx-sql-proxy; do
   [ -x "$build/bin/$b" ] || { echo "no $build/bin/$b: ninja -C $build dtx-coordinator dtx-sql-proxy" >&2; exit 2; }
 done
@@ -100,40 +103,53 @@ bench() {
 echo "pgbench -n -M simple -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
   "dtx-sql-proxy --workers $workers --server ${BACKEND:-unix}; coordinator log: ${TC_FLAGS:-SQLite (default)}"
 echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g \
-  < <(bench "$nocheck_port" "$here/tpcb-plain.sql" "$nocheck_pid")
-if [ -n "${PROFILE:-}" ]; then  # perf profile of the AT proxy during the global run
-  perf record ${PERF_RECORD_FLAGS:-} -o "${PERF_DATA:-$dir/perf.data}" -p "$([ "${PROFILE_OF:-proxy}" = coordinator ] && echo "$tc_pid" || echo "$at_pid")" -- sleep "$seconds" >/dev/null 2>&1 &
-  perf_pid=$!
+aborted_total=0
+ratios=()
+for round in $(seq 1 "$rounds"); do
+  [ "$rounds" = 1 ] || echo "round $round of $rounds"
+  read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g \
+    < <(bench "$nocheck_port" "$here/tpcb-plain.sql" "$nocheck_pid")
+  if [ -n "${PROFILE:-}" ] && [ "$round" = 1 ]; then  # perf profile of the AT proxy during the global run
+    perf record ${PERF_RECORD_FLAGS:-} -o "${PERF_DATA:-$dir/perf.data}" -p "$([ "${PROFILE_OF:-proxy}" = coordinator ] && echo "$tc_pid" || echo "$at_pid")" -- sleep "$seconds" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || psql_pg -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
+  read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g \
+    < <(bench "$at_port" "$here/tpcb-global.sql" "$at_pid")
+  if [ -n "${PGSTAT:-}" ] && [ "$round" = 1 ]; then  # before the next run adds to the counts
+    pgstat=$(psql_pg -P pager=off -c "SELECT calls, round((total_plan_time + total_exec_time)::numeric * 1000 / calls) AS us_per_call,
+        round((total_plan_time + total_exec_time)::numeric * 1000 / $((global_tps > 0 ? global_tps * seconds : 1))) AS us_per_tx,
+        left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
+      FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT $PGSTAT")
+  fi
+  read -r checked_tps checked_failed checked_aborted checked_lat checked_cpu_p checked_cpu_c checked_cpu_g \
+    < <(bench "$at_port" "$here/tpcb-plain.sql" "$at_pid")
+  fmt='%-52s %6s %8s %6s %8s %17s\n'
+  printf "$fmt" run tps lat_ms failed aborted "cpu_us/tx p/c/pg"
+  printf "$fmt" "plain, proxy with --check-unbound-writes false" "$plain_tps" "$plain_lat" "$plain_failed" \
+    "$plain_aborted" "$plain_cpu_p/$plain_cpu_c/$plain_cpu_g"
+  printf "$fmt" "plain, AT proxy defaults (unbound writes checked)" "$checked_tps" "$checked_lat" "$checked_failed" \
+    "$checked_aborted" "$checked_cpu_p/$checked_cpu_c/$checked_cpu_g"
+  printf "$fmt" "global: dtx.begin(); BEGIN; ...; END; dtx.commit()" "$global_tps" "$global_lat" "$global_failed" \
+    "$global_aborted" "$global_cpu_p/$global_cpu_c/$global_cpu_g"
+  if [ -n "${PROFILE:-}" ] && [ "$round" = 1 ]; then
+    wait "$perf_pid" || true
+    perf report -i "${PERF_DATA:-$dir/perf.data}" --sort dso --stdio 2>/dev/null | grep "%" | head -n 8
+    perf report -i "${PERF_DATA:-$dir/perf.data}" ${PERF_REPORT_FLAGS:-} --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
+  fi
+  [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || echo "$pgstat"
+  echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes)"
+  awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN {
+    printf "ratio global / plain = %.2f (target >= 0.6); global / plain with unbound checks = %.2f\n", (p ? g / p : 0), (c ? g / c : 0) }'
+  ratios+=("$(awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN { printf "%.3f %.3f", (p ? g / p : 0), (p ? c / p : 0) }')")
+  aborted_total=$((aborted_total + global_aborted + plain_aborted + checked_aborted))
+done
+if [ "$rounds" -gt 1 ]; then
+  # median, lowest, highest of one column of the ratios
+  med() { printf '%s\n' "${ratios[@]}" | cut -d' ' -f"$1" | sort -n |
+    awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2); printf "%.2f (range %.2f-%.2f)", v[m], v[1], v[NR] }'; }
+  echo "median of $rounds rounds: global / plain = $(med 1); checked unbound / plain = $(med 2)"
 fi
-[ -z "${PGSTAT:-}" ] || psql_pg -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
-read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g \
-  < <(bench "$at_port" "$here/tpcb-global.sql" "$at_pid")
-if [ -n "${PGSTAT:-}" ]; then  # before the next run adds to the counts
-  pgstat=$(psql_pg -P pager=off -c "SELECT calls, round((total_plan_time + total_exec_time)::numeric * 1000 / calls) AS us_per_call,
-      round((total_plan_time + total_exec_time)::numeric * 1000 / $((global_tps > 0 ? global_tps * seconds : 1))) AS us_per_tx,
-      left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
-    FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT $PGSTAT")
-fi
-read -r checked_tps checked_failed checked_aborted checked_lat checked_cpu_p checked_cpu_c checked_cpu_g \
-  < <(bench "$at_port" "$here/tpcb-plain.sql" "$at_pid")
-fmt='%-52s %6s %8s %6s %8s %17s\n'
-printf "$fmt" run tps lat_ms failed aborted "cpu_us/tx p/c/pg"
-printf "$fmt" "plain, proxy with --check-unbound-writes false" "$plain_tps" "$plain_lat" "$plain_failed" \
-  "$plain_aborted" "$plain_cpu_p/$plain_cpu_c/$plain_cpu_g"
-printf "$fmt" "plain, AT proxy defaults (unbound writes checked)" "$checked_tps" "$checked_lat" "$checked_failed" \
-  "$checked_aborted" "$checked_cpu_p/$checked_cpu_c/$checked_cpu_g"
-printf "$fmt" "global: dtx.begin(); BEGIN; ...; END; dtx.commit()" "$global_tps" "$global_lat" "$global_failed" \
-  "$global_aborted" "$global_cpu_p/$global_cpu_c/$global_cpu_g"
-if [ -n "${PROFILE:-}" ]; then
-  wait "$perf_pid" || true
-  perf report -i "${PERF_DATA:-$dir/perf.data}" --sort dso --stdio 2>/dev/null | grep "%" | head -n 8
-  perf report -i "${PERF_DATA:-$dir/perf.data}" ${PERF_REPORT_FLAGS:-} --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
-fi
-[ -z "${PGSTAT:-}" ] || echo "$pgstat"
-echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes)"
-awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN {
-  printf "ratio global / plain = %.2f (target >= 0.6); global / plain with unbound checks = %.2f\n", (p ? g / p : 0), (c ? g / c : 0) }'
 
 # Phase 2 settles: nothing unfinished at the coordinator, the undo log emptied.
 for _ in $(seq 1 100); do
@@ -143,7 +159,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 echo "after the runs: coordinator lists $open unfinished transaction(s); $undo undo-log row(s) left"
-if [ "$global_aborted" != 0 ] || [ "$plain_aborted" != 0 ] || [ "$checked_aborted" != 0 ]; then
+if [ "$aborted_total" != 0 ]; then
   echo "some pgbench clients aborted; the first errors:"
   grep -m 5 'aborted in command\|ERROR' "$dir/pgbench.log" || true
 fi
