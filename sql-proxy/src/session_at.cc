@@ -565,7 +565,7 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
 // answered at once. Nothing depends on the report's order: a phase 2 that comes first finds the
 // undo row (or its absence, and leaves a marker), and a late report is refused by the coordinator.
 void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) {
-  if (branch->branch_id() == 0 || (committed && !branch->options().report_phase_one_done)) return;
+  if (!branch->Reports(committed)) return;
   const std::string xid = branch->xid();
   const int64_t id = branch->branch_id();
   coordinator_->ReportBranchAsync(

@@ -121,6 +121,12 @@ class RpcTest : public ::testing::TestWithParam<WireFormat> {
   std::unique_ptr<Server> server_;
   uint16_t port_ = 0;
   Parked parked_;
+  // The server's channel to the first client that connected.
+  std::shared_ptr<Channel> FirstPeer() {
+    std::lock_guard lock(peers_mu_);
+    return peers_.at(0);
+  }
+
   std::mutex peers_mu_;
   std::vector<std::shared_ptr<Channel>> peers_;
   std::atomic<int> connects_{0};
@@ -360,11 +366,7 @@ TEST_P(RpcTest, ServerCallsAServiceTheClientServes) {
       });
   auto client = MakeClient({}, client_services);
   ASSERT_TRUE(WaitFor([&] { return connects_ == 1; }));
-  std::shared_ptr<Channel> peer;
-  {
-    std::lock_guard lock(peers_mu_);
-    peer = peers_.at(0);
-  }
+  std::shared_ptr<Channel> peer = FirstPeer();
   auto r = peer->CallSync<EchoResponse>(kCallback, "branchCommit", Echo("xid-1"));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->code(), 7);
@@ -398,11 +400,7 @@ TEST_P(RpcTest, OnewayNoticesRunTheMethodAndGetNoAnswer) {
       });
   auto client = MakeClient({}, client_services);
   ASSERT_TRUE(WaitFor([&] { return connects_ == 1; }));
-  std::shared_ptr<Channel> peer;
-  {
-    std::lock_guard lock(peers_mu_);
-    peer = peers_.at(0);
-  }
+  std::shared_ptr<Channel> peer = FirstPeer();
   CallOptions options;
   peer->Notify(kCallback, "nope", Echo("to nobody"), options);  // unknown method: no error answer either
   for (int i = 0; i < 3; ++i) peer->Notify(kCallback, "branchCommit", Echo("xid-" + std::to_string(i)), options);

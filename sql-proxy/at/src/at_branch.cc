@@ -343,7 +343,7 @@ Status AtBranch::UndoWriteFailed(std::string_view state, std::string_view messag
 }
 
 Status AtBranch::Finish(sdk::CoordinatorClient& client, bool committed) {
-  if (branch_id_ == 0 || (committed && !options_.report_phase_one_done)) return Status::Ok();
+  if (!Reports(committed)) return Status::Ok();
   return client.ReportBranch(xid_, branch_id_,
                              committed ? sdk::BranchStatus::kPhaseOneDone : sdk::BranchStatus::kPhaseOneFailed);
 }

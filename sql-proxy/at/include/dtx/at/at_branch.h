@@ -152,6 +152,10 @@ class AtBranch {
   // connection broke during COMMIT) reports nothing: phase 2 finds the undo row or leaves a marker.
   Status Finish(sdk::CoordinatorClient& client, bool committed);
 
+  // Whether Finish(committed) has anything to report (a registered branch; success only if
+  // options.report_phase_one_done).
+  bool Reports(bool committed) const { return branch_id_ != 0 && (!committed || options_.report_phase_one_done); }
+
   int64_t branch_id() const { return branch_id_; }
   const std::string& xid() const { return xid_; }
   const AtOptions& options() const { return options_; }
