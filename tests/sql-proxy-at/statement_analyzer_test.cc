@@ -202,6 +202,34 @@ TEST(StatementAnalyzer, OddInputIsAnErrorOrAPlanNeverACrash) {
   }
 }
 
+// Protobuf's default depth limit (100) made a sum of some 50 terms unreadable (XX000). Real
+// statements nest that deep; only trees past kMaxTreeDepth are refused, with 54001.
+TEST(StatementAnalyzer, DeepExpressionsArePlannedAndTooDeepOnesRefused) {
+  std::string sum = "a";
+  for (int i = 0; i < 300; ++i) sum += " + $1";
+  auto r = Analyze("UPDATE t SET a = " + sum + " WHERE id = $2 AND b >= " + sum);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->kind, StatementKind::kUpdate);
+  auto p = Plan(*r, Table("public", "t", {"id"}));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_NE(p->before_image_sql.find("WHERE id = $1 AND b >= a + $2 + $2"), std::string::npos) << p->before_image_sql.substr(0, 200);
+
+  std::string deep = "a";
+  for (int i = 0; i < 3000; ++i) deep += " + 1";
+  auto too_deep = Analyze("UPDATE t SET a = " + deep + " WHERE id = 1");
+  ASSERT_FALSE(too_deep.ok());
+  EXPECT_EQ(SqlStateOf(too_deep.status()), "54001") << too_deep.status();
+  EXPECT_NE(too_deep.status().message().find("nests deeper than"), std::string_view::npos) << too_deep.status();
+
+  // From a session bound to no global transaction: a write whose keys cannot be read is refused,
+  // a read passes.
+  const LocalWrite w = AnalyzeLocal("UPDATE t SET a = " + deep + " WHERE id = 1");
+  ASSERT_EQ(w.check, LocalWrite::Check::kRefuse);
+  EXPECT_EQ(SqlStateOf(*w.refusal), "54001");
+  EXPECT_EQ(AnalyzeLocal("SELECT " + deep + " FROM t").check, LocalWrite::Check::kNone);
+  EXPECT_EQ(AnalyzeLocal("UPDATE t SET a = " + sum + " WHERE id = 1").check, LocalWrite::Check::kKeys);
+}
+
 }  // namespace
 }  // namespace dtx::at
 

@@ -165,7 +165,8 @@ Result<std::shared_ptr<const pq::ParseResult>> TreeOf(const ParsedStatement& par
     return std::shared_ptr<const pq::ParseResult>(std::make_shared<pq::ParseResult>(std::move(*again)));
   }
   auto tree = std::make_shared<pq::ParseResult>();
-  if (!tree->ParseFromString(parsed.parse_tree) || tree->stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
+  if (!ReadTree(parsed.parse_tree.data(), parsed.parse_tree.size(), tree.get())) return TooDeepError();
+  if (tree->stmts_size() != 1) return SqlError(sqlstate::kInternal, "bad parse tree");
   return std::shared_ptr<const pq::ParseResult>(std::move(tree));
 }
 
@@ -564,6 +565,25 @@ std::shared_ptr<const StatementShape> CachedShape(std::string_view sql, ShapeKey
   return hit.found ? hit.shape : nullptr;
 }
 
+// Whether the scanner finds a keyword of a write (or of a PREPARE, which may hold one) in `sql`.
+bool MayWrite(std::string_view sql) {
+  const std::string text(sql.substr(0, std::min(sql.size(), sql.find('\0'))));
+  auto scan = ScanSql(text);
+  if (!scan.ok()) return true;
+  for (const auto& t : scan->tokens()) {
+    switch (t.token()) {
+      case pq::INSERT:
+      case pq::UPDATE:
+      case pq::DELETE_P:
+      case pq::MERGE:
+      case pq::COPY:
+      case pq::PREPARE: return true;
+      default: break;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<ParsedStatement> Analyze(std::string_view sql) {
@@ -581,8 +601,18 @@ LocalWrite AnalyzeLocal(std::string_view sql) {
   if (!ValidUtf8(sql)) return LocalWrite{};  // the server decides; keys could not match anyway
   ShapeKey key;
   std::shared_ptr<const StatementShape> shape = CachedShape(sql, key);
-  if (!shape) (void)AnalyzeWithGrammar(sql, std::move(key), &ShapeCache::Global(), &shape);
-  return shape ? shape->local : LocalWrite{};
+  if (shape) return shape->local;
+  auto analyzed = AnalyzeWithGrammar(sql, std::move(key), &ShapeCache::Global(), &shape);
+  if (shape) return shape->local;
+  if (SqlStateOf(analyzed.status()) == sqlstate::kStatementTooComplex && MayWrite(sql)) {
+    // The grammar took it, so the server will run it, but its keys cannot be read: refuse it
+    // rather than let an unchecked write through. Reads this deep still pass.
+    LocalWrite refused;
+    refused.check = LocalWrite::Check::kRefuse;
+    refused.refusal = analyzed.status();
+    return refused;
+  }
+  return LocalWrite{};
 }
 
 Result<std::vector<std::string_view>> SplitStatements(std::string_view sql) {

@@ -1,5 +1,6 @@
 #include "statement_splice.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <pg_query.h>
 
 #include <algorithm>
@@ -11,6 +12,19 @@ namespace pq = ::pg_query;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
+bool ReadTree(const void* data, size_t len, Message* out) {
+  google::protobuf::io::CodedInputStream in(static_cast<const uint8_t*>(data), static_cast<int>(len));
+  in.SetRecursionLimit(kMaxTreeDepth);
+  return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
+}
+
+Status TooDeepError() {
+  return SqlError(sqlstate::kStatementTooComplex,
+                  "statement too complex: its parse tree nests deeper than " + std::to_string(kMaxTreeDepth) +
+                      " levels, more than the proxy analyzes",
+                  StatusCode::kInvalidArgument);
+}
+
 Result<pq::ParseResult> ParseSql(const std::string& sql) {
   PgQueryProtobufParseResult r = pg_query_parse_protobuf(sql.c_str());
   if (r.error) {
@@ -20,9 +34,10 @@ Result<pq::ParseResult> ParseSql(const std::string& sql) {
     return SqlError(sqlstate::kSyntaxError, m, StatusCode::kInvalidArgument);
   }
   pq::ParseResult tree;
-  bool ok = tree.ParseFromArray(r.parse_tree.data, static_cast<int>(r.parse_tree.len));
+  bool ok = ReadTree(r.parse_tree.data, r.parse_tree.len, &tree);
   pg_query_free_protobuf_parse_result(r);
-  if (!ok) return SqlError(sqlstate::kInternal, "cannot read the parse tree");
+  // libpg_query's own output is well-formed, so the only way to fail reading it is its depth.
+  if (!ok) return TooDeepError();
   return tree;
 }
 

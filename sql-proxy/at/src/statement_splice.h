@@ -19,7 +19,14 @@
 namespace dtx::at {
 
 // The parse tree of `sql`, or the grammar's error (SQLSTATE 42601).
+// A statement nested deeper than kMaxTreeDepth protobuf levels (about half as many operator
+// levels: `a + b + ... ` with some 1000 terms) is refused with 54001, as the engine's tree walkers
+// recurse once per level. Protobuf's own default, 100, refused sums of some 50 terms.
 Result<pg_query::ParseResult> ParseSql(const std::string& sql);
+inline constexpr int kMaxTreeDepth = 2000;
+// Reads a serialized parse tree with kMaxTreeDepth as its recursion limit.
+bool ReadTree(const void* data, size_t len, google::protobuf::Message* out);
+Status TooDeepError();
 // The tokens of `sql` (comments included), or the scanner's error.
 Result<pg_query::ScanResult> ScanSql(const std::string& sql);
 

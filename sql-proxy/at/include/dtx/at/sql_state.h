@@ -26,6 +26,7 @@ inline constexpr std::string_view kSyntaxError = "42601";
 inline constexpr std::string_view kSerializationFailure = "40001";  // retry the transaction
 inline constexpr std::string_view kLockNotAvailable = "55P03";      // global lock held too long
 inline constexpr std::string_view kConnectionFailure = "08006";
+inline constexpr std::string_view kStatementTooComplex = "54001";  // parse tree too deep to analyze
 inline constexpr std::string_view kInternal = "XX000";
 }  // namespace sqlstate
 

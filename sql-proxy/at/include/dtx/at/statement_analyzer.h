@@ -118,7 +118,8 @@ struct LocalWrite {
   bool copies = false;            // a COPY (its data flows outside the Query's answer)
 };
 // kSeveral: the text holds more than one statement (see SplitStatements). A text the grammar
-// rejects is kNone: the server gives its own error. Cached by statement shape with Analyze().
+// rejects is kNone: the server gives its own error. A text nested too deeply to analyze (54001)
+// is refused when it may write, and kNone otherwise. Cached by statement shape with Analyze().
 LocalWrite AnalyzeLocal(std::string_view sql);
 // The statements of a multi-statement text, each without its ';'; an error if it does not parse.
 Result<std::vector<std::string_view>> SplitStatements(std::string_view sql);
