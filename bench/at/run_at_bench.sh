@@ -77,16 +77,22 @@ nocheck_port=$port
 nocheck_pid=$SVC_LAST_PID
 
 # CPU time (ms) of a process and its reaped children (the postmaster's children are its backends).
+# The machine's idle share (idle + iowait jiffies) since a /proc/stat "cpu" line taken earlier.
+cpu_line() { head -1 /proc/stat; }
+idle_pct() { awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " "); t = 0
+  for (i = 2; i <= n; i++) t += y[i] - x[i]; printf "%d", t ? 100 * ((y[5] - x[5]) + (y[6] - x[6])) / t : 0 }'; }
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15 + $16 + $17) * 1000 / hz)}' "/proc/$1/stat"; }
 postmaster=$(head -1 "$dir/data/postmaster.pid")
 
 # pgbench on a port with a script, the proxy's pid; prints
 # "tps failed aborted latency_ms cpu_us_per_tx(proxy coordinator postgres)".
 bench() {
-  local out p0 c0 g0 p1 c1 g1
-  p0=$(cpu_ms "$3") c0=$(cpu_ms "$tc_pid") g0=$(cpu_ms "$postmaster")
+  local out p0 c0 g0 p1 c1 g1 s0
+  p0=$(cpu_ms "$3") c0=$(cpu_ms "$tc_pid") g0=$(cpu_ms "$postmaster") s0=$(cpu_line)
   out=$("$bin/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -M simple -c "$clients" -j "$threads" -T "$seconds" \
           -f "$2" postgres 2>&1) || true
+  local idle
+  idle=$(idle_pct "$s0" "$(cpu_line)")
   echo "$out" >>"$dir/pgbench.log"
   local tps failed aborted latency
   tps=$(echo "$out" | awk '/^tps = / {printf "%.0f", $3}')
@@ -97,7 +103,7 @@ bench() {
   p1=$(cpu_ms "$3") c1=$(cpu_ms "$tc_pid") g1=$(cpu_ms "$postmaster")
   local n=$(( ${tps:-0} * seconds ))
   [ "$n" -gt 0 ] || n=1
-  echo "${tps:-0} ${failed:-?} ${aborted} ${latency:-?} $(( (p1 - p0) * 1000 / n )) $(( (c1 - c0) * 1000 / n )) $(( (g1 - g0) * 1000 / n ))"
+  echo "${tps:-0} ${failed:-?} ${aborted} ${latency:-?} $(( (p1 - p0) * 1000 / n )) $(( (c1 - c0) * 1000 / n )) $(( (g1 - g0) * 1000 / n )) $idle"
 }
 
 echo "pgbench -n -M simple -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
@@ -107,14 +113,14 @@ aborted_total=0
 ratios=()
 for round in $(seq 1 "$rounds"); do
   [ "$rounds" = 1 ] || echo "round $round of $rounds"
-  read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g \
+  read -r plain_tps plain_failed plain_aborted plain_lat plain_cpu_p plain_cpu_c plain_cpu_g plain_idle \
     < <(bench "$nocheck_port" "$here/tpcb-plain.sql" "$nocheck_pid")
   if [ -n "${PROFILE:-}" ] && [ "$round" = 1 ]; then  # perf profile of the AT proxy during the global run
     perf record ${PERF_RECORD_FLAGS:-} -o "${PERF_DATA:-$dir/perf.data}" -p "$([ "${PROFILE_OF:-proxy}" = coordinator ] && echo "$tc_pid" || echo "$at_pid")" -- sleep "$seconds" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || psql_pg -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
-  read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g \
+  read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g global_idle \
     < <(bench "$at_port" "$here/tpcb-global.sql" "$at_pid")
   if [ -n "${PGSTAT:-}" ] && [ "$round" = 1 ]; then  # before the next run adds to the counts
     pgstat=$(psql_pg -P pager=off -c "SELECT calls, round((total_plan_time + total_exec_time)::numeric * 1000 / calls) AS us_per_call,
@@ -122,23 +128,24 @@ for round in $(seq 1 "$rounds"); do
         left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
       FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT $PGSTAT")
   fi
-  read -r checked_tps checked_failed checked_aborted checked_lat checked_cpu_p checked_cpu_c checked_cpu_g \
+  read -r checked_tps checked_failed checked_aborted checked_lat checked_cpu_p checked_cpu_c checked_cpu_g checked_idle \
     < <(bench "$at_port" "$here/tpcb-plain.sql" "$at_pid")
-  fmt='%-52s %6s %8s %6s %8s %17s\n'
-  printf "$fmt" run tps lat_ms failed aborted "cpu_us/tx p/c/pg"
+  fmt='%-52s %6s %8s %6s %8s %17s %5s\n'
+  printf "$fmt" run tps lat_ms failed aborted "cpu_us/tx p/c/pg" idle%
   printf "$fmt" "plain, proxy with --check-unbound-writes false" "$plain_tps" "$plain_lat" "$plain_failed" \
-    "$plain_aborted" "$plain_cpu_p/$plain_cpu_c/$plain_cpu_g"
+    "$plain_aborted" "$plain_cpu_p/$plain_cpu_c/$plain_cpu_g" "$plain_idle"
   printf "$fmt" "plain, AT proxy defaults (unbound writes checked)" "$checked_tps" "$checked_lat" "$checked_failed" \
-    "$checked_aborted" "$checked_cpu_p/$checked_cpu_c/$checked_cpu_g"
+    "$checked_aborted" "$checked_cpu_p/$checked_cpu_c/$checked_cpu_g" "$checked_idle"
   printf "$fmt" "global: dtx.begin(); BEGIN; ...; END; dtx.commit()" "$global_tps" "$global_lat" "$global_failed" \
-    "$global_aborted" "$global_cpu_p/$global_cpu_c/$global_cpu_g"
+    "$global_aborted" "$global_cpu_p/$global_cpu_c/$global_cpu_g" "$global_idle"
   if [ -n "${PROFILE:-}" ] && [ "$round" = 1 ]; then
     wait "$perf_pid" || true
     perf report -i "${PERF_DATA:-$dir/perf.data}" --sort dso --stdio 2>/dev/null | grep "%" | head -n 8
     perf report -i "${PERF_DATA:-$dir/perf.data}" ${PERF_REPORT_FLAGS:-} --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
   fi
   [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || echo "$pgstat"
-  echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes)"
+  echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes;" \
+    "idle%: the machine's idle share during the run, all cores)"
   awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN {
     printf "ratio global / plain = %.2f (target >= 0.6); global / plain with unbound checks = %.2f\n", (p ? g / p : 0), (c ? g / c : 0) }'
   ratios+=("$(awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN { printf "%.3f %.3f", (p ? g / p : 0), (p ? c / p : 0) }')")
