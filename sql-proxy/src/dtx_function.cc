@@ -202,6 +202,19 @@ TxEffect TxEffectOf(std::string_view sql) {
   return TxEffect::kEnd;
 }
 
+bool CommitsBlock(std::string_view sql) {
+  const TxEffect e = TxEffectOf(sql);
+  if (e != TxEffect::kEnd && e != TxEffect::kChain) return false;
+  const std::vector<std::string> w = LeadingWords(sql, 1);
+  return !w.empty() && w[0] != "rollback" && w[0] != "abort";
+}
+
+bool MayCommitBlock(std::string_view sql) {
+  if (CommitsBlock(sql)) return true;
+  const size_t semicolon = sql.find(';');
+  return semicolon != std::string_view::npos && SkipBlank(sql, semicolon + 1) < sql.size();
+}
+
 char AfterTxEffect(char status, TxEffect effect) {
   switch (effect) {
     case TxEffect::kBegin: return status == 'I' ? 'T' : status;

@@ -68,7 +68,7 @@ std::string ProxyMetrics::Render() const {
   Sample(out, "dtx_sql_proxy_at_branches_total", "{outcome=\"failed\"}", at_branches_failed);
   Metric(out, "dtx_sql_proxy_at_refusals_total", "counter", "Statements refused or failed by the proxy in AT mode.");
   Sample(out, "dtx_sql_proxy_at_refusals_total", "", at_refusals);
-  Metric(out, "dtx_sql_proxy_at_unbound_checks_total", "counter", "Writes of unbound sessions checked against the global locks.");
+  Metric(out, "dtx_sql_proxy_at_unbound_checks_total", "counter", "Coordinator checks of unbound writes against the global locks (one per write outside a block, one per block inside one).");
   Sample(out, "dtx_sql_proxy_at_unbound_checks_total", "", at_unbound_checks);
   return out;
 }

@@ -161,6 +161,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // The global-lock check of a statement (SELECT ... FOR UPDATE, an unbound write), retried on a
   // timer for lock_retry_for; and a branch's registration at COMMIT, the same way.
   asio::awaitable<Status> CheckLocks(const at::AtBranch& branch, at::AtStatement& st);
+  asio::awaitable<Status> CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys);
+  // The keys of unbound writes made in the client's block (simple protocol), checked once, before
+  // anything may commit the block (deferred_keys_); then cleared.
+  asio::awaitable<Status> CheckDeferredKeys();
   asio::awaitable<Result<std::optional<at::AtQuery>>> RegisterBranch(at::AtBranch& branch);
   asio::awaitable<bool> ForwardAcquired(std::string_view message);
   asio::awaitable<bool> ReplyToClient(std::string bytes);  // + ReadyForQuery, then releases
@@ -295,6 +299,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string client_encoding_ = "UTF8";          // from the server's ParameterStatus
   std::shared_ptr<at::AtBranch> branch_;          // the current transaction block's
   std::unique_ptr<at::AtBranch> local_branch_;    // lock checks of unbound writes
+  // Keys written by unbound writes in the client's block, not yet checked: the check waits for
+  // the COMMIT (or whatever else might commit the block: see CheckDeferredKeys' callers). The
+  // rows stay locked by the server meanwhile. Cleared when the block ends.
+  std::vector<std::string> deferred_keys_;
   std::string abuf_;                              // server bytes read with the backend acquired
   size_t abuf_at_ = 0;                            // how far abuf_ has been read
   bool server_bytes_waiting_ = false;             // sbuf_ holds bytes the back loop has not looked at

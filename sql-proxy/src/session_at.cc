@@ -9,6 +9,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <thread>
 
@@ -96,20 +97,36 @@ asio::awaitable<R> Session::Await(std::function<void(std::function<void(R)>)> st
 }
 
 asio::awaitable<Status> Session::CheckLocks(const at::AtBranch& branch, at::AtStatement& st) {
+  Status s = co_await CheckKeys(branch, st.lock_keys());
+  if (s.ok()) st.LocksChecked();
+  co_return s;
+}
+
+asio::awaitable<Status> Session::CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys) {
   auto& coordinator = *coordinator_;
   const auto deadline = std::chrono::steady_clock::now() + branch.options().lock_retry_for;
   asio::steady_timer timer(co_await asio::this_coro::executor);
   while (true) {
     using Answer = Result<sdk::LockQuery>;
     Answer answer = co_await Await<Answer>([&](std::function<void(Answer)> done) {
-      coordinator.QueryLocksAsync(branch.xid(), branch.options().resource_id, st.lock_keys(), std::move(done));
+      coordinator.QueryLocksAsync(branch.xid(), branch.options().resource_id, keys, std::move(done));
     });
     bool retry = false;
-    Status s = st.OnLocks(answer, std::chrono::steady_clock::now() < deadline, retry);
+    Status s = branch.LockAnswer(answer, std::chrono::steady_clock::now() < deadline, retry);
     if (!retry) co_return s;
     timer.expires_after(branch.options().lock_retry_interval);
     co_await timer.async_wait(kTuple);
   }
+}
+
+asio::awaitable<Status> Session::CheckDeferredKeys() {
+  std::vector<std::string> keys = std::move(deferred_keys_);
+  deferred_keys_.clear();
+  if (keys.empty() || !local_branch_) co_return Status::Ok();
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
+  co_return co_await CheckKeys(*local_branch_, keys);
 }
 
 asio::awaitable<Result<std::optional<at::AtQuery>>> Session::RegisterBranch(at::AtBranch& branch) {
@@ -391,6 +408,11 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
   const std::string xid = std::move(diverted_xid_);
   if (xid.empty() || tx_status_ == 'E') co_return co_await ForwardAcquired(message);
   const std::string sql(*ReadCString(std::string_view(message).substr(5)));
+  if (!deferred_keys_.empty() && tx_status_ == 'T' && MayCommitBlock(sql)) {
+    // Unbound writes made earlier in this block, before the session was bound.
+    Status checked = co_await CheckDeferredKeys();
+    if (!checked.ok()) co_return co_await FailStatement(checked, true);
+  }
   if (!at_resource_) {
     if (auto refusal = NoResourceRefusal(sql)) co_return co_await FailStatement(*refusal, false);
     co_return co_await ForwardAcquired(message);
@@ -604,6 +626,13 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
     auto split = at::SplitStatements(sql);
     if (split.ok() && !split->empty()) texts = std::move(*split);
   }
+  if (!deferred_keys_.empty() && tx_status_ == 'T' &&
+      std::any_of(texts.begin(), texts.end(), [](std::string_view t) { return CommitsBlock(t); })) {
+    // The block's earlier writes, checked before it commits; a conflict fails the COMMIT and
+    // rolls the block back, as a failed COMMIT does on the server.
+    Status checked = co_await CheckDeferredKeys();
+    if (!checked.ok()) co_return co_await FailStatement(checked, true);
+  }
   std::vector<std::unique_ptr<at::AtStatement>> statements;
   bool check = false, control = false;
   for (std::string_view text : texts) {
@@ -626,10 +655,19 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   // rows are known free (a string without transaction control runs as one, as on the server);
   // in the client's block, a conflict fails the block.
   const bool wrap_all = tx_status_ == 'I' && !control;
+  // In the client's block (and no transaction control in the string), the check of the keys
+  // waits for the block's COMMIT: one coordinator call per block instead of one per write. The
+  // server keeps the written rows locked until then, so nothing can slip in between.
+  const bool defer = tx_status_ == 'T' && !control;
   bool begun = false;
   std::string out;
   for (auto& st : statements) {
     while (auto step = st->Next()) {
+      if (step->check_global_locks && defer) {
+        deferred_keys_.insert(deferred_keys_.end(), st->lock_keys().begin(), st->lock_keys().end());
+        st->LocksChecked();
+        continue;
+      }
       if (step->check_global_locks) {
         context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
         Status status = co_await CheckLocks(*local_branch_, *st);

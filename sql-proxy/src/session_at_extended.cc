@@ -273,6 +273,20 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
     case 'H':
       co_return co_await ExtFlush(false);
     case 'E':
+      if (!deferred_keys_.empty() && ClientBlock() == 'T') {
+        if (!co_await ExtFlush(false)) co_return false;
+        Status checked = co_await CheckDeferredKeys();
+        if (!checked.ok()) {
+          // The block fails; an Execute of a COMMIT also ends it, rolled back, as on the server.
+          const PreparedStatement* slot = nullptr;
+          if (auto portal = ReadCString(body); portal && portals_.count(std::string(*portal))) {
+            slot = FindPrepared(portals_[std::string(*portal)].statement);
+          }
+          if (!co_await ExtFail(checked)) co_return false;
+          if (slot && slot->known && CommitsBlock(slot->sql)) ext_rollback_at_sync_ = true;
+          co_return true;
+        }
+      }
       co_return co_await ExtExecute(std::move(message));
     default: {
       // Anything else inside a batch (a Query, a FunctionCall) ends it: the batch's implicit

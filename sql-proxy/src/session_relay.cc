@@ -225,7 +225,8 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
           diverted_xid_ = EffectiveXid();  // a comment's binding ends at an earlier idle ReadyForQuery
           return true;
         }
-        if (context_.at->check_unbound_writes && at_resource_ && MayChangeRows(*sql)) {
+        if (context_.at->check_unbound_writes && at_resource_ &&
+            (MayChangeRows(*sql) || (!deferred_keys_.empty() && MayCommitBlock(*sql)))) {
           divert_ = Divert::kUnboundWrite;
           return true;
         }
@@ -370,7 +371,8 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
         auto portal = ReadCString(body);
         std::optional<std::string_view> statement;
         if (portal) statement = ReadCString(body.substr(portal->size() + 1));
-        start = bound || (statement && wants(FindPrepared(std::string(*statement))));
+        // With deferred checks, the batch starts here so that the Execute knows its statement.
+        start = bound || !deferred_keys_.empty() || (statement && wants(FindPrepared(std::string(*statement))));
         break;
       }
       case 'D':
@@ -382,6 +384,9 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
         break;
       }
       case 'E':
+        // An Execute may commit the block: the deferred checks come first (HandleExtended).
+        start = bound || !deferred_keys_.empty();
+        break;
       case 'H':
         start = bound;
         break;
@@ -685,6 +690,7 @@ void Session::OnReadyForQuery(char status) {
   tx_status_ = status;
   if (status == 'I') {
     branch_.reset();
+    deferred_keys_.clear();
     local_xid_.reset();
     if (tx_session_xid_) {
       if (!last_tag_rollback_) session_xid_ = *tx_session_xid_;

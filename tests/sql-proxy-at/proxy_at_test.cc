@@ -169,6 +169,47 @@ TEST_F(ProxyAt, UnboundWriteWaitsForGlobalLock) {
   EXPECT_GE(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), 1);
 }
 
+TEST_F(ProxyAt, UnboundBlockIsCheckedOnceAtItsCommit) {
+  auto local = Connect();
+  const auto checks = proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total");
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Exec("UPDATE acct SET balance = balance - 1 WHERE id = 1").ok);
+  ASSERT_TRUE(local->Exec("UPDATE acct SET balance = balance + 1 WHERE id = 2").ok);
+  ASSERT_TRUE(local->Exec("INSERT INTO acct VALUES (12, 1, 'new')").ok);
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), checks);  // nothing asked yet
+  Answer commit = local->Exec("COMMIT");
+  ASSERT_TRUE(commit.ok) << commit.error;
+  EXPECT_EQ(commit.tag, "COMMIT");
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), checks + 1);
+  EXPECT_EQ(Sql("SELECT string_agg(balance::text, ',' ORDER BY id) FROM acct WHERE id IN (1, 2, 12)").Value(),
+            "99.00,101.00,1.00");
+
+  // Rows a global transaction holds: an Execute of the extended protocol (it might be a COMMIT)
+  // checks the block's earlier writes first, and fails the block.
+  auto g = Connect();
+  const std::string xid = Begin(*g);
+  ASSERT_TRUE(g->Exec("UPDATE acct SET balance = 1 WHERE id = 6").ok);
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Exec("UPDATE acct SET owner = 'local' WHERE id = 6").ok);
+  Answer extended = local->Params("SELECT $1::int", {"1"});
+  EXPECT_EQ(extended.sqlstate, "55P03") << extended.error;
+  EXPECT_NE(extended.error.find(xid), std::string::npos) << extended.error;
+  EXPECT_EQ(local->TxStatus(), 'E');
+  EXPECT_EQ(local->Exec("COMMIT").tag, "ROLLBACK");
+  // Bound to a global transaction in the middle of the block: its COMMIT still checks the
+  // unbound writes made before.
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Exec("UPDATE acct SET owner = 'local' WHERE id = 6").ok);
+  ASSERT_TRUE(local->Exec("SET dtx.xid = '" + xid + "'").ok);
+  Answer bound = local->Exec("COMMIT");
+  EXPECT_EQ(bound.sqlstate, "55P03") << bound.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  ASSERT_TRUE(local->Exec("RESET dtx.xid").ok);
+  ASSERT_EQ(g->Exec("SELECT dtx.rollback()").Value(), "Rollbacked");
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Sql("SELECT owner || ' ' || balance FROM acct WHERE id = 6").Value(), "owner 6 100.00");
+}
+
 TEST_F(ProxyAt, UnboundInsertsUpsertsJoinsAndStringsAreChecked) {
   auto g = Connect();
   auto local = Connect();
@@ -201,11 +242,29 @@ TEST_F(ProxyAt, UnboundInsertsUpsertsJoinsAndStringsAreChecked) {
   EXPECT_EQ(fine.tag, "UPDATE 1");
   ASSERT_EQ(fine.rows.size(), 1u);
   EXPECT_EQ(fine.rows[0].size(), 1u);  // the hidden column is not shown
-  // In the client's block, a conflict fails the block.
+  // In the client's block the keys are checked once, at its COMMIT: a conflict fails the COMMIT
+  // and the block is rolled back, as when a COMMIT fails on the server.
   ASSERT_TRUE(local->Exec("BEGIN").ok);
-  EXPECT_EQ(local->Exec("INSERT INTO acct VALUES (5, 7, 'local')").sqlstate, "55P03");
-  EXPECT_EQ(local->TxStatus(), 'E');
-  ASSERT_TRUE(local->Exec("ROLLBACK").ok);
+  EXPECT_TRUE(local->Exec("INSERT INTO acct VALUES (5, 7, 'local')").ok);
+  EXPECT_TRUE(local->Exec("SELECT 1").ok);
+  Answer commit = local->Exec("COMMIT");
+  EXPECT_EQ(commit.sqlstate, "55P03") << commit.error;
+  EXPECT_NE(commit.error.find(xid), std::string::npos) << commit.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  // The same for a COMMIT at the end of a string, for END, and for a COMMIT sent through the
+  // extended protocol.
+  for (const char* end : {"SELECT 1; COMMIT", "END", "extended COMMIT"}) {
+    SCOPED_TRACE(end);
+    ASSERT_TRUE(local->Exec("BEGIN").ok);
+    ASSERT_TRUE(local->Exec("UPDATE acct SET owner = 'local' WHERE id = 6").ok);
+    Answer a = std::string(end) == "extended COMMIT" ? local->Params("COMMIT", {}) : local->Exec(end);
+    EXPECT_EQ(a.sqlstate, "55P03") << a.error;
+    EXPECT_EQ(local->TxStatus(), 'I');
+  }
+  // A ROLLBACK is not checked.
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Exec("UPDATE acct SET owner = 'local' WHERE id = 6").ok);
+  EXPECT_TRUE(local->Exec("ROLLBACK").ok);
   // What cannot return its keys is refused before it runs.
   EXPECT_EQ(local->Exec("WITH d AS (DELETE FROM acct WHERE id = 3 RETURNING id) SELECT * FROM d").sqlstate, "0A000");
   EXPECT_EQ(local->Exec("MERGE INTO acct a USING (VALUES (3)) v(k) ON a.id = v.k WHEN MATCHED THEN DELETE").sqlstate,
@@ -233,15 +292,17 @@ TEST_F(ProxyAt, RollbackWaitsForALocalInsertThatLostTheCheck) {
   auto local = Connect();
   const std::string xid = Begin(*g);
   ASSERT_TRUE(g->Exec("DELETE FROM acct WHERE id = 4").ok);
-  // The local insert of the deleted key ran, lost the check, and its failed block still holds
-  // the new row: the global rollback's re-insert must wait for it, not fail as a dirty write.
+  // The local insert of the deleted key ran in a block (its check waits for the COMMIT), which
+  // holds the new row: the global rollback's re-insert must wait for it, not fail as a dirty
+  // write; the block's COMMIT then loses the check.
   ASSERT_TRUE(local->Exec("BEGIN").ok);
-  EXPECT_EQ(local->Exec("INSERT INTO acct VALUES (4, 7, 'local')").sqlstate, "55P03");
-  EXPECT_EQ(local->TxStatus(), 'E');
+  ASSERT_TRUE(local->Exec("INSERT INTO acct VALUES (4, 7, 'local')").ok);
   Answer rollback;
   std::thread decide([&] { rollback = g->Exec("SELECT dtx.rollback()"); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  ASSERT_TRUE(local->Exec("ROLLBACK").ok);
+  Answer commit = local->Exec("COMMIT");
+  EXPECT_EQ(commit.sqlstate, "55P03") << commit.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
   decide.join();
   EXPECT_EQ(rollback.Value(), "Rollbacked") << rollback.error;
   EXPECT_TRUE(WaitStatus(xid, "Rollbacked")) << AdminTransaction(xid);

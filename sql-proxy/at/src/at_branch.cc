@@ -192,7 +192,15 @@ Status AtStatement::CheckGlobalLocks(sdk::CoordinatorClient& client) {
 }
 
 Status AtStatement::OnLocks(const Result<sdk::LockQuery>& r, bool time_left, bool& retry) {
-  const auto& o = branch_.options_;
+  Status s = branch_.LockAnswer(r, time_left, retry);
+  if (s.ok() && !retry) LocksChecked();
+  return s;
+}
+
+void AtStatement::LocksChecked() { SetState(local_ ? State::kDone : State::kStatement); }
+
+Status AtBranch::LockAnswer(const Result<sdk::LockQuery>& r, bool time_left, bool& retry) const {
+  const auto& o = options_;
   retry = false;
   if (!r.ok()) return SqlError(sqlstate::kConnectionFailure, "dtx coordinator: " + r.status().ToString(), r.status().code());
   if (!r->free) {
@@ -204,7 +212,6 @@ Status AtStatement::OnLocks(const Result<sdk::LockQuery>& r, bool time_left, boo
                                                      r->conflict_xid + " (waited " +
                                                      std::to_string(o.lock_retry_for.count()) + " ms)");
   }
-  SetState(local_ ? State::kDone : State::kStatement);
   return Status::Ok();
 }
 

@@ -49,6 +49,13 @@ bool MayChangeRows(std::string_view sql);
 // keywords; kNone for everything else.
 enum class TxEffect : uint8_t { kNone, kBegin, kEnd, kChain, kRollbackTo };
 TxEffect TxEffectOf(std::string_view sql);
+// Whether `sql` (one statement) commits the block: COMMIT or END (AND CHAIN or not), or PREPARE
+// TRANSACTION. Not ROLLBACK / ABORT.
+bool CommitsBlock(std::string_view sql);
+// Whether a Query's text may commit the block: its first statement is transaction control that
+// ends the block, or the text holds more than one statement (a ';' before its last word). Cheap:
+// no parse.
+bool MayCommitBlock(std::string_view sql);
 // The block status ('I', 'T', 'E') after a statement with `effect` ran without error in `status`.
 char AfterTxEffect(char status, TxEffect effect);
 

@@ -90,6 +90,9 @@ class AtStatement {
   // write; false: it runs unchanged.
   bool MayCheckLocks() const { return local_ && (state_ == State::kCatalog || plan_.hidden_columns > 0); }
   Status OnLocks(const Result<sdk::LockQuery>& answer, bool time_left, bool& retry);
+  // The caller checked lock_keys() itself (AtBranch::LockAnswer said they are free), or took
+  // them to check later, before the block can commit: the statement goes on.
+  void LocksChecked();
 
  private:
   friend class AtBranch;
@@ -159,6 +162,10 @@ class AtBranch {
   int64_t branch_id() const { return branch_id_; }
   const std::string& xid() const { return xid_; }
   const AtOptions& options() const { return options_; }
+  // What a QueryLocks answer means for keys of this branch's resource: an error (08006 without
+  // an answer, 55P03 for rows still held once time ran out), or free; `retry` is set when the
+  // rows are held and `time_left`.
+  Status LockAnswer(const Result<sdk::LockQuery>& answer, bool time_left, bool& retry) const;
 
  private:
   friend class AtStatement;
