@@ -150,6 +150,13 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<std::optional<BackendReply>> Exchange(std::string_view request, int hidden);
   // Reads one answer (up to its ReadyForQuery) of a request already sent.
   asio::awaitable<std::optional<BackendReply>> ReadReply(int hidden);
+  // Sends `queries` in one write as extended-protocol messages closed by one Sync, and reads
+  // their answers: the server flushes once, at the Sync, so the proxy wakes once. Each reply runs
+  // up to its query's CommandComplete or error; the last also holds the ReadyForQuery. After an
+  // error the server skips the rest: their replies stay empty. `hidden`: each query's hidden
+  // columns (a query with some is described, so that its RowDescription comes as a Query's would).
+  asio::awaitable<std::optional<std::vector<BackendReply>>> Pipeline(const std::vector<const at::AtQuery*>& queries,
+                                                                     const std::vector<int>& hidden);
   // The next whole server message (type byte first), seen by OnServerMessage; false: connection failed.
   asio::awaitable<bool> NextServerMessage(std::string& out);
   // Adds one server message to a reply (hidden columns removed); false if malformed.

@@ -246,6 +246,32 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ReadReply(int hid
   }
 }
 
+asio::awaitable<std::optional<std::vector<Session::BackendReply>>> Session::Pipeline(
+    const std::vector<const at::AtQuery*>& queries, const std::vector<int>& hidden) {
+  std::string request;
+  for (size_t i = 0; i < queries.size(); ++i) {
+    wire::AppendParseBindExecute(request, "", "", *queries[i], {}, hidden[i] > 0);
+  }
+  wire::AppendMessage(request, 'S', "");
+  if (!co_await WriteServer(request)) co_return std::nullopt;
+  std::vector<BackendReply> replies(queries.size());
+  size_t at = 0;
+  bool rowless = false;
+  std::string message;
+  while (true) {
+    if (!co_await NextServerMessage(message)) co_return std::nullopt;
+    const char type = message[0];
+    if (!Collect(replies[at], message, hidden[at], rowless)) co_return std::nullopt;
+    if (type == 'Z') break;
+    if (type == 'E') at = replies.size() - 1;  // the rest was skipped: only the ReadyForQuery is left
+    if ((type == 'C' || type == 'I') && at + 1 < replies.size()) {
+      ++at;
+      rowless = false;
+    }
+  }
+  co_return replies;
+}
+
 asio::awaitable<bool> Session::ForwardAcquired(std::string_view message) {
   ++outstanding_;
   ReleaseBackend();
@@ -501,16 +527,24 @@ std::optional<Status> Session::EncodingRefusal() const {
 
 asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit) {
   if (auto refusal = EncodingRefusal()) co_return co_await FailStatement(*refusal, false);
-  if (implicit) {
-    // A write outside a transaction block is a transaction of its own, with its own branch.
-    auto r = co_await Exchange(QueryMessage("BEGIN"), 0);
-    if (!r) co_return false;
-    if (r->failed) co_return co_await ReplyToClient(std::move(r->to_client));
-  }
+  static const at::AtQuery kBegin = [] {
+    at::AtQuery q;
+    q.sql = "BEGIN";
+    return q;
+  }();
+  // A write outside a transaction block is a transaction of its own, with its own branch: its
+  // BEGIN goes with the first query.
+  bool begin_pending = implicit;
   std::string output;
   std::optional<BackendReply> behind;  // the statement's answer, when sent behind its before image
   while (auto step = st.Next()) {
     if (step->check_global_locks) {
+      if (begin_pending) {
+        begin_pending = false;
+        auto b = co_await Exchange(QueryMessage("BEGIN"), 0);
+        if (!b) co_return false;
+        if (b->failed) co_return co_await ReplyToClient(std::move(b->to_client));
+      }
       Status s = co_await CheckLocks(*branch, st);
       if (!s.ok()) co_return co_await FailStatement(s, implicit);
       continue;
@@ -520,16 +554,32 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
     if (statement && behind) {
       r = std::move(behind);  // sent with the before image
       behind.reset();
-    } else if (auto next = st.StatementBehindBeforeImage()) {
-      // The before image and the statement in one write; if the first fails, the block has
-      // failed and the second only says so.
-      std::string both = Request(step->query);
-      both.append(Request(*next));
-      if (!co_await WriteServer(both)) co_return false;
-      r = co_await ReadReply(0);
-      if (!r) co_return false;
-      behind = co_await ReadReply(next->hidden_columns);
-      if (!behind) co_return false;
+    } else if (auto next = st.StatementBehindBeforeImage(); next || begin_pending) {
+      // BEGIN, the query, and the statement behind its before image, in one write answered at
+      // once; when one fails the server skips the rest (the statement never runs without its
+      // before image, nor outside the transaction).
+      std::vector<const at::AtQuery*> queries;
+      std::vector<int> hidden;
+      if (begin_pending) {
+        queries.push_back(&kBegin);
+        hidden.push_back(0);
+      }
+      queries.push_back(&step->query);
+      hidden.push_back(statement ? step->query.hidden_columns : 0);
+      if (next) {
+        queries.push_back(&*next);
+        hidden.push_back(next->hidden_columns);
+      }
+      auto replies = co_await Pipeline(queries, hidden);
+      if (!replies) co_return false;
+      size_t k = 0;
+      if (begin_pending) {
+        begin_pending = false;
+        if ((*replies)[k].failed) co_return co_await ReplyToClient(std::move((*replies)[k].to_client));
+        ++k;
+      }
+      r = std::move((*replies)[k++]);
+      if (next) behind = std::move((*replies)[k]);
     } else {
       r = co_await Exchange(Request(step->query), statement ? step->query.hidden_columns : 0);
     }
@@ -545,7 +595,7 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
     if (!s.ok()) co_return co_await FailStatement(s, implicit);
     if (statement) output = std::move(r->to_client);
   }
-  if (!implicit) co_return co_await ReplyToClient(std::move(output));
+  if (!implicit || begin_pending) co_return co_await ReplyToClient(std::move(output));
   if (branch->has_writes()) co_return co_await CommitBranch(branch, QueryMessage("COMMIT"), std::move(output), true);
   auto r = co_await Exchange(QueryMessage("COMMIT"), 0);
   if (!r) co_return false;
@@ -558,19 +608,19 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
   if (!undo.ok()) co_return co_await CommitFailed(branch, undo.status());
   std::optional<BackendReply> c;
   if (*undo) {
-    // The undo row and the COMMIT go in one write: when the insert fails, the server turns the
-    // COMMIT of the failed block into a ROLLBACK.
-    std::string both = Request(**undo);
-    both.append(commit_request);
-    if (!co_await WriteServer(both)) co_return false;
-    auto w = co_await ReadReply(0);
-    if (!w) co_return false;
-    c = co_await ReadReply(0);
-    if (!c) co_return false;
-    if (w->failed) {
-      Status error = branch->UndoWriteFailed(w->sqlstate, w->message);
+    // The undo row and the COMMIT in one write answered at once: when the insert fails, the
+    // server skips the COMMIT, and CommitFailed rolls the block back.
+    at::AtQuery commit;
+    commit.sql = std::string(ReadCString(std::string_view(commit_request).substr(5)).value_or("COMMIT"));
+    const std::vector<const at::AtQuery*> queries{&**undo, &commit};
+    const std::vector<int> hidden(2, 0);
+    auto replies = co_await Pipeline(queries, hidden);
+    if (!replies) co_return false;
+    if ((*replies)[0].failed) {
+      Status error = branch->UndoWriteFailed((*replies)[0].sqlstate, (*replies)[0].message);
       co_return co_await CommitFailed(branch, error);
     }
+    c = std::move((*replies)[1]);
   } else {
     c = co_await Exchange(commit_request, 0);
     if (!c) co_return false;

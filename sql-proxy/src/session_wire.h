@@ -45,10 +45,11 @@ inline int32_t ReadInt32(std::string_view b, size_t at) {
                               static_cast<uint32_t>(static_cast<uint8_t>(b[at + 3])));
 }
 
-// Parse of `q` as `statement`, Bind of its parameters to `portal` with `result_formats`, and an
-// Execute of every row.
+// Parse of `q` as `statement`, Bind of its parameters to `portal` with `result_formats`, (with
+// `describe`, a Describe of the portal: its RowDescription or NoData) and an Execute of every row.
 inline void AppendParseBindExecute(std::string& out, std::string_view statement, std::string_view portal,
-                                   const at::AtQuery& q, const std::vector<int16_t>& result_formats) {
+                                   const at::AtQuery& q, const std::vector<int16_t>& result_formats,
+                                   bool describe = false) {
   std::string body;
   AppendCString(body, statement);
   AppendCString(body, q.sql);
@@ -72,6 +73,11 @@ inline void AppendParseBindExecute(std::string& out, std::string_view statement,
   AppendInt16(body, static_cast<int16_t>(result_formats.size()));
   for (int16_t f : result_formats) AppendInt16(body, f);
   AppendMessage(out, 'B', body);
+  if (describe) {
+    body.assign(1, 'P');
+    AppendCString(body, portal);
+    AppendMessage(out, 'D', body);
+  }
   body.clear();
   AppendCString(body, portal);
   AppendInt32(body, 0);
