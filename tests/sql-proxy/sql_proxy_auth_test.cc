@@ -170,7 +170,9 @@ TEST_F(SqlProxyAuthTest, ServerProcessKilledMidSession) {
   }
   EXPECT_EQ(again, "recovered");
   if (error.find("dtx-sql-proxy") != std::string::npos) {
-    EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_errors_total{kind=\"backend_lost\"}"), 1);
+    // This session's, and maybe one of the retries above: a session that reached the server while
+    // it restarted after the crash can be cut off too.
+    EXPECT_GE(proxy_->Metric("dtx_sql_proxy_errors_total{kind=\"backend_lost\"}"), 1);
   }
 }
 
