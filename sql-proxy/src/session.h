@@ -195,6 +195,10 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string portal, statement;
     at::QueryParams params;
     std::vector<int16_t> result_formats;
+    // Its statement, as it was when bound: may commit the block (or is not known whole); commits
+    // it (a COMMIT, END or PREPARE TRANSACTION seen whole).
+    bool may_commit = true;
+    bool commits = false;
   };
   using Portal = BindFields;
   static std::optional<BindFields> ParseBind(std::string_view body);

@@ -222,6 +222,8 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
       const PreparedStatement* slot = FindPrepared(bind->statement);
       if (slot) bind->params.types = slot->types;
       const bool special = slot && slot->special != Special::kNone;
+      bind->commits = slot && slot->known && CommitsBlock(slot->sql);
+      bind->may_commit = !slot || !slot->known || bind->commits;
       portals_[bind->portal] = std::move(*bind);
       if (special) {
         if (!co_await ExtFlush(false)) co_return false;
@@ -274,17 +276,22 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
       co_return co_await ExtFlush(false);
     case 'E':
       if (!deferred_keys_.empty() && ClientBlock() == 'T') {
-        if (!co_await ExtFlush(false)) co_return false;
-        Status checked = co_await CheckDeferredKeys();
-        if (!checked.ok()) {
-          // The block fails; an Execute of a COMMIT also ends it, rolled back, as on the server.
-          const PreparedStatement* slot = nullptr;
-          if (auto portal = ReadCString(body); portal && portals_.count(std::string(*portal))) {
-            slot = FindPrepared(portals_[std::string(*portal)].statement);
+        // The block's deferred checks, before an Execute that may commit it (a portal bound
+        // before this batch is not known: it may).
+        const Portal* portal = nullptr;
+        if (auto name = ReadCString(body)) {
+          if (auto it = portals_.find(std::string(*name)); it != portals_.end()) portal = &it->second;
+        }
+        if (!portal || portal->may_commit) {
+          if (!co_await ExtFlush(false)) co_return false;
+          Status checked = co_await CheckDeferredKeys();
+          if (!checked.ok()) {
+            // The block fails; an Execute of a COMMIT also ends it, rolled back, as on the server.
+            const bool commit = portal && portal->commits;
+            if (!co_await ExtFail(checked)) co_return false;
+            if (commit) ext_rollback_at_sync_ = true;
+            co_return true;
           }
-          if (!co_await ExtFail(checked)) co_return false;
-          if (slot && slot->known && CommitsBlock(slot->sql)) ext_rollback_at_sync_ = true;
-          co_return true;
         }
       }
       co_return co_await ExtExecute(std::move(message));
@@ -532,6 +539,12 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
   }
   std::string answer;  // the statement's, held back until the write of an unbound session is checked
   while (auto step = st.Next()) {
+    if (step->check_global_locks && local && ClientBlock() == 'T') {
+      // In the client's block the check waits for whatever may commit it (CheckDeferredKeys).
+      deferred_keys_.insert(deferred_keys_.end(), st.lock_keys().begin(), st.lock_keys().end());
+      st.LocksChecked();
+      continue;
+    }
     if (step->check_global_locks) {
       if (local) context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
       if (!co_await ExtFlush(false)) co_return false;

@@ -184,18 +184,21 @@ TEST_F(ProxyAt, UnboundBlockIsCheckedOnceAtItsCommit) {
   EXPECT_EQ(Sql("SELECT string_agg(balance::text, ',' ORDER BY id) FROM acct WHERE id IN (1, 2, 12)").Value(),
             "99.00,101.00,1.00");
 
-  // Rows a global transaction holds: an Execute of the extended protocol (it might be a COMMIT)
-  // checks the block's earlier writes first, and fails the block.
+  // Rows a global transaction holds: an extended-protocol Execute that is not a COMMIT leaves the
+  // check for later; an Execute of END checks the block's earlier writes first, fails, and the
+  // block is rolled back.
   auto g = Connect();
   const std::string xid = Begin(*g);
   ASSERT_TRUE(g->Exec("UPDATE acct SET balance = 1 WHERE id = 6").ok);
   ASSERT_TRUE(local->Exec("BEGIN").ok);
   ASSERT_TRUE(local->Exec("UPDATE acct SET owner = 'local' WHERE id = 6").ok);
   Answer extended = local->Params("SELECT $1::int", {"1"});
-  EXPECT_EQ(extended.sqlstate, "55P03") << extended.error;
-  EXPECT_NE(extended.error.find(xid), std::string::npos) << extended.error;
-  EXPECT_EQ(local->TxStatus(), 'E');
-  EXPECT_EQ(local->Exec("COMMIT").tag, "ROLLBACK");
+  EXPECT_TRUE(extended.ok) << extended.error;
+  EXPECT_EQ(local->TxStatus(), 'T');
+  Answer ended = local->Params("END", {});
+  EXPECT_EQ(ended.sqlstate, "55P03") << ended.error;
+  EXPECT_NE(ended.error.find(xid), std::string::npos) << ended.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
   // Bound to a global transaction in the middle of the block: its COMMIT still checks the
   // unbound writes made before.
   ASSERT_TRUE(local->Exec("BEGIN").ok);

@@ -161,8 +161,41 @@ TEST_F(ProxyAtTypes, ExtendedProtocolUnboundWriteChecked) {
   Answer free = local->Params("UPDATE pair SET qty = 2 WHERE region = $1 AND num = $2", {"eu", "2"});
   EXPECT_TRUE(free.ok) << free.error;
   EXPECT_EQ(free.tag, "UPDATE 1");
+  // In the client's block, the writes' keys are checked once, before an Execute that may commit
+  // the block: the COMMIT fails, and the block is rolled back.
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Params("UPDATE pair SET qty = 3 WHERE region = $1 AND num = $2", {"eu", "1"}).ok);
+  ASSERT_TRUE(local->Params("UPDATE pair SET qty = 3 WHERE region = $1 AND num = $2", {"eu", "2"}).ok);
+  Answer read = local->Params("SELECT qty FROM pair WHERE region = $1 AND num = $2", {"eu", "1"});
+  ASSERT_TRUE(read.ok) << read.error;  // not a COMMIT: nothing checked yet
+  EXPECT_EQ(local->TxStatus(), 'T');
+  Answer commit = local->Params("COMMIT", {});
+  EXPECT_EQ(commit.sqlstate, "55P03") << commit.error;
+  EXPECT_NE(commit.error.find(xid), std::string::npos) << commit.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  // A write and its COMMIT in one pipeline.
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  auto piped = local->Pipeline({"UPDATE pair SET qty = 4 WHERE region = 'eu' AND num = 1", "COMMIT"});
+  ASSERT_EQ(piped.size(), 2u);
+  EXPECT_TRUE(piped[0].ok) << piped[0].error;
+  EXPECT_EQ(piped[1].sqlstate, "55P03") << piped[1].error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT string_agg(qty::text, ',' ORDER BY num) FROM pair WHERE region = 'eu' AND num IN (1, 2)").Value(),
+            "1,2");
+
   ASSERT_TRUE(g->Exec("SELECT dtx.commit()").ok);
   EXPECT_TRUE(local->Params("UPDATE pair SET qty = 2 WHERE region = $1 AND num = $2", {"eu", "1"}).ok);
+  // Free rows: the block commits, after one check.
+  const auto checks = proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total");
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Params("UPDATE pair SET qty = 5 WHERE region = $1 AND num = $2", {"eu", "1"}).ok);
+  ASSERT_TRUE(local->Params("UPDATE pair SET qty = 5 WHERE region = $1 AND num = $2", {"eu", "2"}).ok);
+  Answer done = local->Params("COMMIT", {});
+  ASSERT_TRUE(done.ok) << done.error;
+  EXPECT_EQ(done.tag, "COMMIT");
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), checks + 1);
+  EXPECT_EQ(Sql("SELECT string_agg(qty::text, ',' ORDER BY num) FROM pair WHERE region = 'eu' AND num IN (1, 2)").Value(),
+            "5,5");
 }
 
 }  // namespace
