@@ -6,7 +6,7 @@
 #
 #   bench/at/run_at_bench.sh [BUILD_DIR]        (default build; needs dtx-coordinator, dtx-sql-proxy)
 #
-# Each run is `pgbench -n -M simple -c 8 -j 2 -T 20 -f <script>` (CLIENTS, THREADS, SECONDS_PER_RUN
+# Each run is `pgbench -n -M simple -c 8 -j 2 -T 20 -f <script>` (MODE, CLIENTS, THREADS, SECONDS_PER_RUN
 # change them). Three runs:
 #   plain   through a proxy started with --check-unbound-writes false (a plain proxy's work);
 #   plain   through the AT proxy with its defaults (each unbound write returns its keys, which are checked with the coordinator);
@@ -37,6 +37,7 @@ clients=${CLIENTS:-8}
 threads=${THREADS:-2}
 workers=${PROXY_WORKERS:-2}
 rounds=${ROUNDS:-1}
+mode=${MODE:-simple}  # pgbench -M: simple, extended or prepared
 for b in dtx-coordinator dtx-sql-proxy; do
   [ -x "$build/bin/$b" ] || { echo "no $build/bin/$b: ninja -C $build dtx-coordinator dtx-sql-proxy" >&2; exit 2; }
 done
@@ -89,7 +90,7 @@ postmaster=$(head -1 "$dir/data/postmaster.pid")
 bench() {
   local out p0 c0 g0 p1 c1 g1 s0
   p0=$(cpu_ms "$3") c0=$(cpu_ms "$tc_pid") g0=$(cpu_ms "$postmaster") s0=$(cpu_line)
-  out=$("$bin/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -M simple -c "$clients" -j "$threads" -T "$seconds" \
+  out=$("$bin/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -M "$mode" -c "$clients" -j "$threads" -T "$seconds" \
           -f "$2" postgres 2>&1) || true
   local idle
   idle=$(idle_pct "$s0" "$(cpu_line)")
@@ -106,7 +107,7 @@ bench() {
   echo "${tps:-0} ${failed:-?} ${aborted} ${latency:-?} $(( (p1 - p0) * 1000 / n )) $(( (c1 - c0) * 1000 / n )) $(( (g1 - g0) * 1000 / n )) $idle"
 }
 
-echo "pgbench -n -M simple -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
+echo "pgbench -n -M $mode -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
   "dtx-sql-proxy --workers $workers --server ${BACKEND:-unix}; coordinator log: ${TC_FLAGS:-SQLite (default)}"
 echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 aborted_total=0

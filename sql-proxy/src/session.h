@@ -208,8 +208,9 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> HandleExtended(std::string message);
   asio::awaitable<bool> ExtForward(std::string_view message, int answers);
   asio::awaitable<bool> ExtFlush(bool sync);
+  // `reuse`: keep the query prepared on the server (own_prepared_) and run it from there next time.
   asio::awaitable<std::optional<BackendReply>> ExtRun(const at::AtQuery& q, int hidden,
-                                                      const std::vector<int16_t>& result_formats);
+                                                      const std::vector<int16_t>& result_formats, bool reuse = false);
   // `wrote`: the pipeline's implicit transaction holds a write that must not commit either.
   asio::awaitable<bool> ExtFail(const Status& error, bool wrote = false);
   using PortalMap = std::unordered_map<std::string, Portal>;
@@ -332,6 +333,12 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string ext_chunk_;         // client messages not sent yet
   std::shared_ptr<at::AtBranch> ext_branch_;  // ext_implicit_: its branch
   PortalMap portals_;
+  // The proxy's own statements kept prepared on the server (the queries of statements the client
+  // prepared under a name, and the undo-row insert), by text and parameter types. Cleared when
+  // the client closes a named statement or may have dropped them (DISCARD, DEALLOCATE).
+  static constexpr size_t kOwnPreparedMax = 256;
+  std::unordered_map<std::string, std::string> own_prepared_;
+  uint64_t own_prepared_seq_ = 0;
   // Forwarded extended messages since the last Sync, and their answers seen by the back loop.
   int ext_sent_ = 0;
   int ext_execs_sent_ = 0;  // ... of which Executes

@@ -34,17 +34,21 @@ std::string ProxyText(const Status& s) {
   return text.starts_with("dtx-sql-proxy") ? text : "dtx-sql-proxy: " + text;
 }
 
-// Parse/Bind/Execute/Close of the proxy's own statement, then Flush.
-std::string OwnQuery(const at::AtQuery& q, const std::vector<int16_t>& result_formats) {
+// [Parse,] Bind, Execute and Close of the proxy's own statement `statement` (its portal kOwn),
+// then Flush; the statement is closed too unless `keep`.
+std::string OwnQuery(const at::AtQuery& q, const std::vector<int16_t>& result_formats, const std::string& statement,
+                     bool parse, bool keep) {
   std::string out, body;
-  wire::AppendParseBindExecute(out, kOwn, kOwn, q, result_formats);
+  wire::AppendParseBindExecute(out, statement, kOwn, q, result_formats, false, parse);
   body.push_back('P');
   AppendCString(body, kOwn);
   AppendMessage(out, 'C', body);
-  body.clear();
-  body.push_back('S');
-  AppendCString(body, kOwn);
-  AppendMessage(out, 'C', body);
+  if (!keep) {
+    body.clear();
+    body.push_back('S');
+    AppendCString(body, statement);
+    AppendMessage(out, 'C', body);
+  }
   AppendMessage(out, 'H', "");
   return out;
 }
@@ -139,27 +143,50 @@ asio::awaitable<bool> Session::ExtFlush(bool sync) {
 // Runs one query of the proxy's own (after flushing the client's chunk): its rows, hidden
 // columns removed; on a server error the batch has failed.
 asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::AtQuery& q, int hidden,
-                                                                        const std::vector<int16_t>& result_formats) {
+                                                                        const std::vector<int16_t>& result_formats,
+                                                                        bool reuse) {
   if (!co_await ExtFlush(false)) co_return std::nullopt;
   BackendReply reply;
   if (ext_failed_) {
     reply.failed = true;
     co_return reply;
   }
-  if (!co_await WriteServer(OwnQuery(q, result_formats))) co_return std::nullopt;
-  bool rowless = false;
+  // A statement to keep prepared on the server: found (no Parse), or new (Parse, keep).
+  std::string statement = kOwn;
+  bool parse = true, keep = false;
+  std::string key;
+  if (reuse) {
+    key = q.sql;
+    for (uint32_t t : q.params.types) key.append(reinterpret_cast<const char*>(&t), sizeof t);
+    if (auto it = own_prepared_.find(key); it != own_prepared_.end()) {
+      statement = it->second;
+      parse = false;
+      keep = true;
+    } else if (own_prepared_.size() < kOwnPreparedMax) {
+      statement = std::string(kOwn) + "_" + std::to_string(++own_prepared_seq_);
+      own_prepared_.emplace(key, statement);
+      keep = true;
+    }
+  }
+  if (!co_await WriteServer(OwnQuery(q, result_formats, statement, parse, keep))) co_return std::nullopt;
+  bool rowless = false, prepared = !parse;
   std::string message;
   int closes = 0;
   while (true) {
     if (!co_await NextServerMessage(message)) co_return std::nullopt;
     const char type = message[0];
     if (!Collect(reply, message, hidden, rowless)) co_return std::nullopt;
+    if (type == '1') prepared = true;
     if (type == 'E') {
       ext_failed_ = true;
       ext_own_left_ = true;  // its Close was skipped
+      // A kept statement whose Parse failed does not exist: parsed anew next time. One dropped
+      // by something the proxy did not see (26000): all may be gone.
+      if (keep && !prepared) own_prepared_.erase(key);
+      if (reply.sqlstate == "26000") own_prepared_.clear();
       co_return reply;
     }
-    if (type == '3' && ++closes == 2) co_return reply;  // the portal's, then the statement's
+    if (type == '3' && ++closes == (keep ? 1 : 2)) co_return reply;  // the portal's[, then the statement's]
   }
 }
 
@@ -575,7 +602,8 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
       // Per-column formats: the hidden columns come as text.
       if (formats.size() > 1) formats.insert(formats.end(), step->query.hidden_columns, 0);
     }
-    auto r = co_await ExtRun(step->query, statement ? step->query.hidden_columns : 0, formats);
+    // The queries of a statement the client prepared under a name are prepared once too.
+    auto r = co_await ExtRun(step->query, statement ? step->query.hidden_columns : 0, formats, !portal.statement.empty());
     if (!r) co_return false;
     if (r->failed) {
       st.OnError();
@@ -601,7 +629,7 @@ asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch,
   Result<std::optional<at::AtQuery>> undo = co_await RegisterBranch(*branch);
   Status error = undo.status();
   if (undo.ok() && *undo) {
-    auto w = co_await ExtRun(**undo, 0, {});
+    auto w = co_await ExtRun(**undo, 0, {}, true);
     if (!w) co_return false;
     if (w->failed) {
       error = branch->UndoWriteFailed(w->sqlstate, w->message);

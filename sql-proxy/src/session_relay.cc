@@ -7,6 +7,8 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "session.h"
@@ -189,6 +191,22 @@ asio::awaitable<bool> Session::ReadWholeMessage(std::string& message, size_t siz
   co_return true;
 }
 
+namespace {
+
+// Whether `sql` may drop prepared statements of the session's (DISCARD ALL, DEALLOCATE), anywhere
+// in the text: a word search, no parse.
+bool MayDropPrepared(std::string_view sql) {
+  for (std::string_view word : {std::string_view("discard"), std::string_view("deallocate")}) {
+    auto it = std::search(sql.begin(), sql.end(), word.begin(), word.end(), [](char a, char b) {
+      return std::tolower(static_cast<unsigned char>(a)) == b;
+    });
+    if (it != sql.end()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
   switch (type) {
     case 'Q': {
@@ -199,6 +217,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       std::optional<std::string_view> sql;
       if (authenticated_ && seen.size() == size) {
         if ((sql = ReadCString(seen.substr(5)))) {
+          if (!own_prepared_.empty() && MayDropPrepared(*sql)) own_prepared_.clear();
           XidCommand command = ParseXidCommand(*sql);
           if (command.kind != XidCommandKind::kNone) {
             divert_ = Divert::kXid;
@@ -269,6 +288,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       if (authenticated_ && seen.size() == size) {
         if (auto fields = ParseParse(body)) {
           slot->known = true;
+          if (!own_prepared_.empty() && MayDropPrepared(fields->query)) own_prepared_.clear();
           XidCommand command = ParseXidCommand(fields->query);
           if (command.kind != XidCommandKind::kNone) {
             slot->special = Special::kXid;
@@ -324,6 +344,8 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       return false;
     }
     case 'C': {
+      // The proxy's statements kept for the client's named ones go with any of those.
+      if (seen.size() >= 7 && seen[5] == 'S' && seen[6] != '\0') own_prepared_.clear();
       if (DivertExtended(type, seen, size)) return true;
       if (seen.size() < 6 || seen[5] != 'S') return false;
       auto name = ReadCString(seen.substr(6));

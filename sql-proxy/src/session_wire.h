@@ -49,14 +49,16 @@ inline int32_t ReadInt32(std::string_view b, size_t at) {
 // `describe`, a Describe of the portal: its RowDescription or NoData) and an Execute of every row.
 inline void AppendParseBindExecute(std::string& out, std::string_view statement, std::string_view portal,
                                    const at::AtQuery& q, const std::vector<int16_t>& result_formats,
-                                   bool describe = false) {
+                                   bool describe = false, bool parse = true) {
   std::string body;
-  AppendCString(body, statement);
-  AppendCString(body, q.sql);
-  AppendInt16(body, static_cast<int16_t>(q.params.types.size()));
-  for (uint32_t t : q.params.types) AppendInt32(body, static_cast<int32_t>(t));
-  AppendMessage(out, 'P', body);
-  body.clear();
+  if (parse) {  // else `statement` is prepared already
+    AppendCString(body, statement);
+    AppendCString(body, q.sql);
+    AppendInt16(body, static_cast<int16_t>(q.params.types.size()));
+    for (uint32_t t : q.params.types) AppendInt32(body, static_cast<int32_t>(t));
+    AppendMessage(out, 'P', body);
+    body.clear();
+  }
   AppendCString(body, portal);
   AppendCString(body, statement);
   AppendInt16(body, static_cast<int16_t>(q.params.formats.size()));

@@ -151,6 +151,43 @@ TEST_F(ProxyAtTypes, ExtendedProtocolDtxFunctionsAndXidStatements) {
   EXPECT_EQ(other->Exec("SELECT dtx.begin($1)").sqlstate, "42P02");
 }
 
+// The queries the proxy runs for a statement the client prepared under a name (its rewritten
+// statement, the before image) and the undo-row insert are prepared once per session; a client's
+// DEALLOCATE ALL or Close of a named statement drops them, and they are prepared again.
+TEST_F(ProxyAtTypes, QueriesOfNamedStatementsArePreparedOnce) {
+  auto c = Connect();
+  auto kept = [&] {
+    return c->Exec("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'dtx\\_at\\_%'").Value();
+  };
+  ASSERT_TRUE(c->Prepare("move", "UPDATE pair SET qty = qty + $1 WHERE region = $2 AND num = $3", 3).ok);
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    const std::string xid = Begin(*c);
+    ASSERT_TRUE(c->Exec("BEGIN").ok);
+    Answer a = c->ExecPrepared("move", {"1", "eu", "1"});
+    ASSERT_TRUE(a.ok) << a.error;
+    EXPECT_EQ(a.tag, "UPDATE 1");
+    ASSERT_TRUE(c->Exec("COMMIT").ok);
+    // The statement with its hidden columns, its before image, and the catalog query that read
+    // the table's key on the first round.
+    EXPECT_EQ(kept(), "3");
+    ASSERT_EQ(c->Exec("SELECT dtx.rollback()").Value(), "Rollbacked");
+    ASSERT_TRUE(c->Exec("RESET dtx.xid").ok);
+  }
+  EXPECT_TRUE(WaitUndoEmpty());
+  ASSERT_TRUE(c->Exec("DEALLOCATE ALL").ok);
+  EXPECT_EQ(kept(), "0");
+  ASSERT_TRUE(c->Prepare("move", "UPDATE pair SET qty = qty + $1 WHERE region = $2 AND num = $3", 3).ok);
+  const std::string xid = Begin(*c);
+  // Outside a block: its own branch, whose undo row is written by the extended path too (the
+  // table's key is known by now: no catalog query).
+  Answer again = c->ExecPrepared("move", {"1", "eu", "1"});
+  ASSERT_TRUE(again.ok) << again.error;
+  EXPECT_EQ(kept(), "3");
+  ASSERT_EQ(c->Exec("SELECT dtx.commit()").Value(), "Committed");
+  EXPECT_EQ(Sql("SELECT qty FROM pair WHERE region = 'eu' AND num = 1").Value(), "11");
+}
+
 TEST_F(ProxyAtTypes, ExtendedProtocolUnboundWriteChecked) {
   auto g = Connect();
   auto local = Connect();
