@@ -208,6 +208,20 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> HandleExtended(std::string message);
   asio::awaitable<bool> ExtForward(std::string_view message, int answers);
   asio::awaitable<bool> ExtFlush(bool sync);
+  // A query of the proxy's own as a statement on the server: kOwn, closed after it ran, or
+  // (`reuse`) one kept prepared in own_prepared_, parsed now or already.
+  struct OwnStatement {
+    std::string name, key;
+    bool parse = true, keep = false;
+  };
+  OwnStatement OwnStatementFor(const at::AtQuery& q, bool reuse);
+  // Reads the answer of one OwnQuery, up to its Close(s) or its error.
+  asio::awaitable<std::optional<BackendReply>> ReadOwn(int hidden, const OwnStatement& s);
+  // Two queries in one write (a before image and its statement); `second_reply` stays empty when
+  // the first failed. false: the connection failed.
+  asio::awaitable<bool> ExtRunPair(const at::AtQuery& first, const at::AtQuery& second, int second_hidden,
+                                   const std::vector<int16_t>& second_formats, bool reuse,
+                                   std::optional<BackendReply>& first_reply, std::optional<BackendReply>& second_reply);
   // `reuse`: keep the query prepared on the server (own_prepared_) and run it from there next time.
   asio::awaitable<std::optional<BackendReply>> ExtRun(const at::AtQuery& q, int hidden,
                                                       const std::vector<int16_t>& result_formats, bool reuse = false);

@@ -140,36 +140,27 @@ asio::awaitable<bool> Session::ExtFlush(bool sync) {
   co_return co_await WriteClient(out);
 }
 
-// Runs one query of the proxy's own (after flushing the client's chunk): its rows, hidden
-// columns removed; on a server error the batch has failed.
-asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::AtQuery& q, int hidden,
-                                                                        const std::vector<int16_t>& result_formats,
-                                                                        bool reuse) {
-  if (!co_await ExtFlush(false)) co_return std::nullopt;
+Session::OwnStatement Session::OwnStatementFor(const at::AtQuery& q, bool reuse) {
+  OwnStatement s;
+  s.name = kOwn;
+  if (!reuse) return s;
+  s.key = q.sql;
+  for (uint32_t t : q.params.types) s.key.append(reinterpret_cast<const char*>(&t), sizeof t);
+  if (auto it = own_prepared_.find(s.key); it != own_prepared_.end()) {
+    s.name = it->second;  // prepared already
+    s.parse = false;
+    s.keep = true;
+  } else if (own_prepared_.size() < kOwnPreparedMax) {
+    s.name = std::string(kOwn) + "_" + std::to_string(++own_prepared_seq_);
+    own_prepared_.emplace(s.key, s.name);
+    s.keep = true;
+  }
+  return s;
+}
+
+asio::awaitable<std::optional<Session::BackendReply>> Session::ReadOwn(int hidden, const OwnStatement& s) {
   BackendReply reply;
-  if (ext_failed_) {
-    reply.failed = true;
-    co_return reply;
-  }
-  // A statement to keep prepared on the server: found (no Parse), or new (Parse, keep).
-  std::string statement = kOwn;
-  bool parse = true, keep = false;
-  std::string key;
-  if (reuse) {
-    key = q.sql;
-    for (uint32_t t : q.params.types) key.append(reinterpret_cast<const char*>(&t), sizeof t);
-    if (auto it = own_prepared_.find(key); it != own_prepared_.end()) {
-      statement = it->second;
-      parse = false;
-      keep = true;
-    } else if (own_prepared_.size() < kOwnPreparedMax) {
-      statement = std::string(kOwn) + "_" + std::to_string(++own_prepared_seq_);
-      own_prepared_.emplace(key, statement);
-      keep = true;
-    }
-  }
-  if (!co_await WriteServer(OwnQuery(q, result_formats, statement, parse, keep))) co_return std::nullopt;
-  bool rowless = false, prepared = !parse;
+  bool rowless = false, prepared = !s.parse;
   std::string message;
   int closes = 0;
   while (true) {
@@ -182,12 +173,55 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::
       ext_own_left_ = true;  // its Close was skipped
       // A kept statement whose Parse failed does not exist: parsed anew next time. One dropped
       // by something the proxy did not see (26000): all may be gone.
-      if (keep && !prepared) own_prepared_.erase(key);
+      if (s.keep && !prepared) own_prepared_.erase(s.key);
       if (reply.sqlstate == "26000") own_prepared_.clear();
       co_return reply;
     }
-    if (type == '3' && ++closes == (keep ? 1 : 2)) co_return reply;  // the portal's[, then the statement's]
+    if (type == '3' && ++closes == (s.keep ? 1 : 2)) co_return reply;  // the portal's[, then the statement's]
   }
+}
+
+// Runs one query of the proxy's own (after flushing the client's chunk): its rows, hidden
+// columns removed; on a server error the batch has failed.
+asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::AtQuery& q, int hidden,
+                                                                        const std::vector<int16_t>& result_formats,
+                                                                        bool reuse) {
+  if (!co_await ExtFlush(false)) co_return std::nullopt;
+  if (ext_failed_) {
+    BackendReply reply;
+    reply.failed = true;
+    co_return reply;
+  }
+  const OwnStatement s = OwnStatementFor(q, reuse);
+  if (!co_await WriteServer(OwnQuery(q, result_formats, s.name, s.parse, s.keep))) co_return std::nullopt;
+  std::optional<BackendReply> reply = co_await ReadOwn(hidden, s);
+  co_return reply;
+}
+
+asio::awaitable<bool> Session::ExtRunPair(const at::AtQuery& first, const at::AtQuery& second, int second_hidden,
+                                          const std::vector<int16_t>& second_formats, bool reuse,
+                                          std::optional<BackendReply>& first_reply,
+                                          std::optional<BackendReply>& second_reply) {
+  if (!co_await ExtFlush(false)) co_return false;
+  if (ext_failed_) {
+    first_reply.emplace();
+    first_reply->failed = true;
+    co_return true;
+  }
+  const OwnStatement a = OwnStatementFor(first, reuse);
+  const OwnStatement b = OwnStatementFor(second, reuse);
+  std::string request = OwnQuery(first, {}, a.name, a.parse, a.keep);
+  request.append(OwnQuery(second, second_formats, b.name, b.parse, b.keep));
+  if (!co_await WriteServer(request)) co_return false;
+  first_reply = co_await ReadOwn(0, a);
+  if (!first_reply) co_return false;
+  if (first_reply->failed) {
+    // The server skips the second until the Sync: it never ran. Not kept if it was to be parsed.
+    if (b.keep && b.parse) own_prepared_.erase(b.key);
+    co_return true;
+  }
+  second_reply = co_await ReadOwn(second_hidden, b);
+  co_return second_reply.has_value();
 }
 
 asio::awaitable<bool> Session::ExtFail(const Status& error, bool wrote) {
@@ -565,6 +599,7 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
     if (auto refusal = EncodingRefusal()) co_return co_await ExtFail(*refusal);
   }
   std::string answer;  // the statement's, held back until the write of an unbound session is checked
+  std::optional<BackendReply> behind;  // the statement's answer, when sent behind its before image
   while (auto step = st.Next()) {
     if (step->check_global_locks && local && ClientBlock() == 'T') {
       // In the client's block the check waits for whatever may commit it (CheckDeferredKeys).
@@ -596,14 +631,30 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
       if (!s.ok()) co_return co_await ExtFail(s);
       continue;
     }
-    std::vector<int16_t> formats;
-    if (statement) {
-      formats = portal.result_formats;
+    auto formats_of = [&](const at::AtQuery& q) {
+      std::vector<int16_t> formats = portal.result_formats;
       // Per-column formats: the hidden columns come as text.
-      if (formats.size() > 1) formats.insert(formats.end(), step->query.hidden_columns, 0);
-    }
+      if (formats.size() > 1) formats.insert(formats.end(), q.hidden_columns, 0);
+      return formats;
+    };
     // The queries of a statement the client prepared under a name are prepared once too.
-    auto r = co_await ExtRun(step->query, statement ? step->query.hidden_columns : 0, formats, !portal.statement.empty());
+    const bool reuse = !portal.statement.empty();
+    std::optional<BackendReply> r;
+    if (statement && behind) {
+      r = std::move(behind);  // sent with its before image
+      behind.reset();
+    } else if (auto next = st.StatementBehindBeforeImage(); next && !statement) {
+      // The before image and the statement in one write; the server skips the second after an
+      // error in the first.
+      // (Named locals, not temporaries, across co_await: GCC 12 mishandles those.)
+      const std::vector<int16_t> formats = formats_of(*next);
+      const int hidden = next->hidden_columns;
+      if (!co_await ExtRunPair(step->query, *next, hidden, formats, reuse, r, behind)) co_return false;
+    } else {
+      const std::vector<int16_t> formats = statement ? formats_of(step->query) : std::vector<int16_t>{};
+      const int hidden = statement ? step->query.hidden_columns : 0;
+      r = co_await ExtRun(step->query, hidden, formats, reuse);
+    }
     if (!r) co_return false;
     if (r->failed) {
       st.OnError();

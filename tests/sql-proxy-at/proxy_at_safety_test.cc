@@ -257,6 +257,16 @@ TEST_F(ProxyAtSafety, BeforeImageFailureStopsTheStatementSentBehindIt) {
   EXPECT_EQ(b.sqlstate, "55P03") << b.error;
   EXPECT_EQ(c->TxStatus(), 'E');
   EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+  // The same through the extended protocol, where the two also go in one write.
+  Answer e = c->Params("UPDATE acct SET balance = $1 WHERE id IN (1, 2)", {"0"});
+  EXPECT_EQ(e.sqlstate, "55P03") << e.error;
+  EXPECT_EQ(c->TxStatus(), 'I');
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Prepare("zero", "UPDATE acct SET balance = $1 WHERE id IN (1, 2)", 1).ok);
+  Answer p = c->ExecPrepared("zero", {"0"});
+  EXPECT_EQ(p.sqlstate, "55P03") << p.error;
+  EXPECT_EQ(c->TxStatus(), 'E');
+  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
   ASSERT_TRUE(local->Exec("ROLLBACK").ok);
   EXPECT_EQ(UndoRows(), 0);
   EXPECT_EQ(Snapshot("acct"), before_);
