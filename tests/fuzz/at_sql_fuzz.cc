@@ -243,6 +243,21 @@ void CheckPlans(const std::string& sql, const ParsedStatement& parsed, uint8_t o
   if (must_refuse) Check(!plan.ok() && SqlStateOf(plan.status()) == sqlstate::kFeatureNotSupported);
   if (!plan.ok()) {
     CheckRefusal(plan.status(), true);
+  } else if (plan->hidden_columns == 3) {
+    // An UPDATE that takes its before image itself: it must mean what the tree path's before
+    // image and statement mean together.
+    Check(parsed.kind == StatementKind::kUpdate && plan->before_image_sql.empty() && plan->lock_keys_sql.empty());
+    Check(ParamsOf(plan->statement_sql) == client_params);
+    auto fresh = AnalyzeUncached(parsed.sql);
+    Check(fresh.ok());
+    fresh->shape.reset();
+    auto apart = Plan(*fresh, table);
+    if (!apart.ok() && SqlStateOf(apart.status()) == sqlstate::kStatementTooComplex) {
+      Check(NearDepthLimit(sql));
+      return;
+    }
+    Check(apart.ok() && apart->hidden_columns == 2);
+    Check(SameMergedUpdate(plan->statement_sql, apart->statement_sql, apart->before_image_sql, apart->extra_params));
   } else {
     // The rewritten statement: the same write, the client's RETURNING items then the hidden ones.
     auto again = Analyze(plan->statement_sql);

@@ -4,6 +4,7 @@
 // --resource, and a client encoding the undo log cannot hold. Each test ends with a global
 // rollback and checks that every row is back, or that the statement was refused before it ran.
 #include <string>
+#include <thread>
 
 #include "proxy_at_harness.h"
 
@@ -241,39 +242,81 @@ TEST_F(ProxyAtSafety, UndoWriteFailureRollsTheCommitBack) {
 }
 
 TEST_F(ProxyAtSafety, BeforeImageFailureStopsTheStatementSentBehindIt) {
-  // The before image and the UPDATE go to the server in one write; when the before image fails
+  // An UPDATE takes its before image itself, in one statement; one with `RETURNING *` runs a
+  // SELECT ... FOR UPDATE first, and the two go to the server in one write. When the locking fails
   // (here: a local row lock held past lock_timeout), the UPDATE must not have changed anything.
-  auto local = Direct();
-  ASSERT_TRUE(local->Exec("BEGIN").ok);
-  ASSERT_TRUE(local->Exec("UPDATE acct SET note = 'held' WHERE id = 1").ok);
-  auto c = Connect();
-  const std::string xid = Begin(*c);
-  ASSERT_TRUE(c->Exec("SET lock_timeout = '100ms'").ok);
-  Answer a = c->Exec("UPDATE acct SET balance = 0 WHERE id IN (1, 2)");  // outside a block
-  EXPECT_EQ(a.sqlstate, "55P03") << a.error;
-  EXPECT_EQ(c->TxStatus(), 'I');
-  ASSERT_TRUE(c->Exec("BEGIN").ok);
-  Answer b = c->Exec("UPDATE acct SET balance = 0 WHERE id IN (1, 2)");  // in a block
-  EXPECT_EQ(b.sqlstate, "55P03") << b.error;
-  EXPECT_EQ(c->TxStatus(), 'E');
-  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
-  // The same through the extended protocol, where the two also go in one write.
-  Answer e = c->Params("UPDATE acct SET balance = $1 WHERE id IN (1, 2)", {"0"});
-  EXPECT_EQ(e.sqlstate, "55P03") << e.error;
-  EXPECT_EQ(c->TxStatus(), 'I');
-  ASSERT_TRUE(c->Exec("BEGIN").ok);
-  ASSERT_TRUE(c->Prepare("zero", "UPDATE acct SET balance = $1 WHERE id IN (1, 2)", 1).ok);
-  Answer p = c->ExecPrepared("zero", {"0"});
-  EXPECT_EQ(p.sqlstate, "55P03") << p.error;
-  EXPECT_EQ(c->TxStatus(), 'E');
-  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
-  ASSERT_TRUE(local->Exec("ROLLBACK").ok);
-  EXPECT_EQ(UndoRows(), 0);
-  EXPECT_EQ(Snapshot("acct"), before_);
-  // Once the row is free the same statement is a branch like any other.
-  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 0 WHERE id IN (1, 2)").ok);
-  EXPECT_EQ(Sql("SELECT sum(balance) FROM acct WHERE id IN (1, 2)").Value(), "0.00");
-  ExpectRolledBackToStart(*c, xid);
+  for (const std::string returning : {"", " RETURNING *"}) {
+    SCOPED_TRACE(returning);
+    auto local = Direct();
+    ASSERT_TRUE(local->Exec("BEGIN").ok);
+    ASSERT_TRUE(local->Exec("UPDATE acct SET note = 'held' WHERE id = 1").ok);
+    auto c = Connect();
+    const std::string xid = Begin(*c);
+    ASSERT_TRUE(c->Exec("SET lock_timeout = '100ms'").ok);
+    const std::string update = "UPDATE acct SET balance = 0 WHERE id IN (1, 2)" + returning;
+    const std::string update_param = "UPDATE acct SET balance = $1 WHERE id IN (1, 2)" + returning;
+    Answer a = c->Exec(update);  // outside a block
+    EXPECT_EQ(a.sqlstate, "55P03") << a.error;
+    EXPECT_EQ(c->TxStatus(), 'I');
+    ASSERT_TRUE(c->Exec("BEGIN").ok);
+    Answer b = c->Exec(update);  // in a block
+    EXPECT_EQ(b.sqlstate, "55P03") << b.error;
+    EXPECT_EQ(c->TxStatus(), 'E');
+    EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+    // The same through the extended protocol.
+    Answer e = c->Params(update_param, {"0"});
+    EXPECT_EQ(e.sqlstate, "55P03") << e.error;
+    EXPECT_EQ(c->TxStatus(), 'I');
+    ASSERT_TRUE(c->Exec("BEGIN").ok);
+    ASSERT_TRUE(c->Prepare("zero", update_param, 1).ok);
+    Answer p = c->ExecPrepared("zero", {"0"});
+    EXPECT_EQ(p.sqlstate, "55P03") << p.error;
+    EXPECT_EQ(c->TxStatus(), 'E');
+    EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+    ASSERT_TRUE(local->Exec("ROLLBACK").ok);
+    EXPECT_EQ(UndoRows(), 0);
+    EXPECT_EQ(Snapshot("acct"), before_);
+    // Once the row is free the same statement is a branch like any other.
+    ASSERT_TRUE(c->Exec(update).ok);
+    EXPECT_EQ(Sql("SELECT sum(balance) FROM acct WHERE id IN (1, 2)").Value(), "0.00");
+    ExpectRolledBackToStart(*c, xid);
+  }
+}
+
+// A bound UPDATE that waits for a row another transaction is changing, which then commits: its
+// before image is the row as that transaction left it (the version the UPDATE changed), not the
+// one its snapshot saw, both when it takes the image itself and when it runs a SELECT first.
+TEST_F(ProxyAtSafety, BeforeImageIsTheRowTheUpdateWaitedFor) {
+  for (const std::string returning : {"", " RETURNING *"}) {
+    SCOPED_TRACE(returning);
+    auto local = Direct();
+    ASSERT_TRUE(local->Exec("BEGIN").ok);
+    ASSERT_TRUE(local->Exec("UPDATE acct SET balance = 77, note = 'local' WHERE id = 3").ok);
+    auto c = Connect();
+    const std::string xid = Begin(*c);
+    Answer waited;
+    std::thread global([&] { waited = c->Exec("UPDATE acct SET balance = balance + 1 WHERE id IN (3, 4)" + returning); });
+    // The global UPDATE waits for the local transaction's row lock.
+    bool waiting = false;
+    for (int i = 0; i < 200 && !waiting; ++i) {
+      waiting = Sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'").Value() == "1";
+      if (!waiting) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(waiting);
+    ASSERT_TRUE(local->Exec("COMMIT").ok);
+    global.join();
+    ASSERT_TRUE(waited.ok) << waited.error;
+    EXPECT_EQ(waited.tag, "UPDATE 2");
+    EXPECT_EQ(Sql("SELECT balance || ' ' || note FROM acct WHERE id = 3").Value(), "78.00 local");
+    ASSERT_TRUE(c->Exec("SELECT dtx.rollback('" + xid + "')").ok);
+    EXPECT_TRUE(WaitStatus(xid, "Rollbacked"));
+    EXPECT_TRUE(WaitUndoEmpty());
+    // Back to the committed local change, not to the snapshot's row.
+    EXPECT_EQ(Sql("SELECT balance || ' ' || note FROM acct WHERE id = 3").Value(), "77.00 local");
+    EXPECT_EQ(Sql("SELECT balance FROM acct WHERE id = 4").Value(), "100.00");
+    Sql("UPDATE acct SET balance = 100, note = '' WHERE id = 3");
+    EXPECT_EQ(Snapshot("acct"), before_);
+  }
 }
 
 }  // namespace

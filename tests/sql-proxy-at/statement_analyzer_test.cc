@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "dtx/at/statement_analyzer.h"
+#include "dtx/at/statement_shape.h"
 
 namespace dtx::at {
 namespace {
@@ -12,6 +13,14 @@ TableInfo Table(std::string schema, std::string name, std::vector<std::string> p
   t.schema = std::move(schema);
   t.name = std::move(name);
   t.primary_key = std::move(pk);
+  return t;
+}
+
+// The table with a column named like the merged UPDATE's FROM item: an UPDATE of it takes its
+// before image apart, with a SELECT ... FOR UPDATE before the statement.
+TableInfo Apart(TableInfo t) {
+  t.columns = t.primary_key;
+  t.columns.push_back("dtx_at_note");
   return t;
 }
 
@@ -130,7 +139,7 @@ TEST(StatementAnalyzer, RefusesTablesWithoutKeyAndKeyUpdates) {
 TEST(StatementAnalyzer, UpdateGetsBeforeImageWithItsOwnWhereAndParameters) {
   auto r = Analyze(R"(UPDATE "My Schema"."Order Lines" ol SET qty = $1 WHERE ol."order id" = $2 AND qty < $3)");
   ASSERT_TRUE(r.ok()) << r.status();
-  auto p = Plan(*r, Table("My Schema", "Order Lines", {"order id", "line"}));
+  auto p = Plan(*r, Apart(Table("My Schema", "Order Lines", {"order id", "line"})));
   ASSERT_TRUE(p.ok()) << p.status();
   const std::string& b = p->before_image_sql;
   EXPECT_NE(b.find("FROM \"My Schema\".\"Order Lines\" AS \"ol\""), std::string::npos) << b;
@@ -152,6 +161,60 @@ TEST(StatementAnalyzer, UpdateGetsBeforeImageWithItsOwnWhereAndParameters) {
   EXPECT_EQ(p->hidden_columns, 2);
   EXPECT_NE(p->statement_sql.find("RETURNING"), std::string::npos) << p->statement_sql;
   EXPECT_NE(p->statement_sql.find("$1"), std::string::npos) << p->statement_sql;
+}
+
+// The same UPDATE takes its before image itself: one statement, the client's own parameter
+// numbers, the rows joined to themselves by their (composite) key, three hidden columns.
+TEST(StatementAnalyzer, UpdateTakesItsBeforeImageItself) {
+  auto r = Analyze(R"(UPDATE "My Schema"."Order Lines" ol SET qty = $1 WHERE ol."order id" = $2 AND qty < $3)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto p = Plan(*r, Table("My Schema", "Order Lines", {"order id", "line"}));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->before_image_sql.empty());
+  EXPECT_TRUE(p->extra_params.empty());
+  EXPECT_EQ(p->hidden_columns, 3);
+  EXPECT_EQ(p->statement_sql,
+            R"(UPDATE "My Schema"."Order Lines" ol SET qty = $1  FROM (SELECT row_to_json("ol".*)::text AS dtx_at_before, )"
+            R"("ol"."order id" AS dtx_at_k1, "ol"."line" AS dtx_at_k2 FROM "My Schema"."Order Lines" AS "ol" )"
+            R"(WHERE ol."order id" = $2 AND qty < $3 FOR UPDATE) AS dtx_at_old )"
+            R"(WHERE "ol"."order id" = dtx_at_old.dtx_at_k1 AND "ol"."line" = dtx_at_old.dtx_at_k2)"
+            "\nRETURNING json_build_array(\"ol\".\"order id\"::text, \"ol\".\"line\"::text)::text AS dtx_pk, "
+            R"(row_to_json("ol".*)::text AS dtx_image, dtx_at_old.dtx_at_before)");
+  auto apart = Plan(*r, Apart(Table("My Schema", "Order Lines", {"order id", "line"})));
+  ASSERT_TRUE(apart.ok()) << apart.status();
+  EXPECT_TRUE(SameMergedUpdate(p->statement_sql, apart->statement_sql, apart->before_image_sql, apart->extra_params));
+  // A wrong pairing is told apart: another condition, another table.
+  auto other = Analyze(R"(UPDATE "My Schema"."Order Lines" ol SET qty = $1 WHERE ol."order id" = $2 AND qty <= $3)");
+  ASSERT_TRUE(other.ok());
+  auto other_plan = Plan(*other, Apart(Table("My Schema", "Order Lines", {"order id", "line"})));
+  ASSERT_TRUE(other_plan.ok());
+  EXPECT_FALSE(SameMergedUpdate(p->statement_sql, other_plan->statement_sql, other_plan->before_image_sql,
+                                other_plan->extra_params));
+
+  // The client's RETURNING items stay first; `*` among them would take the FROM item's columns
+  // too, so such an UPDATE takes its before image apart.
+  auto items = Analyze("UPDATE t SET a = a + 1 WHERE id = $1 RETURNING a, id AS k");
+  ASSERT_TRUE(items.ok());
+  auto pi = Plan(*items, Table("public", "t", {"id"}));
+  ASSERT_TRUE(pi.ok());
+  EXPECT_EQ(pi->hidden_columns, 3);
+  EXPECT_NE(pi->statement_sql.find(") AS dtx_at_old WHERE \"t\".\"id\" = dtx_at_old.dtx_at_k1 RETURNING a, id AS k\n, "),
+            std::string::npos)
+      << pi->statement_sql;
+  for (const char* star : {"UPDATE t SET a = 1 WHERE id = 2 RETURNING *", "UPDATE t SET a = 1 RETURNING t.*, 1"}) {
+    auto st = Analyze(star);
+    ASSERT_TRUE(st.ok()) << star;
+    auto ps = Plan(*st, Table("public", "t", {"id"}));
+    ASSERT_TRUE(ps.ok());
+    EXPECT_EQ(ps->hidden_columns, 2) << star;
+    EXPECT_FALSE(ps->before_image_sql.empty()) << star;
+  }
+  // Without a WHERE every row is locked and joined.
+  auto all = Analyze("UPDATE t SET a = 0");
+  ASSERT_TRUE(all.ok());
+  auto pa = Plan(*all, Table("public", "t", {"id"}));
+  ASSERT_TRUE(pa.ok());
+  EXPECT_NE(pa->statement_sql.find("FROM \"t\" FOR UPDATE) AS dtx_at_old WHERE"), std::string::npos) << pa->statement_sql;
 }
 
 TEST(StatementAnalyzer, ClientReturningItemsStayFirst) {
@@ -212,7 +275,11 @@ TEST(StatementAnalyzer, DeepExpressionsArePlannedAndTooDeepOnesRefused) {
   ASSERT_EQ(r->kind, StatementKind::kUpdate);
   auto p = Plan(*r, Table("public", "t", {"id"}));
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_NE(p->before_image_sql.find("WHERE id = $1 AND b >= a + $2 + $2"), std::string::npos) << p->before_image_sql.substr(0, 200);
+  EXPECT_NE(p->statement_sql.find("WHERE id = $2 AND b >= a + $1 + $1"), std::string::npos) << p->statement_sql.substr(0, 200);
+  auto apart = Plan(*r, Apart(Table("public", "t", {"id"})));
+  ASSERT_TRUE(apart.ok()) << apart.status();
+  EXPECT_NE(apart->before_image_sql.find("WHERE id = $1 AND b >= a + $2 + $2"), std::string::npos)
+      << apart->before_image_sql.substr(0, 200);
 
   std::string deep = "a";
   for (int i = 0; i < 3000; ++i) deep += " + 1";
@@ -275,8 +342,15 @@ TEST(StatementAnalyzer, RewrittenStatementKeepsTheClientsTextAndParsesBack) {
       continue;
     }
     ASSERT_TRUE(r.ok()) << c.sql << ": " << r.status();
-    auto p = Plan(*r, Table("public", "t", {"id"}));
+    auto p = Plan(*r, Apart(Table("public", "t", {"id"})));
     ASSERT_TRUE(p.ok()) << c.sql << ": " << p.status();
+    if (r->kind == StatementKind::kUpdate) {
+      auto merged = Plan(*r, Table("public", "t", {"id"}));
+      ASSERT_TRUE(merged.ok()) << c.sql << ": " << merged.status();
+      EXPECT_EQ(merged->hidden_columns, 3) << c.sql;
+      EXPECT_TRUE(SameMergedUpdate(merged->statement_sql, p->statement_sql, p->before_image_sql, p->extra_params))
+          << merged->statement_sql;
+    }
     auto again = Analyze(p->statement_sql);
     ASSERT_TRUE(again.ok()) << p->statement_sql << ": " << again.status();
     EXPECT_EQ(again->kind, r->kind) << p->statement_sql;
@@ -292,11 +366,16 @@ TEST(StatementAnalyzer, RewrittenStatementKeepsTheClientsTextAndParsesBack) {
 TEST(StatementAnalyzer, TextAfterANulByteIsNotSpliced) {
   auto r = Analyze(std::string("UPDATE t SET a = 1\0 WHERE b", 26));
   ASSERT_TRUE(r.ok()) << r.status();
-  auto p = Plan(*r, Table("public", "t", {"id"}));
+  auto p = Plan(*r, Apart(Table("public", "t", {"id"})));
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->statement_sql.find('\0'), std::string::npos);
   EXPECT_EQ(p->statement_sql.find("WHERE b"), std::string::npos) << p->statement_sql;
   EXPECT_TRUE(Analyze(p->statement_sql).ok());
+  auto merged = Plan(*r, Table("public", "t", {"id"}));
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->statement_sql.find('\0'), std::string::npos);
+  EXPECT_EQ(merged->statement_sql.find("WHERE b"), std::string::npos) << merged->statement_sql;
+  EXPECT_TRUE(SameMergedUpdate(merged->statement_sql, p->statement_sql, p->before_image_sql, p->extra_params));
 }
 
 // The parse tree is shared by copies and outlives the first ParsedStatement; the kept templates
@@ -309,14 +388,14 @@ TEST(StatementAnalyzer, CopiesPlanAloneAndTemplatesDoNotMix) {
     copy = *r;
   }
   for (int round = 0; round < 2; ++round) {
-    auto pa = Plan(*copy, Table("public", "a", {"k"}));
+    auto pa = Plan(*copy, Apart(Table("public", "a", {"k"})));
     ASSERT_TRUE(pa.ok()) << pa.status();
     EXPECT_NE(pa->before_image_sql.find("json_build_array(\"a\".\"k\"::text)"), std::string::npos) << pa->before_image_sql;
     EXPECT_NE(pa->before_image_sql.find("k = $1"), std::string::npos) << pa->before_image_sql;
     EXPECT_EQ(pa->extra_params, (std::vector<int>{2}));
     auto rb = Analyze("UPDATE b AS bb SET y = 1 WHERE id1 = 3 AND id2 = 4");
     ASSERT_TRUE(rb.ok());
-    auto pb = Plan(*rb, Table("public", "b", {"id1", "id2"}));
+    auto pb = Plan(*rb, Apart(Table("public", "b", {"id1", "id2"})));
     ASSERT_TRUE(pb.ok()) << pb.status();
     EXPECT_NE(pb->before_image_sql.find("json_build_array(\"bb\".\"id1\"::text, \"bb\".\"id2\"::text)"), std::string::npos)
         << pb->before_image_sql;
@@ -324,6 +403,17 @@ TEST(StatementAnalyzer, CopiesPlanAloneAndTemplatesDoNotMix) {
         << pb->before_image_sql;
     EXPECT_TRUE(pb->extra_params.empty());
     EXPECT_EQ(pb->before_image_sql.find("\"a\".\"k\""), std::string::npos) << pb->before_image_sql;
+    // And the merged form of each.
+    auto ma = Plan(*copy, Table("public", "a", {"k"}));
+    ASSERT_TRUE(ma.ok()) << ma.status();
+    EXPECT_NE(ma->statement_sql.find("\"a\".\"k\" AS dtx_at_k1 FROM \"a\" WHERE k = $2 FOR UPDATE"), std::string::npos)
+        << ma->statement_sql;
+    auto mb = Plan(*rb, Table("public", "b", {"id1", "id2"}));
+    ASSERT_TRUE(mb.ok()) << mb.status();
+    EXPECT_NE(mb->statement_sql.find("WHERE \"bb\".\"id1\" = dtx_at_old.dtx_at_k1 AND \"bb\".\"id2\" = dtx_at_old.dtx_at_k2"),
+              std::string::npos)
+        << mb->statement_sql;
+    EXPECT_EQ(mb->statement_sql.find("\"a\".\"k\""), std::string::npos) << mb->statement_sql;
   }
 }
 

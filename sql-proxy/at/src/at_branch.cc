@@ -51,7 +51,7 @@ Status AtStatement::Planned(const TableInfo& table) {
   }
   table_ = table;
   plan_ = std::move(*plan);
-  if (parsed_.kind == StatementKind::kUpdate) SetState(State::kBeforeImage);
+  if (parsed_.kind == StatementKind::kUpdate && !plan_.before_image_sql.empty()) SetState(State::kBeforeImage);
   else if (parsed_.kind == StatementKind::kSelectForUpdate) SetState(State::kLockKeys);
   else SetState(State::kStatement);
   return Status::Ok();
@@ -154,13 +154,20 @@ Status AtStatement::OnResult(const QueryResult& result) {
   e.primary_key = table_->primary_key;
   std::map<std::string, size_t> before_at;
   for (size_t i = 0; i < before_keys_.size(); ++i) before_at[KeyText(before_keys_[i])] = i;
+  // The hidden columns: key, image [, before image of an UPDATE that took it itself].
   const size_t h = static_cast<size_t>(plan_.hidden_columns);
+  const bool merged = h == 3;
   for (const auto& row : result.rows) {
-    if (row.size() < h || !row[row.size() - 1]) return SqlError(sqlstate::kInternal, "malformed RETURNING image");
-    auto key = KeyValues(row[row.size() - 2]);
+    if (h < 2 || row.size() < h || !row[row.size() - h + 1] || (merged && !row.back())) {
+      return SqlError(sqlstate::kInternal, "malformed RETURNING image");
+    }
+    auto key = KeyValues(row[row.size() - h]);
     if (!key.ok()) return key.status();
-    const std::string& image = *row[row.size() - 1];
-    if (e.kind == UndoKind::kUpdate) {
+    const std::string& image = *row[row.size() - h + 1];
+    if (merged) {
+      e.before.push_back(*row.back());
+      e.after.push_back(image);
+    } else if (e.kind == UndoKind::kUpdate) {
       auto it = before_at.find(KeyText(*key));
       if (it == before_at.end()) {
         return SqlError(sqlstate::kSerializationFailure,

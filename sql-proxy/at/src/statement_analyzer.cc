@@ -650,6 +650,52 @@ bool SameQuery(std::string_view a, const std::vector<int>& params_a, std::string
   return true;
 }
 
+bool SameMergedUpdate(std::string_view merged, std::string_view statement, std::string_view before_image,
+                      const std::vector<int>& extra_params) {
+  auto tm = Parse(std::string(merged));
+  auto ts = Parse(std::string(statement));
+  auto tb = Parse(std::string(before_image));
+  if (!tm.ok() || !ts.ok() || !tb.ok() || tm->stmts_size() != 1 || ts->stmts_size() != 1 || tb->stmts_size() != 1) return false;
+  if (!tm->stmts(0).stmt().has_update_stmt() || !ts->stmts(0).stmt().has_update_stmt() ||
+      !tb->stmts(0).stmt().has_select_stmt()) {
+    return false;
+  }
+  const auto& m = tm->stmts(0).stmt().update_stmt();
+  const auto& s = ts->stmts(0).stmt().update_stmt();
+  const auto& b = tb->stmts(0).stmt().select_stmt();
+  auto same = [](const auto& x, const auto& y) {
+    if (x.size() != y.size()) return false;
+    for (int i = 0; i < x.size(); ++i) {
+      if (!SameTree(x.Get(i), y.Get(i), nullptr, nullptr)) return false;
+    }
+    return true;
+  };
+  if (!SameTree(m.relation(), s.relation(), nullptr, nullptr) || !same(m.target_list(), s.target_list())) return false;
+  if (m.has_with_clause() != s.has_with_clause() || (m.has_with_clause() && !SameTree(m.with_clause(), s.with_clause(), nullptr, nullptr))) {
+    return false;
+  }
+  // The statement's items and its two hidden ones, then the before image.
+  if (m.returning_list_size() != s.returning_list_size() + 1) return false;
+  for (int i = 0; i < s.returning_list_size(); ++i) {
+    if (!SameTree(m.returning_list(i), s.returning_list(i), nullptr, nullptr)) return false;
+  }
+  if (s.from_clause_size() != 0 || m.from_clause_size() != 1 || !m.from_clause(0).has_range_subselect() || !m.has_where_clause()) {
+    return false;
+  }
+  const auto& sub = m.from_clause(0).range_subselect().subquery();
+  if (!sub.has_select_stmt()) return false;
+  const auto& q = sub.select_stmt();
+  // The subquery reads the before image query's table, condition and lock, with the client's own
+  // parameter numbers.
+  if (!same(q.from_clause(), b.from_clause()) || !same(q.locking_clause(), b.locking_clause())) return false;
+  if (q.has_where_clause() != b.has_where_clause() ||
+      (q.has_where_clause() && !SameTree(q.where_clause(), b.where_clause(), nullptr, &extra_params))) {
+    return false;
+  }
+  return q.has_with_clause() == false && b.has_with_clause() == m.has_with_clause() &&
+         (!b.has_with_clause() || SameTree(b.with_clause(), m.with_clause(), &extra_params, nullptr));
+}
+
 namespace {
 
 // "[WITH ...] SELECT <targets> FROM <table> [WHERE ...] FOR UPDATE" from the shape's templates.
@@ -708,6 +754,54 @@ Status CheckTable(const ParsedStatement& parsed, const TableInfo& table) {
   return Status::Ok();
 }
 
+// Whether an UPDATE can take its before image itself: its shape was cut for it, and no column of
+// the table has a name of the FROM item's (an unqualified reference would become ambiguous).
+bool MergesBeforeImage(const StatementShape& s, const TableInfo& table) {
+  if (!s.merged_update) return false;
+  for (const auto& c : table.columns) {
+    if (c.rfind("dtx_at_", 0) == 0) return false;
+  }
+  return true;
+}
+
+// The UPDATE that returns the before image of each row it changes, beside its key and after image:
+//   [WITH ...] UPDATE <table> SET ...
+//   FROM (SELECT row_to_json(q.*)::text AS dtx_at_before, q.k1 AS dtx_at_k1, ... FROM <table>
+//         [WHERE <its condition>] FOR UPDATE) AS dtx_at_old
+//   WHERE q.k1 = dtx_at_old.dtx_at_k1 AND ...
+//   RETURNING <its items>, <key>, <after image>, dtx_at_old.dtx_at_before
+// The subquery locks the rows the statement's condition selects (re-checked on their newest
+// versions, as the UPDATE itself would) before the UPDATE changes them, and each is joined to
+// itself by its primary key, so the UPDATE changes exactly the rows whose before images it
+// returns: one statement instead of a SELECT ... FOR UPDATE and the UPDATE.
+Result<StatementPlan> MergedUpdatePlan(const ParsedStatement& parsed, const TableInfo& table) {
+  const StatementShape& s = *parsed.shape;
+  const std::string q = QuoteIdent(s.qualifier);
+  StatementPlan plan;
+  std::string& sql = plan.statement_sql;
+  s.update_head.AppendTo(&sql, parsed.sql, parsed.literals);
+  sql += " FROM (SELECT row_to_json(" + q + ".*)::text AS dtx_at_before";
+  for (size_t i = 0; i < table.primary_key.size(); ++i) {
+    sql += ", " + q + "." + QuoteIdent(table.primary_key[i]) + " AS dtx_at_k" + std::to_string(i + 1);
+  }
+  sql += " FROM " + s.relation;
+  s.update_where.AppendTo(&sql, parsed.sql, parsed.literals);
+  sql += " FOR UPDATE) AS dtx_at_old WHERE ";
+  for (size_t i = 0; i < table.primary_key.size(); ++i) {
+    if (i) sql += " AND ";
+    sql += q + "." + QuoteIdent(table.primary_key[i]) + " = dtx_at_old.dtx_at_k" + std::to_string(i + 1);
+  }
+  if (!s.update_tail.empty()) {
+    sql += ' ';
+    s.update_tail.AppendTo(&sql, parsed.sql, parsed.literals);
+  }
+  sql += parsed.returning_items > 0 ? "\n, " : "\nRETURNING ";
+  sql.append(ImageTargets(s.qualifier, table.primary_key, true), std::strlen("SELECT "));
+  sql += ", dtx_at_old.dtx_at_before";
+  plan.hidden_columns = 3;
+  return plan;
+}
+
 // Plan() from the shape's templates and this statement's literals.
 Result<StatementPlan> SplicedPlan(const ParsedStatement& parsed, const TableInfo& table) {
   StatementPlan plan;
@@ -719,6 +813,7 @@ Result<StatementPlan> SplicedPlan(const ParsedStatement& parsed, const TableInfo
     return plan;
   }
   DTX_RETURN_IF_ERROR(CheckTable(parsed, table));
+  if (parsed.kind == StatementKind::kUpdate && MergesBeforeImage(s, table)) return MergedUpdatePlan(parsed, table);
   if (parsed.kind == StatementKind::kUpdate) {
     plan.before_image_sql = SplicedExtraQuery(parsed, table.primary_key, true);
     plan.extra_params = s.extra_params;

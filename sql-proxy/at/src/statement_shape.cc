@@ -227,7 +227,8 @@ void TextTemplate::AppendTo(std::string* out, std::string_view sql, const std::v
 }
 
 size_t StatementShape::ByteSize() const {
-  size_t n = sizeof(*this) + statement.ByteSize() + with.ByteSize() + where.ByteSize() + relation.size() + qualifier.size() +
+  size_t n = sizeof(*this) + statement.ByteSize() + with.ByteSize() + where.ByteSize() + update_head.ByteSize() +
+             update_where.ByteSize() + update_tail.ByteSize() + relation.size() + qualifier.size() +
              extra_params.size() * sizeof(int) + analysis.table.schema.size() + analysis.table.name.size() +
              analysis.savepoint.size() + tree_bytes;
   for (const auto& c : analysis.set_columns) n += c.size() + sizeof(std::string);

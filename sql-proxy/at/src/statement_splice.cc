@@ -211,6 +211,84 @@ std::string RelationText(const pq::RangeVar& rv) {
   return s;
 }
 
+// Whether a RETURNING list has a `*` item (of any table): with a FROM added, `*` would take its
+// columns too.
+bool ReturnsStar(const google::protobuf::RepeatedPtrField<pq::Node>& items) {
+  for (const auto& item : items) {
+    if (!item.has_res_target() || !item.res_target().has_val() || !item.res_target().val().has_column_ref()) continue;
+    const auto& fields = item.res_target().val().column_ref().fields();
+    if (!fields.empty() && fields.rbegin()->has_a_star()) return true;
+  }
+  return false;
+}
+
+// The UPDATE cut where a FROM may go (StatementShape::update_head ...), checked to parse back, with
+// a FROM and key join added, to the statement's own table, SET list, WITH, WHERE and RETURNING.
+// `w` is the top-level WHERE's token index (toks.size() when none).
+void BuildMergedUpdate(const pq::UpdateStmt& u, const std::string& sql, const std::vector<const pq::ScanToken*>& toks,
+                       size_t main, size_t w, const std::vector<ShapeLiteral>& literals, StatementShape* shape) {
+  if (u.from_clause_size() > 0 || ReturnsStar(u.returning_list())) return;
+  size_t r = toks.size();  // the top-level RETURNING
+  int depth = 0;
+  for (size_t i = main + 1; i < toks.size(); ++i) {
+    const int tok = toks[i]->token();
+    if (Opens(tok)) ++depth;
+    else if (Closes(tok)) --depth;
+    else if (depth == 0 && tok == pq::RETURNING) {
+      r = i;
+      break;
+    }
+  }
+  if (r < w && w < toks.size()) return;
+  const size_t head_end = w < toks.size() ? w : r;  // FROM goes before this token
+  if (head_end <= main + 1 || head_end > toks.size()) return;
+  TextTemplate head, where, tail;
+  const size_t head_to = head_end < toks.size() ? static_cast<size_t>(toks[head_end]->start()) : toks.back()->end();
+  if (!AddSpan(&head, sql, static_cast<size_t>(toks[0]->start()), head_to, literals, {})) return;
+  if (w < toks.size()) {
+    const size_t cond_end = r < toks.size() ? r : toks.size();
+    if (w + 1 >= cond_end) return;
+    where.AppendFixed(" WHERE ");
+    if (!AddSpan(&where, sql, toks[w + 1]->start(), toks[cond_end - 1]->end(), literals, {})) return;
+  }
+  if (r < toks.size() && !AddSpan(&tail, sql, toks[r]->start(), toks.back()->end(), literals, {})) return;
+
+  // The check, with a stand-in key column.
+  std::string q;
+  head.AppendTo(&q, sql, literals);
+  q += " FROM (SELECT 1 AS dtx_at_k1 FROM " + RelationText(u.relation());
+  where.AppendTo(&q, sql, literals);
+  q += " FOR UPDATE) AS dtx_at_old WHERE dtx_at_old.dtx_at_k1 = 1 ";
+  tail.AppendTo(&q, sql, literals);
+  auto back = ParseSql(q);
+  if (!back.ok() || back->stmts_size() != 1 || !back->stmts(0).stmt().has_update_stmt()) return;
+  const auto& b = back->stmts(0).stmt().update_stmt();
+  if (!SameTree(b.relation(), u.relation(), nullptr, nullptr)) return;
+  if (b.target_list_size() != u.target_list_size() || b.returning_list_size() != u.returning_list_size()) return;
+  for (int i = 0; i < u.target_list_size(); ++i) {
+    if (!SameTree(b.target_list(i), u.target_list(i), nullptr, nullptr)) return;
+  }
+  for (int i = 0; i < u.returning_list_size(); ++i) {
+    if (!SameTree(b.returning_list(i), u.returning_list(i), nullptr, nullptr)) return;
+  }
+  if (b.has_with_clause() != u.has_with_clause() ||
+      (u.has_with_clause() && !SameTree(b.with_clause(), u.with_clause(), nullptr, nullptr))) {
+    return;
+  }
+  if (b.from_clause_size() != 1 || !b.from_clause(0).has_range_subselect()) return;
+  const auto& sub = b.from_clause(0).range_subselect().subquery();
+  if (!sub.has_select_stmt() || sub.select_stmt().locking_clause_size() != 1) return;
+  const auto& s = sub.select_stmt();
+  if (s.has_where_clause() != u.has_where_clause() ||
+      (u.has_where_clause() && !SameTree(s.where_clause(), u.where_clause(), nullptr, nullptr))) {
+    return;
+  }
+  shape->update_head = std::move(head);
+  shape->update_where = std::move(where);
+  shape->update_tail = std::move(tail);
+  shape->merged_update = true;
+}
+
 }  // namespace
 
 void BuildSplice(const pq::ParseResult& tree, const std::string& sql, const pq::ScanResult& scan,
@@ -340,6 +418,7 @@ void BuildSplice(const pq::ParseResult& tree, const std::string& sql, const pq::
   shape->qualifier = rv->has_alias() ? rv->alias().aliasname() : rv->relname();
   shape->extra_params = std::move(extra);
   shape->spliced = true;
+  if (kind == StatementKind::kUpdate) BuildMergedUpdate(n.update_stmt(), sql, toks, main, w, literals, shape);
 }
 
 }  // namespace dtx::at

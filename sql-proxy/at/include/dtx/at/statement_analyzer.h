@@ -8,6 +8,11 @@
 //                         FROM <table> WHERE <the statement's own WHERE> FOR UPDATE
 //   all writes: the statement with RETURNING <the client's items>, the same two columns
 //                         (after image for INSERT/UPDATE; the deleted row for DELETE)
+// An UPDATE whose text could be cut for it (statement_shape.h: merged_update; no `*` among its
+// RETURNING items) takes its before image itself instead, in one statement:
+//   UPDATE <table> SET ... FROM (SELECT row_to_json(t.*)::text, <pk> FROM <table>
+//          WHERE <its WHERE> FOR UPDATE) AS dtx_at_old WHERE <pk> = dtx_at_old.<pk>
+//   RETURNING <the client's items>, <pk json>, <after image>, <before image>   (three hidden columns)
 // `$n` parameters are kept, so the statement's own Bind values apply to every query (the extra
 // queries renumber the ones they use: see StatementPlan::extra_params and SelectParams).
 // SELECT ... FOR UPDATE/NO KEY UPDATE of one table gets a lock-keys query (the keys it locks).
@@ -92,7 +97,7 @@ struct ParsedStatement {
 
 // What to run for a write (or a SELECT ... FOR UPDATE), given its table.
 struct StatementPlan {
-  std::string before_image_sql;  // kUpdate only: rows (pk json array text, row json text)
+  std::string before_image_sql;  // kUpdate without a merged before image: rows (pk json array text, row json text)
   std::string lock_keys_sql;     // kSelectForUpdate only: rows (pk json array text)
   std::string statement_sql;     // the statement to run in place of the client's
   int hidden_columns = 0;        // trailing columns of statement_sql the client must not see

@@ -74,6 +74,17 @@ struct StatementShape {
   std::string relation;             // [ONLY ] "schema"."table" [AS "alias"]
   std::string qualifier;            // the alias, or the table name
   std::vector<int> extra_params;    // the client's numbers of with/where's $1..$k
+  // UPDATE only, when set: the statement cut where a FROM may go, so that Plan can take the
+  // before image in the UPDATE itself (see Plan):
+  //   <update_head> FROM (SELECT <image, keys> FROM <relation> <update_where> FOR UPDATE) AS dtx_at_old
+  //   WHERE <keys equal> <update_tail>
+  // update_head is "[WITH ...] UPDATE <table> SET ..." up to its WHERE (or RETURNING, or end),
+  // update_where " WHERE <its condition>" with the client's own $n, update_tail "RETURNING ..." or
+  // empty. Checked once per shape to parse back to the statement's own pieces.
+  bool merged_update = false;
+  TextTemplate update_head;
+  TextTemplate update_where;
+  TextTemplate update_tail;
   size_t literal_count = 0;         // the holes' literals: ParsedStatement::literals.size()
   // The first statement's tree (ParsedStatement::tree), and its size in memory.
   std::shared_ptr<const pg_query::ParseResult> tree;
@@ -100,5 +111,10 @@ Result<ParsedStatement> AnalyzeUncached(std::string_view sql);
 // Whether two queries parse to the same tree, locations aside, where `a`'s $k stands for the
 // client's $(params_a[k-1]) and likewise for `b` (empty: the numbers are the client's own).
 bool SameQuery(std::string_view a, const std::vector<int>& params_a, std::string_view b, const std::vector<int>& params_b);
+// Whether `merged`, an UPDATE that takes its before image itself (StatementPlan::hidden_columns 3),
+// means the same as `statement` (the same UPDATE with the two hidden items) after `before_image`,
+// whose $k stands for the client's $(extra_params[k-1]) (tests and the fuzz target).
+bool SameMergedUpdate(std::string_view merged, std::string_view statement, std::string_view before_image,
+                      const std::vector<int>& extra_params);
 
 }  // namespace dtx::at
