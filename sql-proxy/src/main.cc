@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   int64_t lock_retry_ms = 2000;
   bool check_unbound_writes = true;
   bool report_phase_one_done = false;
+  bool at_keep_prepared = true;
   int64_t undo_sweep_interval_ms = 60'000, undo_marker_age_ms = 600'000;
 
   app.add_option("--host", options.host, "Address to listen on")->capture_default_str();
@@ -71,6 +72,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--check-unbound-writes", check_unbound_writes,
                  "Writes of sessions bound to no global transaction are checked against the global locks")
+      ->capture_default_str();
+  app.add_option("--at-keep-prepared", at_keep_prepared,
+                 "AT mode: run a bound simple-protocol write whose literals are plain numbers as one prepared "
+                 "statement per shape and session, its numbers as parameters")
       ->capture_default_str();
   app.add_option("--report-phase-one-done", report_phase_one_done,
                  "A branch whose local COMMIT succeeded reports PhaseOneDone to the coordinator (one more call; "
@@ -140,6 +145,7 @@ int main(int argc, char** argv) {
       resource.options.resource_id = database;
       resource.options.lock_retry_for = std::chrono::milliseconds(lock_retry_ms);
       resource.options.report_phase_one_done = report_phase_one_done;
+      resource.options.keep_prepared = at_keep_prepared;
       at_services->resources[database] = std::move(resource);
       rm_options.databases[database] = entry.substr(eq + 1);
     }

@@ -155,6 +155,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // up to its query's CommandComplete or error; the last also holds the ReadyForQuery. After an
   // error the server skips the rest: their replies stay empty. `hidden`: each query's hidden
   // columns (a query with some is described, so that its RowDescription comes as a Query's would).
+  // A query marked `keep` runs from a statement the session keeps prepared (own_prepared_).
   asio::awaitable<std::optional<std::vector<BackendReply>>> Pipeline(const std::vector<const at::AtQuery*>& queries,
                                                                      const std::vector<int>& hidden);
   // The next whole server message (type byte first), seen by OnServerMessage; false: connection failed.

@@ -249,24 +249,39 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ReadReply(int hid
 asio::awaitable<std::optional<std::vector<Session::BackendReply>>> Session::Pipeline(
     const std::vector<const at::AtQuery*>& queries, const std::vector<int>& hidden) {
   std::string request;
+  // A query marked `keep` runs from the session's kept prepared statement (parsed now or already).
+  std::vector<OwnStatement> own(queries.size());
   for (size_t i = 0; i < queries.size(); ++i) {
-    wire::AppendParseBindExecute(request, "", "", *queries[i], {}, hidden[i] > 0);
+    if (queries[i]->keep) own[i] = OwnStatementFor(*queries[i], true);
+    if (!own[i].keep) own[i] = OwnStatement{};  // unnamed (also when the session keeps too many)
+    wire::AppendParseBindExecute(request, own[i].name, "", *queries[i], {}, hidden[i] > 0, own[i].parse);
   }
   wire::AppendMessage(request, 'S', "");
   if (!co_await WriteServer(request)) co_return std::nullopt;
   std::vector<BackendReply> replies(queries.size());
   size_t at = 0;
-  bool rowless = false;
+  bool rowless = false, parsed = false;
   std::string message;
   while (true) {
     if (!co_await NextServerMessage(message)) co_return std::nullopt;
     const char type = message[0];
     if (!Collect(replies[at], message, hidden[at], rowless)) co_return std::nullopt;
     if (type == 'Z') break;
-    if (type == 'E') at = replies.size() - 1;  // the rest was skipped: only the ReadyForQuery is left
+    if (type == '1') parsed = true;
+    if (type == 'E') {
+      // The rest was skipped: only the ReadyForQuery is left. A kept statement whose Parse failed
+      // or never ran does not exist; one dropped by something the proxy did not see (26000): all
+      // may be gone.
+      for (size_t i = at; i < queries.size(); ++i) {
+        if (own[i].keep && own[i].parse && (i > at || !parsed)) own_prepared_.erase(own[i].key);
+      }
+      if (replies[at].sqlstate == "26000") own_prepared_.clear();
+      at = replies.size() - 1;
+    }
     if ((type == 'C' || type == 'I') && at + 1 < replies.size()) {
       ++at;
       rowless = false;
+      parsed = false;
     }
   }
   co_return replies;
@@ -580,6 +595,11 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
       }
       r = std::move((*replies)[k++]);
       if (next) behind = std::move((*replies)[k]);
+    } else if (step->query.keep) {
+      const std::vector<const at::AtQuery*> queries{&step->query};
+      const std::vector<int> hidden{statement ? step->query.hidden_columns : 0};
+      auto replies = co_await Pipeline(queries, hidden);
+      if (replies) r = std::move((*replies)[0]);
     } else {
       r = co_await Exchange(Request(step->query), statement ? step->query.hidden_columns : 0);
     }
@@ -612,6 +632,7 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
     // server skips the COMMIT, and CommitFailed rolls the block back.
     at::AtQuery commit;
     commit.sql = std::string(ReadCString(std::string_view(commit_request).substr(5)).value_or("COMMIT"));
+    (*undo)->keep = branch->options().keep_prepared;  // one text for every branch: kept prepared
     const std::vector<const at::AtQuery*> queries{&**undo, &commit};
     const std::vector<int> hidden(2, 0);
     auto replies = co_await Pipeline(queries, hidden);

@@ -143,7 +143,7 @@ asio::awaitable<bool> Session::ExtFlush(bool sync) {
 Session::OwnStatement Session::OwnStatementFor(const at::AtQuery& q, bool reuse) {
   OwnStatement s;
   s.name = kOwn;
-  if (!reuse) return s;
+  if (!reuse && !q.keep) return s;
   s.key = q.sql;
   for (uint32_t t : q.params.types) s.key.append(reinterpret_cast<const char*>(&t), sizeof t);
   if (auto it = own_prepared_.find(s.key); it != own_prepared_.end()) {

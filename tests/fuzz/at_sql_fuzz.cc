@@ -241,6 +241,25 @@ void CheckPlans(const std::string& sql, const ParsedStatement& parsed, uint8_t o
   const bool must_refuse = keyless || (parsed.kind == StatementKind::kUpdate && sets_key) ||
                            (parsed.kind == StatementKind::kDelete && table.delete_cascades);
   if (must_refuse) Check(!plan.ok() && SqlStateOf(plan.status()) == sqlstate::kFeatureNotSupported);
+  if (plan.ok() && !plan->prepared_sql.empty()) {
+    // The prepared form: one statement using exactly $1..$k, one per literal, each a plain number
+    // given as its own text, typed int4 (no '.') or numeric; the client had no parameters.
+    Check(client_params.empty() && parsed.literals.size() == plan->prepared_params.values.size());
+    auto tree = ParseTree(plan->prepared_sql);
+    if (!tree) {
+      Check(NearDepthLimit(sql));
+    } else {
+      Check(tree->stmts_size() == 1);
+      std::set<int> used;
+      CollectParams(*tree, &used);
+      Check(used.size() == parsed.literals.size() && (used.empty() || *used.rbegin() == static_cast<int>(used.size())));
+    }
+    for (size_t i = 0; i < parsed.literals.size(); ++i) {
+      const std::string text = parsed.sql.substr(parsed.literals[i].begin, parsed.literals[i].len);
+      Check(text[0] != '\'' && plan->prepared_params.values[i] == text);
+      Check(plan->prepared_params.types[i] == (text.find('.') == std::string::npos ? 23u : 1700u));
+    }
+  }
   if (!plan.ok()) {
     CheckRefusal(plan.status(), true);
   } else if (plan->hidden_columns == 3) {

@@ -168,9 +168,10 @@ TEST_F(ProxyAtTypes, QueriesOfNamedStatementsArePreparedOnce) {
     ASSERT_TRUE(a.ok) << a.error;
     EXPECT_EQ(a.tag, "UPDATE 1");
     ASSERT_TRUE(c->Exec("COMMIT").ok);
-    // The statement with its hidden columns (the UPDATE takes its before image itself) and the
-    // catalog query that read the table's key on the first round.
-    EXPECT_EQ(kept(), "2");
+    // The statement with its hidden columns (the UPDATE takes its before image itself), the
+    // catalog query that read the table's key on the first round, and the undo-row insert of the
+    // simple-protocol COMMIT.
+    EXPECT_EQ(kept(), "3");
     ASSERT_EQ(c->Exec("SELECT dtx.rollback()").Value(), "Rollbacked");
     ASSERT_TRUE(c->Exec("RESET dtx.xid").ok);
   }
@@ -233,6 +234,68 @@ TEST_F(ProxyAtTypes, ExtendedProtocolUnboundWriteChecked) {
   EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_at_unbound_checks_total"), checks + 1);
   EXPECT_EQ(Sql("SELECT string_agg(qty::text, ',' ORDER BY num) FROM pair WHERE region = 'eu' AND num IN (1, 2)").Value(),
             "5,5");
+}
+
+}  // namespace
+}  // namespace dtx::at::testing
+
+namespace dtx::at::testing {
+namespace {
+
+// A bound simple-protocol write whose literals are all plain numbers runs as its shape's one
+// prepared text with the numbers as parameters typed as the literals are (int4, numeric), from the
+// second statement of its shape on: the server keeps one statement per shape and session. Each statement still means what its text
+// means (integer division, a negative number, a decimal's scale, a number in a function call),
+// and is rolled back like any other. Strings, and numbers where they mean a position (ORDER BY),
+// keep the statement's own text.
+TEST_F(ProxyAtTypes, SimpleWritesWithNumbersRunPreparedOncePerShape) {
+  const auto typed = Snapshot("typed"), pair = Snapshot("pair");
+  auto c = Connect();
+  auto kept = [&] {
+    return c->Exec("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'dtx\\_at\\_%'").Value();
+  };
+  std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  for (int k = 1; k <= 3; ++k) {
+    const std::string n = std::to_string(k);
+    Answer a = c->Exec("UPDATE typed SET i = 7 / 2 + -" + n + ", n = 1.50 * " + n + ", f = power(2, 3) + 0." + n +
+                       " WHERE id = " + n);
+    ASSERT_TRUE(a.ok) << a.error;
+    EXPECT_EQ(a.tag, "UPDATE 1");
+    EXPECT_EQ(kept(), k == 1 ? "0" : "1");  // its first statement ran as written
+  }
+  EXPECT_EQ(c->Exec("SELECT i || ' ' || n || ' ' || f FROM typed WHERE id = 2").Value(), "1 3.000000 8.2");
+  EXPECT_EQ(c->Exec("SELECT i || ' ' || n || ' ' || f FROM typed WHERE id = 3").Value(), "0 4.500000 8.3");
+  ASSERT_TRUE(c->Exec("INSERT INTO typed (id, i, n) VALUES (99, 4, 0.5)").ok);
+  ASSERT_TRUE(c->Exec("INSERT INTO typed (id, i, n) VALUES (100, 5, 0.25)").ok);
+  Answer ins = c->Exec("INSERT INTO typed (id, i, n) VALUES (101, -6, 1.125) RETURNING id, i * 2");
+  ASSERT_TRUE(ins.ok) << ins.error;
+  ASSERT_EQ(ins.rows.size(), 1u);
+  ASSERT_EQ(ins.rows[0].size(), 2u);
+  EXPECT_EQ(ins.rows[0][0].value_or("NULL"), "101");
+  EXPECT_EQ(ins.rows[0][1].value_or("NULL"), "-12");
+  ASSERT_TRUE(c->Exec("DELETE FROM typed WHERE id = 99").ok);
+  Answer del = c->Exec("DELETE FROM typed WHERE id = 4");
+  ASSERT_TRUE(del.ok) << del.error;
+  EXPECT_EQ(del.tag, "DELETE 1");
+  EXPECT_EQ(kept(), "3");  // the UPDATE, the INSERT, the DELETE
+  // Not prepared: a string among the literals; a number that means a column position.
+  ASSERT_TRUE(c->Exec("INSERT INTO pair (region, num, qty) VALUES ('zz', 10, 5)").ok);
+  Answer ordered = c->Exec("UPDATE typed SET b = NOT b WHERE id IN (SELECT id FROM typed ORDER BY i, 1 LIMIT 1)");
+  ASSERT_TRUE(ordered.ok) << ordered.error;
+  EXPECT_EQ(kept(), "3");
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_EQ(kept(), "4");  // and the undo-row insert
+  RollBackAndCompare(*c, xid, typed, pair);
+  ASSERT_TRUE(c->Exec("RESET dtx.xid").ok);
+
+  // The next global transaction runs from the same statements, also outside a block.
+  xid = Begin(*c);
+  Answer again = c->Exec("UPDATE typed SET i = 7 / 2 + -9, n = 1.50 * 9, f = power(2, 3) + 0.9 WHERE id = 1");
+  ASSERT_TRUE(again.ok) << again.error;
+  EXPECT_EQ(Sql("SELECT i || ' ' || n || ' ' || f FROM typed WHERE id = 1").Value(), "-6 13.500000 8.9");
+  EXPECT_EQ(kept(), "4");
+  RollBackAndCompare(*c, xid, typed, pair);
 }
 
 }  // namespace

@@ -217,6 +217,49 @@ TEST(StatementAnalyzer, UpdateTakesItsBeforeImageItself) {
   EXPECT_NE(pa->statement_sql.find("FROM \"t\" FOR UPDATE) AS dtx_at_old WHERE"), std::string::npos) << pa->statement_sql;
 }
 
+// A write whose literals are all plain numbers standing for values gets a prepared form: the
+// shape's one text with the numbers as parameters, typed as the literals are.
+TEST(StatementAnalyzer, NumbersBecomeTypedParametersOfAPreparedForm) {
+  auto u = Analyze("UPDATE t SET a = a + -42, b = 1.50 * 2 WHERE id = 7");
+  ASSERT_TRUE(u.ok()) << u.status();
+  auto pu = Plan(*u, Table("public", "t", {"id"}));
+  ASSERT_TRUE(pu.ok()) << pu.status();
+  EXPECT_EQ(pu->prepared_sql.substr(0, pu->prepared_sql.find(" FROM (")), "UPDATE t SET a = a + -$1, b = $2 * $3 ");
+  EXPECT_NE(pu->prepared_sql.find("FROM \"t\" WHERE id = $4 FOR UPDATE) AS dtx_at_old"), std::string::npos) << pu->prepared_sql;
+  EXPECT_EQ(pu->prepared_params.values, (std::vector<std::optional<std::string>>{"42", "1.50", "2", "7"}));
+  EXPECT_EQ(pu->prepared_params.types, (std::vector<uint32_t>{23, 1700, 23, 23}));
+  EXPECT_EQ(pu->hidden_columns, 3);
+  // The statement's own text stays as it was.
+  EXPECT_EQ(pu->statement_sql.find("UPDATE t SET a = a + -42, b = 1.50 * 2 "), 0u) << pu->statement_sql;
+
+  auto i = Analyze("INSERT INTO t (id, a) VALUES (1, 2), (3, round(4.5)) RETURNING a");
+  ASSERT_TRUE(i.ok());
+  auto pi = Plan(*i, Table("public", "t", {"id"}));
+  ASSERT_TRUE(pi.ok());
+  EXPECT_EQ(pi->prepared_sql.substr(0, pi->prepared_sql.find('\n')), "INSERT INTO t (id, a) VALUES ($1, $2), ($3, round(4.5)) RETURNING a");
+  auto d = Analyze("DELETE FROM t WHERE id IN (1, 2)");
+  ASSERT_TRUE(d.ok());
+  auto pd = Plan(*d, Table("public", "t", {"id"}));
+  ASSERT_TRUE(pd.ok());
+  EXPECT_EQ(pd->prepared_sql.substr(0, pd->prepared_sql.find('\n')), "DELETE FROM t WHERE id IN ($1, $2)");
+
+  // No prepared form: a string literal, a number meaning a position, the client's own parameters,
+  // no literal at all, a before image taken apart.
+  for (const char* sql : {"UPDATE t SET a = 'x' WHERE id = 1", "DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY a, 2)",
+                          "INSERT INTO t SELECT id, 2 FROM s GROUP BY id, 2", "UPDATE t SET a = $1 WHERE id = 2",
+                          "UPDATE t SET a = a + 1 WHERE id = 2 RETURNING *", "DELETE FROM t"}) {
+    auto r = Analyze(sql);
+    ASSERT_TRUE(r.ok()) << sql << ": " << r.status();
+    auto p = Plan(*r, Table("public", "t", {"id"}));
+    ASSERT_TRUE(p.ok()) << sql << ": " << p.status();
+    EXPECT_TRUE(p->prepared_sql.empty()) << sql << ": " << p->prepared_sql;
+    EXPECT_TRUE(p->prepared_params.values.empty()) << sql;
+  }
+  // The second statement of a shape is recurring: it comes from the cache.
+  EXPECT_FALSE(Analyze("UPDATE t SET a = 17 WHERE id = 123457").value().recurring);
+  EXPECT_TRUE(Analyze("UPDATE t SET a = 18 WHERE id = 123458").value().recurring);
+}
+
 TEST(StatementAnalyzer, ClientReturningItemsStayFirst) {
   auto r = Analyze("INSERT INTO t (a) VALUES ($1) RETURNING id, a AS x");
   ASSERT_TRUE(r.ok());

@@ -73,16 +73,26 @@ std::optional<AtStep> AtStatement::Next() {
       step.check_global_locks = true;
       return step;
     case State::kStatement:
-      step.query = AtQuery{QueryRole::kStatement, plan_.statement_sql, params_, plan_.hidden_columns};
+      step.query = StatementQuery();
       return step;
     case State::kDone: return std::nullopt;
   }
   return std::nullopt;
 }
 
+AtQuery AtStatement::StatementQuery() const {
+  if (!plan_.prepared_sql.empty() && params_.values.empty() && parsed_.recurring && branch_.options_.keep_prepared) {
+    // The shape's one text, its literals as parameters: kept prepared by the session.
+    AtQuery q{QueryRole::kStatement, plan_.prepared_sql, plan_.prepared_params, plan_.hidden_columns};
+    q.keep = true;
+    return q;
+  }
+  return AtQuery{QueryRole::kStatement, plan_.statement_sql, params_, plan_.hidden_columns};
+}
+
 std::optional<AtQuery> AtStatement::StatementBehindBeforeImage() const {
   if (state_ != State::kBeforeImage) return std::nullopt;
-  return AtQuery{QueryRole::kStatement, plan_.statement_sql, params_, plan_.hidden_columns};
+  return StatementQuery();
 }
 
 void AtStatement::OnError() { SetState(State::kDone); }

@@ -592,7 +592,9 @@ Result<ParsedStatement> Analyze(std::string_view sql) {
   }
   ShapeKey key;
   if (auto shape = CachedShape(sql, key)) {
-    return FromShape(std::move(shape), sql, key.abstracted ? std::move(key.literals) : std::vector<ShapeLiteral>{});
+    auto out = FromShape(std::move(shape), sql, key.abstracted ? std::move(key.literals) : std::vector<ShapeLiteral>{});
+    if (out.ok()) out->recurring = true;
+    return out;
   }
   return AnalyzeWithGrammar(sql, std::move(key), &ShapeCache::Global());
 }
@@ -774,18 +776,34 @@ bool MergesBeforeImage(const StatementShape& s, const TableInfo& table) {
 // versions, as the UPDATE itself would) before the UPDATE changes them, and each is joined to
 // itself by its primary key, so the UPDATE changes exactly the rows whose before images it
 // returns: one statement instead of a SELECT ... FOR UPDATE and the UPDATE.
-Result<StatementPlan> MergedUpdatePlan(const ParsedStatement& parsed, const TableInfo& table) {
+// The literals of a parametrizable statement as the parameters of StatementPlan::prepared_sql:
+// their texts, typed as the literals are (an integer of up to 9 digits is an int4, a decimal a
+// numeric).
+QueryParams LiteralParams(const ParsedStatement& parsed) {
+  QueryParams p;
+  for (const auto& l : parsed.literals) {
+    std::string_view text = std::string_view(parsed.sql).substr(l.begin, l.len);
+    p.values.emplace_back(std::string(text));
+    p.types.push_back(text.find('.') == std::string_view::npos ? 23 : 1700);
+  }
+  return p;
+}
+
+void MergedUpdateText(const ParsedStatement& parsed, const TableInfo& table, bool params, std::string* out) {
   const StatementShape& s = *parsed.shape;
+  auto append = [&](const TextTemplate& t) {
+    if (params) t.AppendParamsTo(out);
+    else t.AppendTo(out, parsed.sql, parsed.literals);
+  };
   const std::string q = QuoteIdent(s.qualifier);
-  StatementPlan plan;
-  std::string& sql = plan.statement_sql;
-  s.update_head.AppendTo(&sql, parsed.sql, parsed.literals);
+  std::string& sql = *out;
+  append(s.update_head);
   sql += " FROM (SELECT row_to_json(" + q + ".*)::text AS dtx_at_before";
   for (size_t i = 0; i < table.primary_key.size(); ++i) {
     sql += ", " + q + "." + QuoteIdent(table.primary_key[i]) + " AS dtx_at_k" + std::to_string(i + 1);
   }
   sql += " FROM " + s.relation;
-  s.update_where.AppendTo(&sql, parsed.sql, parsed.literals);
+  append(s.update_where);
   sql += " FOR UPDATE) AS dtx_at_old WHERE ";
   for (size_t i = 0; i < table.primary_key.size(); ++i) {
     if (i) sql += " AND ";
@@ -793,11 +811,20 @@ Result<StatementPlan> MergedUpdatePlan(const ParsedStatement& parsed, const Tabl
   }
   if (!s.update_tail.empty()) {
     sql += ' ';
-    s.update_tail.AppendTo(&sql, parsed.sql, parsed.literals);
+    append(s.update_tail);
   }
   sql += parsed.returning_items > 0 ? "\n, " : "\nRETURNING ";
   sql.append(ImageTargets(s.qualifier, table.primary_key, true), std::strlen("SELECT "));
   sql += ", dtx_at_old.dtx_at_before";
+}
+
+Result<StatementPlan> MergedUpdatePlan(const ParsedStatement& parsed, const TableInfo& table) {
+  StatementPlan plan;
+  MergedUpdateText(parsed, table, false, &plan.statement_sql);
+  if (parsed.shape->parametrizable) {
+    MergedUpdateText(parsed, table, true, &plan.prepared_sql);
+    plan.prepared_params = LiteralParams(parsed);
+  }
   plan.hidden_columns = 3;
   return plan;
 }
@@ -818,10 +845,17 @@ Result<StatementPlan> SplicedPlan(const ParsedStatement& parsed, const TableInfo
     plan.before_image_sql = SplicedExtraQuery(parsed, table.primary_key, true);
     plan.extra_params = s.extra_params;
   }
-  plan.statement_sql += parsed.returning_items > 0 ? "\n, " : "\nRETURNING ";
+  const std::string_view hidden = parsed.returning_items > 0 ? "\n, " : "\nRETURNING ";
   const std::string targets = ImageTargets(s.qualifier, table.primary_key, true);
+  plan.statement_sql += hidden;
   plan.statement_sql.append(targets, std::strlen("SELECT "));
   plan.hidden_columns = 2;
+  if (s.parametrizable && plan.before_image_sql.empty()) {
+    s.statement.AppendParamsTo(&plan.prepared_sql);
+    plan.prepared_sql += hidden;
+    plan.prepared_sql.append(targets, std::strlen("SELECT "));
+    plan.prepared_params = LiteralParams(parsed);
+  }
   return plan;
 }
 

@@ -226,6 +226,17 @@ void TextTemplate::AppendTo(std::string* out, std::string_view sql, const std::v
   out->append(fixed_, at, std::string::npos);
 }
 
+void TextTemplate::AppendParamsTo(std::string* out) const {
+  size_t at = 0;
+  for (const auto& [offset, index] : holes_) {
+    out->append(fixed_, at, offset - at);
+    out->push_back('$');
+    out->append(std::to_string(index + 1));
+    at = offset;
+  }
+  out->append(fixed_, at, std::string::npos);
+}
+
 size_t StatementShape::ByteSize() const {
   size_t n = sizeof(*this) + statement.ByteSize() + with.ByteSize() + where.ByteSize() + update_head.ByteSize() +
              update_where.ByteSize() + update_tail.ByteSize() + relation.size() + qualifier.size() +

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 namespace dtx::at {
 
@@ -211,6 +212,71 @@ std::string RelationText(const pq::RangeVar& rv) {
   return s;
 }
 
+// Whether an A_Const under `field` of `parent` stands where an expression's value goes, so that a
+// parameter of the constant's own type means the same (see StatementShape::parametrizable).
+bool ValuePosition(const google::protobuf::Descriptor* parent, const std::string& field) {
+  if (parent == pq::A_Expr::descriptor()) return field == "lexpr" || field == "rexpr";
+  if (parent == pq::ResTarget::descriptor()) return field == "val";
+  if (parent == pq::SelectStmt::descriptor()) return field == "values_lists";
+  if (parent == pq::FuncCall::descriptor() || parent == pq::RowExpr::descriptor() ||
+      parent == pq::CoalesceExpr::descriptor() || parent == pq::MinMaxExpr::descriptor()) {
+    return field == "args";
+  }
+  if (parent == pq::TypeCast::descriptor()) return field == "arg";
+  if (parent == pq::A_ArrayExpr::descriptor()) return field == "elements";
+  return false;
+}
+
+// The locations of the A_Const nodes of `m` that stand in value positions. A List passes on the
+// position it stands in.
+void ValueConstants(const Message& m, bool list_in_value, std::set<int>* out) {
+  const auto* d = m.GetDescriptor();
+  const auto* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    const bool value = d == pq::List::descriptor() ? list_in_value : ValuePosition(d, f->name());
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      const Message& child = f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f);
+      if (child.GetDescriptor() == pq::Node::descriptor()) {
+        const auto& node = static_cast<const pq::Node&>(child);
+        if (node.has_a_const()) {
+          if (value) out->insert(node.a_const().location());
+          continue;
+        }
+        if (node.has_list()) {
+          ValueConstants(node.list(), value, out);
+          continue;
+        }
+      }
+      ValueConstants(child, value, out);
+    }
+  }
+}
+
+// StatementShape::parametrizable for the statement `stmt` spanning toks (no comments).
+bool Parametrizable(const pq::Node& stmt, const std::string& sql, const std::vector<const pq::ScanToken*>& toks,
+                    const std::vector<ShapeLiteral>& literals) {
+  if (literals.empty()) return false;  // nothing would change between statements of the shape
+  for (const auto* t : toks) {
+    if (t->token() == pq::PARAM) return false;
+  }
+  std::set<int> values;
+  ValueConstants(stmt, false, &values);
+  for (const auto& l : literals) {
+    if (sql[l.begin] == '\'') return false;  // a string's type depends on where it stands
+    int at = static_cast<int>(l.begin);
+    if (values.count(at)) continue;
+    // A negative number: the grammar folds the minus into the constant, located at the '-'.
+    size_t p = l.begin;
+    while (p > 0 && (sql[p - 1] == ' ' || sql[p - 1] == '\t' || sql[p - 1] == '\n' || sql[p - 1] == '\r')) --p;
+    if (p == 0 || sql[p - 1] != '-' || !values.count(static_cast<int>(p - 1))) return false;
+  }
+  return true;
+}
+
 // Whether a RETURNING list has a `*` item (of any table): with a FROM added, `*` would take its
 // columns too.
 bool ReturnsStar(const google::protobuf::RepeatedPtrField<pq::Node>& items) {
@@ -308,6 +374,11 @@ void BuildSplice(const pq::ParseResult& tree, const std::string& sql, const pq::
     shape->qualifier = rv.has_alias() ? rv.alias().aliasname() : rv.relname();
     shape->statement = std::move(statement);
     shape->spliced = true;
+    std::vector<const pq::ScanToken*> toks;
+    for (const auto& t : scan.tokens()) {
+      if (t.start() >= static_cast<int>(begin) && t.end() <= static_cast<int>(end)) toks.push_back(&t);
+    }
+    shape->parametrizable = Parametrizable(n, sql, toks, literals);
     return;
   }
   const pq::RangeVar* rv = nullptr;
@@ -419,6 +490,10 @@ void BuildSplice(const pq::ParseResult& tree, const std::string& sql, const pq::
   shape->extra_params = std::move(extra);
   shape->spliced = true;
   if (kind == StatementKind::kUpdate) BuildMergedUpdate(n.update_stmt(), sql, toks, main, w, literals, shape);
+  // An UPDATE runs prepared only in its merged form (its before image apart would need its own).
+  if (kind == StatementKind::kDelete || (kind == StatementKind::kUpdate && shape->merged_update)) {
+    shape->parametrizable = Parametrizable(n, sql, toks, literals);
+  }
 }
 
 }  // namespace dtx::at

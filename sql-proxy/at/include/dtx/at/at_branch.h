@@ -49,6 +49,10 @@ struct AtOptions {
   // Registered branch the same phase 2, so the report only shows in its listings; off by
   // default, it saves one coordinator call per branch. PhaseOneFailed is always reported.
   bool report_phase_one_done = false;
+  // Whether a simple-protocol write whose literals are all plain numbers runs as the shape's one
+  // prepared text with its literals as parameters (StatementPlan::prepared_sql), kept prepared by
+  // the session, so that the server plans it once per session instead of once per statement.
+  bool keep_prepared = true;
 };
 
 class AtBranch;
@@ -72,6 +76,9 @@ class AtStatement {
   // answers are still given in order: OnResult(before image), then Next() is that statement and
   // OnResult(its answer). nullopt in any other state.
   std::optional<AtQuery> StatementBehindBeforeImage() const;
+  // The statement's own query: its prepared form when it has one and the session sent no
+  // parameters (AtOptions::keep_prepared), else its text with the client's parameters.
+  AtQuery StatementQuery() const;
   // The answer to the query of the last step. An error status (also after the statement itself
   // ran, e.g. rows changed under the statement) means: the local transaction must fail; run
   // RaiseErrorSql(status) on the backend and relay that error.

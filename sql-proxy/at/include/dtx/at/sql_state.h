@@ -66,6 +66,9 @@ struct AtQuery {
   std::string sql;
   QueryParams params;      // the client's own for kBeforeImage/kLockKeys/kStatement
   int hidden_columns = 0;  // kStatement: trailing columns (text format) the client must not see
+  // The same text comes again and again (its values are parameters): the session may keep it
+  // prepared on the server and run it from there.
+  bool keep = false;
 };
 
 // A query's answer in text format (the hidden and engine-facing columns must be asked in text).

@@ -90,6 +90,9 @@ struct ParsedStatement {
   // Plan() fills its templates with this text's `literals`.
   std::shared_ptr<const StatementShape> shape;
   std::vector<ShapeLiteral> literals;
+  // Analyze found the shape in its cache: statements of this shape came before (and likely come
+  // again), so a prepared form of it is worth keeping (AtOptions::keep_prepared).
+  bool recurring = false;
   // Deprecated: no longer filled by Analyze. A serialized pg_query.ParseResult set by hand is
   // still read by Plan() when `tree` is null (then `sql` must be set for writes too).
   std::string parse_tree;
@@ -101,6 +104,11 @@ struct StatementPlan {
   std::string lock_keys_sql;     // kSelectForUpdate only: rows (pk json array text)
   std::string statement_sql;     // the statement to run in place of the client's
   int hidden_columns = 0;        // trailing columns of statement_sql the client must not see
+  // statement_sql with its literals as parameters $1..$k (prepared_params: their texts, typed
+  // int4 or numeric), when the shape allows (StatementShape::parametrizable); else empty. The
+  // same text serves every statement of the shape, so it can stay prepared on the server.
+  std::string prepared_sql;
+  QueryParams prepared_params;
   // before_image_sql / lock_keys_sql number their parameters $1..$k: extra_params[i] is the
   // client's parameter number (1-based) that their $(i+1) stands for.
   std::vector<int> extra_params;

@@ -52,6 +52,8 @@ class TextTemplate {
   void AppendLiteral(uint32_t index) { holes_.emplace_back(static_cast<uint32_t>(fixed_.size()), index); }
   // REQUIRES: every hole's index < literals.size(), literals within sql.
   void AppendTo(std::string* out, std::string_view sql, const std::vector<ShapeLiteral>& literals) const;
+  // The same with each hole written as the parameter $(its literal's index + 1).
+  void AppendParamsTo(std::string* out) const;
   bool empty() const { return fixed_.empty() && holes_.empty(); }
   size_t ByteSize() const { return fixed_.size() + holes_.size() * 8; }
 
@@ -82,6 +84,12 @@ struct StatementShape {
   // update_where " WHERE <its condition>" with the client's own $n, update_tail "RETURNING ..." or
   // empty. Checked once per shape to parse back to the statement's own pieces.
   bool merged_update = false;
+  // Set when the statement can run as a kept prepared statement with its literals as parameters
+  // (StatementPlan::prepared_sql): it has no $n of its own, every literal is a number (typed int4
+  // or numeric, as the literal itself is), and each stands where an expression's value goes (an
+  // operand, an assigned or inserted value, a function argument, a cast), never where a number
+  // means a position (ORDER BY 2, GROUP BY 2).
+  bool parametrizable = false;
   TextTemplate update_head;
   TextTemplate update_where;
   TextTemplate update_tail;
