@@ -145,6 +145,9 @@ class Session : public std::enable_shared_from_this<Session> {
     std::string sqlstate, message;
     char status = 'I';
   };
+  // A kept statement whose result columns changed type (ALTER TABLE): the server refuses to run
+  // it again, so it is prepared anew, under another name, next time.
+  static bool StalePlan(const BackendReply& reply);
   // Sends `request` (ending in one Sync or being one Query) and reads the answer up to its
   // ReadyForQuery. nullopt: the connection failed.
   asio::awaitable<std::optional<BackendReply>> Exchange(std::string_view request, int hidden);

@@ -71,6 +71,10 @@ std::string ProxyText(const Status& s) {
 
 }  // namespace
 
+bool Session::StalePlan(const BackendReply& reply) {
+  return reply.sqlstate == "0A000" && reply.message.find("cached plan must not change result type") != std::string::npos;
+}
+
 // ---- coordinator calls ----
 
 template <class R>
@@ -275,6 +279,7 @@ asio::awaitable<std::optional<std::vector<Session::BackendReply>>> Session::Pipe
       for (size_t i = at; i < queries.size(); ++i) {
         if (own[i].keep && own[i].parse && (i > at || !parsed)) own_prepared_.erase(own[i].key);
       }
+      if (own[at].keep && StalePlan(replies[at])) own_prepared_.erase(own[at].key);
       if (replies[at].sqlstate == "26000") own_prepared_.clear();
       at = replies.size() - 1;
     }

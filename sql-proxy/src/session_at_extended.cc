@@ -173,7 +173,7 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ReadOwn(int hidde
       ext_own_left_ = true;  // its Close was skipped
       // A kept statement whose Parse failed does not exist: parsed anew next time. One dropped
       // by something the proxy did not see (26000): all may be gone.
-      if (s.keep && !prepared) own_prepared_.erase(s.key);
+      if (s.keep && (!prepared || StalePlan(reply))) own_prepared_.erase(s.key);
       if (reply.sqlstate == "26000") own_prepared_.clear();
       co_return reply;
     }

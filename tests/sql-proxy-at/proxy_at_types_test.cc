@@ -278,7 +278,7 @@ TEST_F(ProxyAtTypes, SimpleWritesWithNumbersRunPreparedOncePerShape) {
   Answer del = c->Exec("DELETE FROM typed WHERE id = 4");
   ASSERT_TRUE(del.ok) << del.error;
   EXPECT_EQ(del.tag, "DELETE 1");
-  EXPECT_EQ(kept(), "3");  // the UPDATE, the INSERT, the DELETE
+  EXPECT_EQ(kept(), "3");  // the UPDATE, the INSERT, the DELETE (not the INSERT with RETURNING)
   // Not prepared: a string among the literals; a number that means a column position.
   ASSERT_TRUE(c->Exec("INSERT INTO pair (region, num, qty) VALUES ('zz', 10, 5)").ok);
   Answer ordered = c->Exec("UPDATE typed SET b = NOT b WHERE id IN (SELECT id FROM typed ORDER BY i, 1 LIMIT 1)");

@@ -821,7 +821,7 @@ void MergedUpdateText(const ParsedStatement& parsed, const TableInfo& table, boo
 Result<StatementPlan> MergedUpdatePlan(const ParsedStatement& parsed, const TableInfo& table) {
   StatementPlan plan;
   MergedUpdateText(parsed, table, false, &plan.statement_sql);
-  if (parsed.shape->parametrizable) {
+  if (parsed.shape->parametrizable && parsed.returning_items == 0) {
     MergedUpdateText(parsed, table, true, &plan.prepared_sql);
     plan.prepared_params = LiteralParams(parsed);
   }
@@ -850,7 +850,7 @@ Result<StatementPlan> SplicedPlan(const ParsedStatement& parsed, const TableInfo
   plan.statement_sql += hidden;
   plan.statement_sql.append(targets, std::strlen("SELECT "));
   plan.hidden_columns = 2;
-  if (s.parametrizable && plan.before_image_sql.empty()) {
+  if (s.parametrizable && parsed.returning_items == 0 && plan.before_image_sql.empty()) {
     s.statement.AppendParamsTo(&plan.prepared_sql);
     plan.prepared_sql += hidden;
     plan.prepared_sql.append(targets, std::strlen("SELECT "));

@@ -105,8 +105,10 @@ struct StatementPlan {
   std::string statement_sql;     // the statement to run in place of the client's
   int hidden_columns = 0;        // trailing columns of statement_sql the client must not see
   // statement_sql with its literals as parameters $1..$k (prepared_params: their texts, typed
-  // int4 or numeric), when the shape allows (StatementShape::parametrizable); else empty. The
-  // same text serves every statement of the shape, so it can stay prepared on the server.
+  // int4 or numeric), when the shape allows (StatementShape::parametrizable) and the client has no
+  // RETURNING items of its own (so that all result columns are the hidden text ones, whose types
+  // no ALTER TABLE changes under a kept statement); else empty. The same text serves every
+  // statement of the shape, so it can stay prepared on the server.
   std::string prepared_sql;
   QueryParams prepared_params;
   // before_image_sql / lock_keys_sql number their parameters $1..$k: extra_params[i] is the
