@@ -18,7 +18,8 @@
 # pairs of clients). pgbench_history gets a bigserial primary key (AT needs one).
 # A throwaway PostgreSQL 15 in a temp folder (synchronous_commit off, as in bench/sql-proxy, so
 # that the figures measure the path rather than the disk); the coordinator keeps its default
-# durable SQLite log (TC_FLAGS adds flags, e.g. "--store memory"). PROXY_WORKERS (2) sets the
+# durable SQLite log (TC_FLAGS adds flags, e.g. "--store memory"; PROXY_FLAGS adds flags to both
+# proxies, e.g. "--at-keep-prepared false"). PROXY_WORKERS (2) sets the
 # proxies' I/O threads. The proxies reach PostgreSQL through its Unix-domain socket, as a proxy
 # next to its database would (BACKEND=tcp: through 127.0.0.1); pgbench reaches them over TCP.
 # PROFILE=N prints the top N symbols of a perf profile of the AT proxy
@@ -69,7 +70,7 @@ case ${BACKEND:-unix} in  # how the proxies reach PostgreSQL
   *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
 esac
 at_flags=(--admin "" --server "$server_addr" --workers "$workers" --log-level warn
-          --coordinator "$tc" --resource "postgres=$resource")
+          --coordinator "$tc" --resource "postgres=$resource" ${PROXY_FLAGS:-})
 start_proxy "$dir/proxy-at.out" "$build/bin/dtx-sql-proxy" "${at_flags[@]}"
 at_port=$port
 at_pid=$SVC_LAST_PID
