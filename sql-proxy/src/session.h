@@ -212,6 +212,12 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> HandleExtended(std::string message);
   asio::awaitable<bool> ExtForward(std::string_view message, int answers);
   asio::awaitable<bool> ExtFlush(bool sync);
+  // Sends what the client sent so far followed by `own` (the proxy's own messages, ending in a
+  // Flush) in one write, and relays the answers owed to the client's part (ext_failed_ when one
+  // was an error: the server then skips `own`).
+  asio::awaitable<bool> ExtFlushBefore(std::string own);
+  // Relays the answers owed (with `sync`: up to the ReadyForQuery, which is not relayed).
+  asio::awaitable<bool> ExtRelayOwed(bool sync);
   // A query of the proxy's own as a statement on the server: kOwn, closed after it ran, or
   // (`reuse`) one kept prepared in own_prepared_, parsed now or already.
   struct OwnStatement {

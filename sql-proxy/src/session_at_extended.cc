@@ -117,6 +117,18 @@ asio::awaitable<bool> Session::ExtFlush(bool sync) {
   }
   if (request.empty()) co_return true;
   if (!co_await WriteServer(request)) co_return false;
+  co_return co_await ExtRelayOwed(sync);
+}
+
+asio::awaitable<bool> Session::ExtFlushBefore(std::string own) {
+  std::string request = std::move(ext_chunk_);
+  ext_chunk_.clear();
+  request.append(own);
+  if (!co_await WriteServer(request)) co_return false;
+  co_return co_await ExtRelayOwed(false);
+}
+
+asio::awaitable<bool> Session::ExtRelayOwed(bool sync) {
   std::string out, message;
   while (sync || ext_expect_ > 0) {
     if (!co_await NextServerMessage(message)) co_return false;
@@ -186,14 +198,22 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ReadOwn(int hidde
 asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::AtQuery& q, int hidden,
                                                                         const std::vector<int16_t>& result_formats,
                                                                         bool reuse) {
-  if (!co_await ExtFlush(false)) co_return std::nullopt;
   if (ext_failed_) {
     BackendReply reply;
     reply.failed = true;
     co_return reply;
   }
+  // The client's chunk and the query in one write: the chunk's answers come first. When the chunk
+  // fails, the server skips the query.
   const OwnStatement s = OwnStatementFor(q, reuse);
-  if (!co_await WriteServer(OwnQuery(q, result_formats, s.name, s.parse, s.keep))) co_return std::nullopt;
+  std::string request = OwnQuery(q, result_formats, s.name, s.parse, s.keep);
+  if (!co_await ExtFlushBefore(std::move(request))) co_return std::nullopt;
+  if (ext_failed_) {
+    if (s.keep && s.parse) own_prepared_.erase(s.key);
+    BackendReply reply;
+    reply.failed = true;
+    co_return reply;
+  }
   std::optional<BackendReply> reply = co_await ReadOwn(hidden, s);
   co_return reply;
 }
@@ -202,7 +222,6 @@ asio::awaitable<bool> Session::ExtRunPair(const at::AtQuery& first, const at::At
                                           const std::vector<int16_t>& second_formats, bool reuse,
                                           std::optional<BackendReply>& first_reply,
                                           std::optional<BackendReply>& second_reply) {
-  if (!co_await ExtFlush(false)) co_return false;
   if (ext_failed_) {
     first_reply.emplace();
     first_reply->failed = true;
@@ -212,7 +231,15 @@ asio::awaitable<bool> Session::ExtRunPair(const at::AtQuery& first, const at::At
   const OwnStatement b = OwnStatementFor(second, reuse);
   std::string request = OwnQuery(first, {}, a.name, a.parse, a.keep);
   request.append(OwnQuery(second, second_formats, b.name, b.parse, b.keep));
-  if (!co_await WriteServer(request)) co_return false;
+  if (!co_await ExtFlushBefore(std::move(request))) co_return false;
+  if (ext_failed_) {
+    // The client's chunk failed: the server skipped both.
+    if (a.keep && a.parse) own_prepared_.erase(a.key);
+    if (b.keep && b.parse) own_prepared_.erase(b.key);
+    first_reply.emplace();
+    first_reply->failed = true;
+    co_return true;
+  }
   first_reply = co_await ReadOwn(0, a);
   if (!first_reply) co_return false;
   if (first_reply->failed) {
