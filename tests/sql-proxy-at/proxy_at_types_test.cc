@@ -295,6 +295,14 @@ TEST_F(ProxyAtTypes, SimpleWritesWithNumbersRunPreparedOncePerShape) {
   ASSERT_TRUE(again.ok) << again.error;
   EXPECT_EQ(Sql("SELECT i || ' ' || n || ' ' || f FROM typed WHERE id = 1").Value(), "-6 13.500000 8.9");
   EXPECT_EQ(kept(), "4");
+  // A client's DEALLOCATE ALL drops them; they are prepared again, and nothing fails.
+  ASSERT_TRUE(c->Exec("DEALLOCATE ALL").ok);
+  EXPECT_EQ(kept(), "0");
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  Answer after = c->Exec("UPDATE typed SET i = 7 / 2 + -8, n = 1.50 * 8, f = power(2, 3) + 0.8 WHERE id = 2");
+  ASSERT_TRUE(after.ok) << after.error;
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_EQ(kept(), "2");
   RollBackAndCompare(*c, xid, typed, pair);
 }
 
