@@ -706,16 +706,38 @@ asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch,
   if (ext_failed_) co_return true;
   Result<std::optional<at::AtQuery>> undo = co_await RegisterBranch(*branch);
   Status error = undo.status();
+  bool commit_sent = false;  // with the undo row, in one write
   if (undo.ok() && *undo) {
-    auto w = co_await ExtRun(**undo, 0, {}, true);
-    if (!w) co_return false;
+    // The undo row and the COMMIT in one write: when the insert fails, the server skips the COMMIT.
+    commit_sent = true;
+    std::optional<BackendReply> w, c;
+    if (execute) {
+      const OwnStatement own = OwnStatementFor(**undo, true);
+      std::string request = OwnQuery(**undo, {}, own.name, own.parse, own.keep);
+      request.append(*execute);
+      AppendMessage(request, 'H', "");
+      if (!co_await WriteServer(request)) co_return false;
+      w = co_await ReadOwn(0, own);
+      if (!w) co_return false;
+    } else {
+      const at::AtQuery commit = Plain("COMMIT");
+      if (!co_await ExtRunPair(**undo, commit, 0, {}, true, w, c)) co_return false;
+    }
     if (w->failed) {
       error = branch->UndoWriteFailed(w->sqlstate, w->message);
       // The server skips to the Sync; ExtSync rolls the transaction back.
       ext_failed_ = true;
+    } else if (execute) {
+      // The client's COMMIT: its answer is relayed; it committed unless an error came.
+      ++ext_expect_;
+      if (!co_await ExtRelayOwed(false)) co_return false;
+      committed = !ext_failed_;
+    } else {
+      committed = c && !c->failed;
+      if (c && c->failed && !co_await WriteClient(c->to_client)) co_return false;
     }
   }
-  if (error.ok()) {
+  if (error.ok() && !commit_sent) {
     if (execute) {
       ext_chunk_.append(*execute);
       ++ext_expect_;
@@ -728,7 +750,7 @@ asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch,
       committed = !c->failed;
       if (c->failed && !co_await WriteClient(c->to_client)) co_return false;
     }
-  } else if (!ext_failed_) {
+  } else if (!error.ok() && !ext_failed_) {
     auto r = co_await ExtRun(Plain("ROLLBACK"), 0, {});
     if (!r) co_return false;
   }

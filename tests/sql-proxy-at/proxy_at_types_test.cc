@@ -184,7 +184,7 @@ TEST_F(ProxyAtTypes, QueriesOfNamedStatementsArePreparedOnce) {
   // table's key is known by now: no catalog query).
   Answer again = c->ExecPrepared("move", {"1", "eu", "1"});
   ASSERT_TRUE(again.ok) << again.error;
-  EXPECT_EQ(kept(), "2");  // the statement and the undo-row insert
+  EXPECT_EQ(kept(), "3");  // the statement, the undo-row insert and the COMMIT sent with it
   ASSERT_EQ(c->Exec("SELECT dtx.commit()").Value(), "Committed");
   EXPECT_EQ(Sql("SELECT qty FROM pair WHERE region = 'eu' AND num = 1").Value(), "11");
 }
