@@ -233,8 +233,10 @@ class Session : public std::enable_shared_from_this<Session> {
                                    const std::vector<int16_t>& second_formats, bool reuse,
                                    std::optional<BackendReply>& first_reply, std::optional<BackendReply>& second_reply);
   // `reuse`: keep the query prepared on the server (own_prepared_) and run it from there next time.
+  // `sync`: end the request with a Sync instead of a Flush (ext_synced_).
   asio::awaitable<std::optional<BackendReply>> ExtRun(const at::AtQuery& q, int hidden,
-                                                      const std::vector<int16_t>& result_formats, bool reuse = false);
+                                                      const std::vector<int16_t>& result_formats, bool reuse = false,
+                                                      bool sync = false);
   // `wrote`: the pipeline's implicit transaction holds a write that must not commit either.
   asio::awaitable<bool> ExtFail(const Status& error, bool wrote = false);
   using PortalMap = std::unordered_map<std::string, Portal>;
@@ -353,6 +355,10 @@ class Session : public std::enable_shared_from_this<Session> {
   char ext_block_ = 'I';
   bool ext_rollback_at_sync_ = false;  // a branch failed at its COMMIT: roll back after the Sync
   bool ext_own_left_ = false;     // the proxy's statement is left prepared after an error
+  // The proxy sent the batch's Sync early, with a write's own query (the client's Sync was next
+  // in the buffer): the server's ReadyForQuery for it is still to be read, at the client's Sync.
+  bool ext_synced_ = false;
+  bool next_is_sync_ = false;     // while a client message is handled: a whole Sync follows it
   int ext_expect_ = 0;            // answers owed for messages sent to the server
   std::string ext_chunk_;         // client messages not sent yet
   std::shared_ptr<at::AtBranch> ext_branch_;  // ext_implicit_: its branch

@@ -37,7 +37,7 @@ std::string ProxyText(const Status& s) {
 // [Parse,] Bind, Execute and Close of the proxy's own statement `statement` (its portal kOwn),
 // then Flush; the statement is closed too unless `keep`.
 std::string OwnQuery(const at::AtQuery& q, const std::vector<int16_t>& result_formats, const std::string& statement,
-                     bool parse, bool keep) {
+                     bool parse, bool keep, char tail = 'H') {
   std::string out, body;
   wire::AppendParseBindExecute(out, statement, kOwn, q, result_formats, false, parse);
   body.push_back('P');
@@ -49,7 +49,7 @@ std::string OwnQuery(const at::AtQuery& q, const std::vector<int16_t>& result_fo
     AppendCString(body, statement);
     AppendMessage(out, 'C', body);
   }
-  AppendMessage(out, 'H', "");
+  AppendMessage(out, tail, "");
   return out;
 }
 
@@ -108,6 +108,12 @@ std::optional<Session::BindFields> Session::ParseBind(std::string_view body) {
 // every one owed has come (or an error, after which the server skips to the Sync; with a Sync:
 // until its ReadyForQuery, which is not relayed).
 asio::awaitable<bool> Session::ExtFlush(bool sync) {
+  if (sync && ext_synced_) {
+    // The Sync went with a write: its ReadyForQuery first.
+    ext_synced_ = false;
+    if (!co_await ExtRelayOwed(true)) co_return false;
+    if (ext_chunk_.empty()) co_return true;
+  }
   std::string request = std::move(ext_chunk_);
   ext_chunk_.clear();
   if (sync) {
@@ -197,7 +203,7 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ReadOwn(int hidde
 // columns removed; on a server error the batch has failed.
 asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::AtQuery& q, int hidden,
                                                                         const std::vector<int16_t>& result_formats,
-                                                                        bool reuse) {
+                                                                        bool reuse, bool sync) {
   if (ext_failed_) {
     BackendReply reply;
     reply.failed = true;
@@ -206,7 +212,8 @@ asio::awaitable<std::optional<Session::BackendReply>> Session::ExtRun(const at::
   // The client's chunk and the query in one write: the chunk's answers come first. When the chunk
   // fails, the server skips the query.
   const OwnStatement s = OwnStatementFor(q, reuse);
-  std::string request = OwnQuery(q, result_formats, s.name, s.parse, s.keep);
+  std::string request = OwnQuery(q, result_formats, s.name, s.parse, s.keep, sync ? 'S' : 'H');
+  if (sync) ext_synced_ = true;
   if (!co_await ExtFlushBefore(std::move(request))) co_return std::nullopt;
   if (ext_failed_) {
     if (s.keep && s.parse) own_prepared_.erase(s.key);
@@ -680,7 +687,11 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
     } else {
       const std::vector<int16_t> formats = statement ? formats_of(step->query) : std::vector<int16_t>{};
       const int hidden = statement ? step->query.hidden_columns : 0;
-      r = co_await ExtRun(step->query, hidden, formats, reuse);
+      // The last query of a bound write inside the client's block, with the client's Sync next:
+      // the Sync goes with it (it commits nothing in a block), one round trip less.
+      const bool sync = statement && !local && next_is_sync_ && ext_block_ == 'T' && !ext_implicit_ &&
+                        deferred_keys_.empty() && !ext_synced_;
+      r = co_await ExtRun(step->query, hidden, formats, reuse, sync);
     }
     if (!r) co_return false;
     if (r->failed) {

@@ -127,7 +127,10 @@ asio::awaitable<void> Session::FrontLoop() {
         std::string message(seen);
         i += f.size;
         forward_from = i;
+        // Whether a whole Sync is next in the buffer (the extended path may send it early).
+        next_is_sync_ = clen_ - i >= 5 && buf[i] == 'S' && buf.substr(i + 1, 4) == std::string_view("\0\0\0\4", 4);
         const bool handled = co_await HandleDiverted(std::move(message));
+        next_is_sync_ = false;
         front_fresh_ = false;  // it waited for the server
         if (!handled) {
           failed = true;
