@@ -713,40 +713,62 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
 asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch, std::optional<std::string> execute,
                                            bool& committed) {
   committed = false;
-  if (!co_await ExtFlush(false)) co_return false;
   if (ext_failed_) co_return true;
+  // The client's pending messages (the Bind of its COMMIT) go with the undo row below.
   Result<std::optional<at::AtQuery>> undo = co_await RegisterBranch(*branch);
   Status error = undo.status();
   bool commit_sent = false;  // with the undo row, in one write
+  bool pending_failed = false;
   if (undo.ok() && *undo) {
-    // The undo row and the COMMIT in one write: when the insert fails, the server skips the COMMIT.
+    // The client's pending messages, the undo row and the COMMIT in one write: after an error the
+    // server skips the rest.
     commit_sent = true;
-    std::optional<BackendReply> w, c;
+    const OwnStatement own = OwnStatementFor(**undo, true);
+    std::string request = OwnQuery(**undo, {}, own.name, own.parse, own.keep);
+    const at::AtQuery commit = Plain("COMMIT");
+    OwnStatement commit_own;
     if (execute) {
-      const OwnStatement own = OwnStatementFor(**undo, true);
-      std::string request = OwnQuery(**undo, {}, own.name, own.parse, own.keep);
       request.append(*execute);
       AppendMessage(request, 'H', "");
-      if (!co_await WriteServer(request)) co_return false;
-      w = co_await ReadOwn(0, own);
+    } else {
+      commit_own = OwnStatementFor(commit, true);
+      request.append(OwnQuery(commit, {}, commit_own.name, commit_own.parse, commit_own.keep));
+    }
+    if (!co_await ExtFlushBefore(std::move(request))) co_return false;
+    auto forget = [this](const OwnStatement& o) {
+      if (o.keep && o.parse) own_prepared_.erase(o.key);
+    };
+    if (ext_failed_) {
+      // The client's own messages failed (relayed to it): nothing of the proxy's ran.
+      pending_failed = true;
+      forget(own);
+      forget(commit_own);
+    } else {
+      auto w = co_await ReadOwn(0, own);
       if (!w) co_return false;
-    } else {
-      const at::AtQuery commit = Plain("COMMIT");
-      if (!co_await ExtRunPair(**undo, commit, 0, {}, true, w, c)) co_return false;
+      if (w->failed) {
+        error = branch->UndoWriteFailed(w->sqlstate, w->message);
+        forget(commit_own);
+        // The server skips to the Sync; ExtSync rolls the transaction back.
+        ext_failed_ = true;
+      } else if (execute) {
+        // The client's COMMIT: its answer is relayed; it committed unless an error came.
+        ++ext_expect_;
+        if (!co_await ExtRelayOwed(false)) co_return false;
+        committed = !ext_failed_;
+      } else {
+        auto c = co_await ReadOwn(0, commit_own);
+        if (!c) co_return false;
+        committed = !c->failed;
+        if (c->failed && !co_await WriteClient(c->to_client)) co_return false;
+      }
     }
-    if (w->failed) {
-      error = branch->UndoWriteFailed(w->sqlstate, w->message);
-      // The server skips to the Sync; ExtSync rolls the transaction back.
-      ext_failed_ = true;
-    } else if (execute) {
-      // The client's COMMIT: its answer is relayed; it committed unless an error came.
-      ++ext_expect_;
-      if (!co_await ExtRelayOwed(false)) co_return false;
-      committed = !ext_failed_;
-    } else {
-      committed = c && !c->failed;
-      if (c && c->failed && !co_await WriteClient(c->to_client)) co_return false;
-    }
+  }
+  if (pending_failed) {
+    FinishLater(branch, false);
+    context_.metrics.at_branches_failed.fetch_add(1, std::memory_order_relaxed);
+    ext_rollback_at_sync_ = true;
+    co_return true;
   }
   if (error.ok() && !commit_sent) {
     if (execute) {
