@@ -8,7 +8,7 @@
 # in simple and prepared query modes. A throwaway PostgreSQL 15 in a temp folder (scale 10), run as
 # the postgres user when we are root, as pgbouncer is. SYNC=off (the default) sets
 # synchronous_commit = off so that TPC-B measures the path and not the disk; SYNC=on keeps
-# PostgreSQL's default (every commit waits for its WAL flush), which the header line names. PROXY_WORKERS sets the proxy's I/O threads (default 2);
+# PostgreSQL's default (every commit waits for its WAL flush), which the header line names. PROXY_WORKERS sets the proxy's I/O threads (default 2), PROXY_FLAGS adds flags (e.g. "--defer-begin false");
 # WORKLOADS="select-only tpc-b" and MODES="simple prepared" choose the cells. ROUNDS=n runs each
 # cell n times (direct, proxy, pgbouncer back to back each time) and adds the median ratios: on a
 # shared machine a ratio of neighbouring runs is steadier than any one figure. pgbench always
@@ -49,7 +49,7 @@ case $backend in
   *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
 esac
 start_proxy "$dir/proxy.out" "$proxy_bin" --admin "" --server "$server_addr" --workers "$workers" \
-  --log-level warn
+  --log-level warn ${PROXY_FLAGS:-}
 proxy_port=$port
 
 start_pgbouncer "$dir" "$bouncer_host" "$pg_port"

@@ -202,6 +202,30 @@ TxEffect TxEffectOf(std::string_view sql) {
   return TxEffect::kEnd;
 }
 
+bool IsPlainBegin(std::string_view sql) {
+  if (sql.size() > 64) return false;
+  auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  std::string words;  // the words, lower case, one space apart
+  bool semicolon = false;
+  for (size_t i = 0; i < sql.size();) {
+    const char c = sql[i];
+    if (blank(c)) {
+      ++i;
+    } else if (c == ';' && !semicolon && !words.empty()) {
+      semicolon = true;
+      ++i;
+    } else if (std::isalpha(static_cast<unsigned char>(c)) && !semicolon) {
+      if (!words.empty()) words.push_back(' ');
+      for (; i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])); ++i) {
+        words.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i]))));
+      }
+    } else {
+      return false;
+    }
+  }
+  return words == "begin" || words == "begin work" || words == "begin transaction" || words == "start transaction";
+}
+
 bool CommitsBlock(std::string_view sql) {
   const TxEffect e = TxEffectOf(sql);
   if (e != TxEffect::kEnd && e != TxEffect::kChain) return false;

@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--connect-timeout-ms", connect_timeout_ms, "How long to wait for a PostgreSQL server to accept")
       ->capture_default_str();
+  app.add_option("--defer-begin", options.defer_begin,
+                 "A bare BEGIN in an idle session is answered by the proxy and sent with the session's next "
+                 "statement (one round trip less per transaction)")
+      ->capture_default_str();
   app.add_option("--shutdown-grace-ms", shutdown_grace_ms,
                  "How long SIGTERM waits for open sessions to end before ending them")
       ->capture_default_str();

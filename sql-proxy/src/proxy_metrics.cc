@@ -52,6 +52,9 @@ std::string ProxyMetrics::Render() const {
   Sample(out, "dtx_sql_proxy_xid_commands_total", "", xid_commands);
   Metric(out, "dtx_sql_proxy_xid_comment_statements_total", "counter", "Statements bound by a leading dtx.xid comment.");
   Sample(out, "dtx_sql_proxy_xid_comment_statements_total", "", xid_comment_statements);
+  Metric(out, "dtx_sql_proxy_begins_held_total", "counter",
+         "BEGINs answered by the proxy and sent to the server in front of the session's next message.");
+  Sample(out, "dtx_sql_proxy_begins_held_total", "", begins_held);
   Metric(out, "dtx_sql_proxy_errors_total", "counter", "Sessions ended or refused by an error, by kind.");
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"client_protocol\"}", errors_client_protocol);
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"backend_connect\"}", errors_backend_connect);

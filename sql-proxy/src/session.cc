@@ -111,7 +111,19 @@ asio::awaitable<bool> Session::Write(Socket& socket, std::string_view bytes, boo
 
 asio::awaitable<bool> Session::WriteClient(std::string_view bytes) { return Write(client_, bytes, back_fresh_); }
 
-asio::awaitable<bool> Session::WriteServer(std::string_view bytes) { return Write(server_, bytes, front_fresh_); }
+asio::awaitable<bool> Session::WriteServer(std::string_view bytes) {
+  if (held_begin_.empty()) return Write(server_, bytes, front_fresh_);
+  // The held BEGIN goes first, in the same write; its answers are dropped (DropBeginAnswer).
+  std::string out = std::exchange(held_begin_, {});
+  out.append(bytes);
+  ++begin_answers_;
+  ++outstanding_;
+  return WriteServerOwned(std::move(out));
+}
+
+asio::awaitable<bool> Session::WriteServerOwned(std::string bytes) {
+  co_return co_await Write(server_, bytes, front_fresh_);
+}
 
 // When the loop has not suspended since a read that drained the socket, any newer bytes have
 // raised a readiness edge that epoll still holds: waiting for it and then reading costs one

@@ -94,6 +94,10 @@ class Session : public std::enable_shared_from_this<Session> {
     bool may_change = false;      // UPDATE/DELETE (AT mode)
     TxEffect tx = TxEffect::kNone;  // AT mode: what it does to the transaction block
     Special special = Special::kNone;
+    // A bare BEGIN without parameters (IsPlainBegin, seen whole): its command tag, else empty.
+    // Trusted while begin_epoch is the session's prepared_epoch_ (see there).
+    std::string_view begin_tag;
+    uint64_t begin_epoch = 0;
     XidCommand xid_command;
     DtxFunction dtx_function;
   };
@@ -132,6 +136,23 @@ class Session : public std::enable_shared_from_this<Session> {
   // How many bytes of a client message of this type and size the front loop must see at once.
   size_t ClientNeed(char type, size_t size) const;
   asio::awaitable<bool> HandleDiverted(std::string message);
+  // ---- a BEGIN answered by the proxy and sent later (ProxyOptions::defer_begin) ----
+  // Whether a BEGIN arriving now may be held: an idle session, nothing of the extended protocol
+  // sent without its Sync, no BEGIN held already.
+  bool MayHoldBegin() const;
+  // The length of a run of whole messages at the start of `buf` that only begins a transaction
+  // block (a bare BEGIN Query, or [Parse] Bind [Describe portal] Execute Sync of a bare BEGIN), with
+  // the answers the server would give to it in `answer`; 0 if `buf` does not start with one.
+  size_t BeginRun(std::string_view buf, std::string& answer) const;
+  // Answers the run itself and keeps it in held_begin_, once every earlier request is answered;
+  // forwards it after all if the session is no longer idle by then.
+  asio::awaitable<bool> HoldBegin(std::string run, std::string answer);
+  // Whether a server message (already seen by OnServerMessage) answers a held BEGIN that went out,
+  // to be dropped: called on every server message while begin_answers_ > 0. An error there ends
+  // the session (`refused`): the client was told the BEGIN succeeded.
+  bool DropBeginAnswer(char type, std::string_view message, bool& refused);
+  // Sends `bytes` (the held BEGIN and what follows it) from a string of its own.
+  asio::awaitable<bool> WriteServerOwned(std::string bytes);
   // Reads the rest of a client message larger than the buffer (its first bytes fill cbuf_) into
   // `message`, so that one the proxy must look into is seen whole. false: the client went away.
   asio::awaitable<bool> ReadWholeMessage(std::string& message, size_t size);
@@ -297,6 +318,16 @@ class Session : public std::enable_shared_from_this<Session> {
   bool server_sent_fatal_ = false;   // the last server message was a FATAL/PANIC ErrorResponse
   char tx_status_ = 'I';             // from the last ReadyForQuery
   int outstanding_ = 0;              // ReadyForQuery messages the server still owes
+  // A BEGIN the client sent and the proxy answered (defer_begin): WriteServer sends it in front of
+  // the next bytes for the server. begin_answers_: held BEGINs sent whose answers (through their
+  // ReadyForQuery) are still to be dropped.
+  std::string held_begin_;
+  int begin_answers_ = 0;
+  bool ext_unsynced_ = false;        // extended-protocol messages went to the server after the last Sync
+  // Moves on when a Query may have dropped prepared statements (DISCARD, DEALLOCATE, or a text
+  // not seen whole) while some statement is known as a BEGIN (begin_statements_).
+  uint64_t prepared_epoch_ = 0;
+  bool begin_statements_ = false;
   std::optional<std::pair<std::string, std::string>> fatal_;  // SQLSTATE and message to end with
   enum class Divert { kXid, kDtxFunction, kBound, kUnboundWrite, kExtended };
   Divert divert_ = Divert::kXid;     // what OnClientMessage diverted

@@ -60,10 +60,6 @@ std::optional<std::vector<std::optional<std::string>>> DataRowValues(std::string
   return out;
 }
 
-bool Writes(at::StatementKind k) {
-  return k == at::StatementKind::kInsert || k == at::StatementKind::kUpdate || k == at::StatementKind::kDelete;
-}
-
 std::string ProxyText(const Status& s) {
   std::string text = at::SqlTextOf(s);
   return text.starts_with("dtx-sql-proxy") ? text : "dtx-sql-proxy: " + text;
@@ -166,6 +162,11 @@ asio::awaitable<bool> Session::NextServerMessage(std::string& out) {
         abuf_at_ = 0;
       }
       OnServerMessage(out[0], out, out.data());
+      if (begin_answers_ > 0) {
+        bool refused = false;
+        if (DropBeginAnswer(out[0], out, refused)) continue;
+        if (refused) co_return false;
+      }
       co_return true;
     }
     if (abuf_at_ > 0) {

@@ -858,6 +858,7 @@ asio::awaitable<bool> Session::ExtCloseOnServer() {
 
 void Session::ExtEnd() {
   ext_batch_ = false;
+  ext_unsynced_ = false;
   ext_acquired_ = false;
   ext_failed_ = false;
   ext_implicit_ = false;

@@ -117,6 +117,36 @@ asio::awaitable<void> Session::FrontLoop() {
         front_fresh_ = false;
         break;
       }
+      if ((f.type == 'Q' || f.type == 'P' || f.type == 'B') && f.size <= available && MayHoldBegin()) {
+        std::string answer;
+        if (const size_t run = BeginRun(buf.substr(i), answer); run > 0) {
+          if (i > forward_from && !co_await WriteServer(buf.substr(forward_from, i - forward_from))) {
+            failed = true;
+            break;
+          }
+          std::string held(buf.substr(i, run));
+          if (f.type == 'Q') {
+            ++messages;
+          } else {
+            // Parse and Bind are tracked as if forwarded; the answer owed for the Sync is the proxy's.
+            for (size_t at = 0; at < run; ++messages) {
+              const Frame m = ReadMessage(std::string_view(held).substr(at), max_message);
+              OnClientMessage(m.type, std::string_view(held).substr(at, m.size), m.size);
+              at += m.size;
+            }
+            --outstanding_;
+          }
+          i += run;
+          forward_from = i;
+          const bool handled = co_await HoldBegin(std::move(held), std::move(answer));
+          front_fresh_ = false;
+          if (!handled) {
+            failed = true;
+            break;
+          }
+          continue;
+        }
+      }
       ++messages;
       const std::string_view seen = buf.substr(i, std::min(available, f.size));
       if (OnClientMessage(f.type, seen, f.size)) {
@@ -208,11 +238,144 @@ bool MayDropPrepared(std::string_view sql) {
   return false;
 }
 
+// The command tag PostgreSQL answers a bare BEGIN (IsPlainBegin) with.
+std::string_view BeginTag(std::string_view sql) {
+  const size_t i = sql.find_first_not_of(" \t\n\r\f\v");
+  return i != std::string_view::npos && (sql[i] == 's' || sql[i] == 'S') ? "START TRANSACTION" : "BEGIN";
+}
+
 }  // namespace
 
+// ---- a BEGIN answered by the proxy ----
+
+bool Session::MayHoldBegin() const {
+  return context_.options.defer_begin && authenticated_ && tx_status_ == 'I' && held_begin_.empty() && !ext_batch_ &&
+         !ext_unsynced_ && !client_terminated_ && phase_ == Phase::kRelay;
+}
+
+size_t Session::BeginRun(std::string_view buf, std::string& answer) const {
+  const size_t max_message = context_.options.max_message_size;
+  Frame f = ReadMessage(buf, max_message);
+  if (f.status != FrameStatus::kMessage) return 0;
+  if (f.type == 'Q') {
+    auto sql = ReadCString(f.body);
+    if (!sql || sql->size() + 1 != f.body.size() || !IsPlainBegin(*sql)) return 0;
+    AppendCommandComplete(answer, BeginTag(*sql));
+    AppendReadyForQuery(answer, 'T');
+    return f.size;
+  }
+  // The extended protocol: its messages are tracked as forwarded ones (OnClientMessage), which
+  // diverts nothing of a session bound to no global transaction.
+  if (context_.at && !EffectiveXid().empty()) return 0;
+  size_t at = 0;
+  auto next = [&] {
+    at += f.size;
+    f = ReadMessage(buf.substr(at), max_message);
+    return f.status == FrameStatus::kMessage;
+  };
+  std::string_view tag;
+  std::optional<std::string_view> parsed;  // the statement a Parse of the run names
+  if (f.type == 'P') {
+    auto fields = ParseParse(f.body);
+    if (!fields || !IsPlainBegin(fields->query)) return 0;
+    const std::string_view rest = f.body.substr(fields->statement.size() + fields->query.size() + 2);
+    if (rest.size() < 2 || wire::ReadInt16(rest, 0) != 0) return 0;  // no parameter types
+    tag = BeginTag(fields->query);
+    parsed = fields->statement;
+    wire::AppendMessage(answer, '1', "");
+    if (!next()) return 0;
+  }
+  if (f.type != 'B') return 0;
+  auto portal = ReadCString(f.body);
+  if (!portal) return 0;
+  auto statement = ReadCString(f.body.substr(portal->size() + 1));
+  if (!statement) return 0;
+  size_t p = portal->size() + statement->size() + 2;
+  if (f.body.size() < p + 2) return 0;
+  const int formats = wire::ReadInt16(f.body, p);
+  p += 2 + 2 * static_cast<size_t>(std::max(formats, 0));
+  if (formats < 0 || f.body.size() < p + 2 || wire::ReadInt16(f.body, p) != 0) return 0;  // no parameters
+  if (parsed) {
+    if (*statement != *parsed) return 0;
+  } else {
+    const PreparedStatement* slot = statement->empty() ? &unnamed_ : FindPrepared(std::string(*statement));
+    if (!slot || slot->begin_tag.empty() || slot->begin_epoch != prepared_epoch_) return 0;
+    tag = slot->begin_tag;
+  }
+  wire::AppendMessage(answer, '2', "");
+  if (!next()) return 0;
+  if (f.type == 'D') {
+    if (f.body.size() != portal->size() + 2 || f.body[0] != 'P' || ReadCString(f.body.substr(1)) != *portal) return 0;
+    wire::AppendMessage(answer, 'n', "");
+    if (!next()) return 0;
+  }
+  if (f.type != 'E' || ReadCString(f.body) != *portal || f.body.size() != portal->size() + 5) return 0;
+  AppendCommandComplete(answer, tag);
+  if (!next() || f.type != 'S' || f.size != 5) return 0;
+  AppendReadyForQuery(answer, 'T');
+  return at + f.size;
+}
+
+asio::awaitable<bool> Session::HoldBegin(std::string run, std::string answer) {
+  if (!co_await AcquireBackend()) co_return false;
+  if (!MayHoldBegin()) {  // what was sent before it moved the session (into a block, say)
+    ++outstanding_;
+    ReleaseBackend();
+    co_return co_await WriteServer(run);
+  }
+  held_begin_ = std::move(run);
+  tx_status_ = 'T';
+  context_.metrics.begins_held.fetch_add(1, std::memory_order_relaxed);
+  const bool ok = co_await WriteClient(answer);
+  ReleaseBackend();
+  co_return ok;
+}
+
+bool Session::DropBeginAnswer(char type, std::string_view message, bool& refused) {
+  switch (type) {
+    case '1':
+    case '2':
+    case 'n':
+    case 'C':
+      return true;
+    case 'Z':
+      --begin_answers_;
+      return true;
+    case 'E': {
+      auto fields = ParseErrorFields(message.substr(5));
+      refused = true;
+      server_sent_fatal_ = false;  // the client gets the proxy's FATAL instead
+      EndWithFatal(fields && !fields->sqlstate.empty() ? fields->sqlstate : "XX000",
+                   "dtx-sql-proxy: the server refused the BEGIN the proxy had answered: " +
+                       (fields ? fields->message : std::string("(unreadable error)")));
+      return false;
+    }
+    default:
+      return false;  // a notice, a notification, a parameter status: the client's
+  }
+}
+
 bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
+  // Nothing owed and no failed block: a Parse of a BEGIN now cannot fail.
+  const bool quiet = outstanding_ == 0 && !ext_unsynced_ && tx_status_ != 'E';
+  switch (type) {
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+      ext_unsynced_ = true;
+      break;
+    default:
+      break;
+  }
   switch (type) {
     case 'Q': {
+      if (begin_statements_ && (seen.size() != size || MayDropPrepared(TextUpToNul(seen.substr(5))))) {
+        ++prepared_epoch_;  // the statements known as BEGINs may be gone
+        begin_statements_ = false;
+      }
       if (ext_batch_) {
         divert_ = Divert::kExtended;
         return true;
@@ -261,6 +424,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
         divert_ = Divert::kExtended;
         return true;
       }
+      ext_unsynced_ = false;
       ext_sent_ = ext_execs_sent_ = 0;
       ++outstanding_;
       return false;
@@ -288,9 +452,18 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       slot->tx = TxEffect::kNone;
       slot->sql.clear();
       slot->types.clear();
+      slot->begin_tag = {};
       if (authenticated_ && seen.size() == size) {
         if (auto fields = ParseParse(body)) {
           slot->known = true;
+          if (quiet && IsPlainBegin(fields->query)) {
+            const std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
+            if (rest.size() >= 2 && wire::ReadInt16(rest, 0) == 0) {
+              slot->begin_tag = BeginTag(fields->query);
+              slot->begin_epoch = prepared_epoch_;
+              begin_statements_ = true;
+            }
+          }
           if (!own_prepared_.empty() && MayDropPrepared(fields->query)) own_prepared_.clear();
           XidCommand command = ParseXidCommand(fields->query);
           if (command.kind != XidCommandKind::kNone) {
@@ -585,14 +758,14 @@ asio::awaitable<void> Session::BackLoop() {
       metrics.bytes_server_to_client.fetch_add(n, std::memory_order_relaxed);
     }
 
-    const std::string_view buf(sbuf_.get(), slen_);
+    std::string_view buf(sbuf_.get(), slen_);
     size_t i = 0;
     uint64_t messages = 0;
     if (sscan_.skip > 0) {
       i = std::min(sscan_.skip, slen_);
       sscan_.skip -= i;
     }
-    bool bad = false;
+    bool bad = false, dropped_fatal = false;
     while (i < slen_) {
       Frame f = ReadMessage(buf.substr(i), SIZE_MAX);
       if (f.status == FrameStatus::kError) {
@@ -607,9 +780,23 @@ asio::awaitable<void> Session::BackLoop() {
       if (f.type == 'E') need = kPrefixBytes;
       if (f.type == 'C' && watch_tags_) need = 64;
       if (f.type == 'S') need = 64;  // ParameterStatus: client_encoding
+      if (begin_answers_ > 0 && std::strchr("12nCZE", f.type)) need = f.size;  // maybe a held BEGIN's: whole
       if (available < std::min(need, f.size)) break;
       ++messages;
       OnServerMessage(f.type, buf.substr(i, std::min(available, f.size)), sbuf_.get() + i);
+      if (begin_answers_ > 0 && f.size <= available) {
+        bool refused = false;
+        if (DropBeginAnswer(f.type, buf.substr(i, f.size), refused)) {
+          std::memmove(sbuf_.get() + i, sbuf_.get() + i + f.size, slen_ - i - f.size);
+          slen_ -= f.size;
+          buf = std::string_view(sbuf_.get(), slen_);
+          continue;
+        }
+        if (refused) {
+          dropped_fatal = true;
+          break;
+        }
+      }
       if (f.size <= available) {
         i += f.size;
       } else {
@@ -624,6 +811,7 @@ asio::awaitable<void> Session::BackLoop() {
     }
     std::memmove(sbuf_.get(), sbuf_.get() + i, slen_ - i);
     slen_ -= i;
+    if (dropped_fatal) break;  // DropBeginAnswer ended the session
     if (bad) {
       metrics.errors_backend_lost.fetch_add(1, std::memory_order_relaxed);
       EndWithFatal("08P01", "dtx-sql-proxy: invalid message from the PostgreSQL server");

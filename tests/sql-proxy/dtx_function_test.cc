@@ -2,6 +2,8 @@
 // check for unbound writes.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "dtx/sql_proxy/dtx_function.h"
 
 namespace dtx::sql_proxy {
@@ -110,6 +112,18 @@ TEST(TxEffect, MovesTheBlockStatus) {
   EXPECT_EQ(AfterTxEffect('E', TxEffect::kRollbackTo), 'T');
   EXPECT_EQ(AfterTxEffect('T', TxEffect::kRollbackTo), 'T');
   EXPECT_EQ(AfterTxEffect('T', TxEffect::kNone), 'T');
+}
+
+TEST(IsPlainBegin, OnlyBareBeginsThatCannotFail) {
+  for (const char* sql : {"BEGIN", "begin;", "  Begin Work ; ", "BEGIN TRANSACTION", "start\ntransaction;", "\tBEGIN\r\n"}) {
+    EXPECT_TRUE(IsPlainBegin(sql)) << sql;
+  }
+  for (const char* sql : {"", ";", "BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN READ ONLY", "BEGIN;;", "BEGIN; COMMIT",
+                          "BEGIN; SELECT 1", "/* dtx.xid=x */ BEGIN", "BEGIN -- c", "BEGINNING", "BEGIN WORK WORK",
+                          "START", "START TRANSACTION READ WRITE", "COMMIT", "begin2", "BEGIN\xc3\xa9"}) {
+    EXPECT_FALSE(IsPlainBegin(sql)) << sql;
+  }
+  EXPECT_FALSE(IsPlainBegin(std::string(100, ' ') + "BEGIN"));
 }
 
 }  // namespace

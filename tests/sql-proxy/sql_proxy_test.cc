@@ -303,6 +303,145 @@ TEST_F(SqlProxyTest, XidAnswersCarryTheTransactionStatus) {
   EXPECT_GE(proxy_->Metric("dtx_sql_proxy_xid_comment_statements_total"), 1);
 }
 
+// A bare BEGIN in an idle session is answered by the proxy and reaches the server in front of the
+// session's next statement (--defer-begin, on by default): the server session stays idle until
+// then, and everything else behaves as directly.
+TEST_F(SqlProxyTest, HeldBeginRidesWithTheNextStatement) {
+  ASSERT_EQ(Direct("DROP TABLE IF EXISTS held_begin; CREATE TABLE held_begin (id int primary key);").exit_code, 0);
+  PGconn* c = PQconnectdb(Conninfo("application_name=held_begin").c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  auto exec = [&](const char* sql) {
+    PGresult* r = PQexec(c, sql);
+    const auto status = PQresultStatus(r);
+    std::string tag = PQcmdStatus(r);
+    PQclear(r);
+    return std::make_pair(status, tag);
+  };
+  auto server_state = [&] {
+    return Direct("select state from pg_stat_activity where application_name = 'held_begin';").output;
+  };
+  auto rows = [&] { return Direct("select count(*) from held_begin;").output; };
+  const double held0 = proxy_->Metric("dtx_sql_proxy_begins_held_total");
+  ASSERT_GE(held0, 0);
+
+  // Simple protocol: held, then sent with the INSERT; the ROLLBACK undoes it.
+  EXPECT_EQ(exec("BEGIN"), std::make_pair(PGRES_COMMAND_OK, std::string("BEGIN")));
+  EXPECT_EQ(PQtransactionStatus(c), PQTRANS_INTRANS);
+  EXPECT_EQ(server_state(), "idle\n") << "the server has not seen the BEGIN yet";
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held0 + 1);
+  EXPECT_EQ(exec("INSERT INTO held_begin VALUES (1)").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(server_state(), "idle in transaction\n");
+  EXPECT_EQ(exec("ROLLBACK"), std::make_pair(PGRES_COMMAND_OK, std::string("ROLLBACK")));
+  EXPECT_EQ(rows(), "0\n");
+  EXPECT_EQ(PQtransactionStatus(c), PQTRANS_IDLE);
+  // START TRANSACTION has its own tag; an error inside the block fails it as usual.
+  EXPECT_EQ(exec("start transaction;"), std::make_pair(PGRES_COMMAND_OK, std::string("START TRANSACTION")));
+  EXPECT_EQ(exec("SELECT 1/0").first, PGRES_FATAL_ERROR);
+  EXPECT_EQ(PQtransactionStatus(c), PQTRANS_INERROR);
+  EXPECT_EQ(exec("COMMIT").second, "ROLLBACK");
+  // An empty block, and a second BEGIN inside one (not held: the server warns as usual).
+  EXPECT_EQ(exec("BEGIN").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(exec("COMMIT"), std::make_pair(PGRES_COMMAND_OK, std::string("COMMIT")));
+  const double held1 = proxy_->Metric("dtx_sql_proxy_begins_held_total");
+  EXPECT_EQ(held1, held0 + 3);
+  EXPECT_EQ(exec("BEGIN").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(exec("BEGIN").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held1 + 1);
+  EXPECT_EQ(exec("INSERT INTO held_begin VALUES (2)").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(exec("COMMIT").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(rows(), "1\n");
+
+  // The extended protocol: a prepared BEGIN (Bind/Describe/Execute/Sync) and an unnamed one
+  // (Parse/Bind/Describe/Execute/Sync) are held too.
+  PGresult* r = PQprepare(c, "b", "BEGIN", 0, nullptr);
+  ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  PQclear(r);
+  r = PQexecPrepared(c, "b", 0, nullptr, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  EXPECT_STREQ(PQcmdStatus(r), "BEGIN");
+  PQclear(r);
+  EXPECT_EQ(PQtransactionStatus(c), PQTRANS_INTRANS);
+  EXPECT_EQ(server_state(), "idle\n");
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held1 + 2);
+  const char* values[] = {"3"};
+  r = PQexecParams(c, "INSERT INTO held_begin VALUES ($1)", 1, nullptr, values, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  PQclear(r);
+  EXPECT_EQ(exec("ROLLBACK").first, PGRES_COMMAND_OK);
+  r = PQexecParams(c, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  PQclear(r);
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held1 + 3);
+  r = PQexecParams(c, "INSERT INTO held_begin VALUES ($1)", 1, nullptr, values, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  PQclear(r);
+  EXPECT_EQ(exec("COMMIT").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(rows(), "2\n");
+
+  // After DISCARD ALL the prepared BEGIN is gone on the server: its Bind goes there and fails
+  // as it would directly, and the session goes on.
+  EXPECT_EQ(exec("DISCARD ALL").first, PGRES_COMMAND_OK);
+  const double held2 = proxy_->Metric("dtx_sql_proxy_begins_held_total");
+  r = PQexecPrepared(c, "b", 0, nullptr, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "26000") << PQresultErrorMessage(r);
+  PQclear(r);
+  // A BEGIN prepared inside a failed block was refused by the server; using it fails the same way.
+  EXPECT_EQ(exec("BEGIN").first, PGRES_COMMAND_OK);
+  EXPECT_EQ(exec("SELECT 1/0").first, PGRES_FATAL_ERROR);
+  r = PQprepare(c, "late", "BEGIN", 0, nullptr);
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  PQclear(r);
+  EXPECT_EQ(exec("ROLLBACK").first, PGRES_COMMAND_OK);
+  r = PQexecPrepared(c, "late", 0, nullptr, nullptr, nullptr, 0);
+  state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "26000") << PQresultErrorMessage(r);
+  PQclear(r);
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held2 + 1) << "only the BEGIN of the failed block";
+  EXPECT_EQ(PQstatus(c), CONNECTION_OK);
+  EXPECT_EQ(PQtransactionStatus(c), PQTRANS_IDLE);
+
+  // A client that leaves right after its BEGIN leaves nothing behind.
+  EXPECT_EQ(exec("BEGIN").first, PGRES_COMMAND_OK);
+  PQfinish(c);
+  for (int i = 0; i < 100 && ServerSessions("held_begin") != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(ServerSessions("held_begin"), 0);
+  EXPECT_EQ(rows(), "2\n");
+}
+
+// A held BEGIN that the server refuses after all (here: a prepared BEGIN dropped by a function,
+// out of the proxy's sight) ends that session with FATAL and the server's reason; other sessions
+// go on.
+TEST_F(SqlProxyTest, HeldBeginRefusedByTheServerEndsTheSession) {
+  ASSERT_EQ(Direct("CREATE OR REPLACE FUNCTION held_begin_drop(name text) RETURNS void LANGUAGE plpgsql AS "
+                   "$$BEGIN EXECUTE 'DEALLOC' || 'ATE ' || quote_ident(name); END$$;")
+                .exit_code,
+            0);
+  PGconn* c = PQconnectdb(Conninfo().c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PGresult* r = PQprepare(c, "b", "BEGIN", 0, nullptr);
+  ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  PQclear(r);
+  r = PQexec(c, "SELECT held_begin_drop('b')");
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(c);
+  PQclear(r);
+  r = PQexecPrepared(c, "b", 0, nullptr, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << "answered by the proxy";
+  PQclear(r);
+  r = PQexec(c, "SELECT 1");
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  const std::string message = PQerrorMessage(c);
+  EXPECT_NE(message.find("refused the BEGIN"), std::string::npos) << message;
+  EXPECT_NE(message.find("does not exist"), std::string::npos) << message;
+  PQclear(r);
+  EXPECT_EQ(PQstatus(c), CONNECTION_BAD);
+  PQfinish(c);
+  EXPECT_EQ(ViaProxy("select 'still serving';").output, "still serving\n");
+}
+
 // A long query is cancelled by a CancelRequest sent to the proxy on a new connection: the client
 // holds the proxy's key, which the proxy maps to the server's.
 void SqlProxyTest::CancelRequestReachesTheRightServerSession() {

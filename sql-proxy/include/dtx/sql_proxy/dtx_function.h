@@ -56,6 +56,11 @@ bool CommitsBlock(std::string_view sql);
 // ends the block, or the text holds more than one statement (a ';' before its last word). Cheap:
 // no parse.
 bool MayCommitBlock(std::string_view sql);
+// Whether `sql` is a bare BEGIN: BEGIN, BEGIN WORK, BEGIN TRANSACTION or START TRANSACTION, in
+// any case, with blanks around and one optional trailing ';', and nothing else (no comment, no
+// option). Such a BEGIN cannot fail in an idle session, so the proxy may answer it itself and send
+// it later (ProxyOptions::defer_begin).
+bool IsPlainBegin(std::string_view sql);
 // The block status ('I', 'T', 'E') after a statement with `effect` ran without error in `status`.
 char AfterTxEffect(char status, TxEffect effect);
 

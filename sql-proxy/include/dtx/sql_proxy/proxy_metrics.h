@@ -24,6 +24,7 @@ struct ProxyMetrics {
   std::atomic<uint64_t> cancel_requests_unmatched{0};  // no session with that key
   std::atomic<uint64_t> xid_commands{0};            // SET/RESET/SHOW dtx.xid answered by the proxy
   std::atomic<uint64_t> xid_comment_statements{0};  // statements bound by a leading dtx.xid comment
+  std::atomic<uint64_t> begins_held{0};             // BEGINs answered by the proxy, sent with the next message
   // Errors that ended a session or refused it.
   std::atomic<uint64_t> errors_client_protocol{0};  // malformed or oversized messages from a client
   std::atomic<uint64_t> errors_backend_connect{0};  // the server could not be reached
