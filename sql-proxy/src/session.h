@@ -133,6 +133,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Looks at one client message (or its first `available` bytes); returns true to divert it
   // from forwarding (the front loop then calls HandleDiverted).
   bool OnClientMessage(char type, std::string_view seen, size_t size);
+  // Records a Parse in prepared_ (or unnamed_): its dtx.xid comment, and whether it is seen whole,
+  // answered by the proxy, a bare BEGIN (`quiet`: it cannot fail now), and in AT mode its text.
+  void TrackParse(std::string_view seen, size_t size, bool quiet);
   // How many bytes of a client message of this type and size the front loop must see at once.
   size_t ClientNeed(char type, size_t size) const;
   asio::awaitable<bool> HandleDiverted(std::string message);

@@ -125,16 +125,10 @@ asio::awaitable<void> Session::FrontLoop() {
             break;
           }
           std::string held(buf.substr(i, run));
-          if (f.type == 'Q') {
-            ++messages;
-          } else {
-            // Parse and Bind are tracked as if forwarded; the answer owed for the Sync is the proxy's.
-            for (size_t at = 0; at < run; ++messages) {
-              const Frame m = ReadMessage(std::string_view(held).substr(at), max_message);
-              OnClientMessage(m.type, std::string_view(held).substr(at, m.size), m.size);
-              at += m.size;
-            }
-            --outstanding_;
+          for (size_t at = 0; at < run; ++messages) {  // a Parse is tracked as if forwarded
+            const Frame m = ReadMessage(std::string_view(held).substr(at), max_message);
+            if (m.type == 'P') TrackParse(std::string_view(held).substr(at, m.size), m.size, true);
+            at += m.size;
           }
           i += run;
           forward_from = i;
@@ -264,9 +258,7 @@ size_t Session::BeginRun(std::string_view buf, std::string& answer) const {
     AppendReadyForQuery(answer, 'T');
     return f.size;
   }
-  // The extended protocol: its messages are tracked as forwarded ones (OnClientMessage), which
-  // diverts nothing of a session bound to no global transaction.
-  if (context_.at && !EffectiveXid().empty()) return 0;
+  // The extended protocol, with the unnamed portal (a named one would outlive the run).
   size_t at = 0;
   auto next = [&] {
     at += f.size;
@@ -289,7 +281,7 @@ size_t Session::BeginRun(std::string_view buf, std::string& answer) const {
   auto portal = ReadCString(f.body);
   if (!portal) return 0;
   auto statement = ReadCString(f.body.substr(portal->size() + 1));
-  if (!statement) return 0;
+  if (!statement || !portal->empty()) return 0;
   size_t p = portal->size() + statement->size() + 2;
   if (f.body.size() < p + 2) return 0;
   const int formats = wire::ReadInt16(f.body, p);
@@ -352,6 +344,65 @@ bool Session::DropBeginAnswer(char type, std::string_view message, bool& refused
     }
     default:
       return false;  // a notice, a notification, a parameter status: the client's
+  }
+}
+
+void Session::TrackParse(std::string_view seen, size_t size, bool quiet) {
+  const std::string_view body = seen.substr(5);
+  auto name = ReadCString(body);
+  if (!name) return;  // the server will refuse it
+  auto xid = LeadingXidComment(TextUpToNul(body.substr(name->size() + 1)));
+  PreparedStatement* slot = &unnamed_;
+  if (!name->empty()) slot = &prepared_[std::string(*name)];
+  if (!slot->xid.empty()) --prepared_with_xid_;
+  slot->xid = xid ? std::string(*xid) : std::string();
+  if (!slot->xid.empty()) ++prepared_with_xid_;
+  slot->known = false;
+  if (slot->special != Special::kNone) --prepared_special_;
+  slot->special = Special::kNone;
+  slot->may_change = false;
+  slot->tx = TxEffect::kNone;
+  slot->sql.clear();
+  slot->types.clear();
+  slot->begin_tag = {};
+  if (authenticated_ && seen.size() == size) {
+    if (auto fields = ParseParse(body)) {
+      slot->known = true;
+      if (quiet && IsPlainBegin(fields->query)) {
+        const std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
+        if (rest.size() >= 2 && wire::ReadInt16(rest, 0) == 0) {
+          slot->begin_tag = BeginTag(fields->query);
+          slot->begin_epoch = prepared_epoch_;
+          begin_statements_ = true;
+        }
+      }
+      if (!own_prepared_.empty() && MayDropPrepared(fields->query)) own_prepared_.clear();
+      XidCommand command = ParseXidCommand(fields->query);
+      if (command.kind != XidCommandKind::kNone) {
+        slot->special = Special::kXid;
+        slot->xid_command = std::move(command);
+      } else if (DtxFunction function = ParseDtxFunction(fields->query); function.kind != DtxFunctionKind::kNone) {
+        slot->special = Special::kDtxFunction;
+        slot->dtx_function = std::move(function);
+      }
+      if (slot->special != Special::kNone) ++prepared_special_;
+      if (context_.at) {
+        slot->sql = std::string(fields->query);
+        slot->may_change = MayChangeRows(fields->query);
+        slot->tx = TxEffectOf(fields->query);
+        std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
+        if (rest.size() >= 2) {
+          const int n = (static_cast<uint8_t>(rest[0]) << 8) | static_cast<uint8_t>(rest[1]);
+          for (int k = 0; k < n && rest.size() >= 2 + 4 * static_cast<size_t>(k + 1); ++k) {
+            const size_t at = 2 + 4 * static_cast<size_t>(k);
+            slot->types.push_back((static_cast<uint32_t>(static_cast<uint8_t>(rest[at])) << 24) |
+                                  (static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 1])) << 16) |
+                                  (static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 2])) << 8) |
+                                  static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 3])));
+          }
+        }
+      }
+    }
   }
 }
 
@@ -435,65 +486,9 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
       }
       ++outstanding_;
       return false;
-    case 'P': {
-      const std::string_view body = seen.substr(5);
-      auto name = ReadCString(body);
-      if (!name) return DivertExtended(type, seen, size);  // the server will refuse it
-      auto xid = LeadingXidComment(TextUpToNul(body.substr(name->size() + 1)));
-      PreparedStatement* slot = &unnamed_;
-      if (!name->empty()) slot = &prepared_[std::string(*name)];
-      if (!slot->xid.empty()) --prepared_with_xid_;
-      slot->xid = xid ? std::string(*xid) : std::string();
-      if (!slot->xid.empty()) ++prepared_with_xid_;
-      slot->known = false;
-      if (slot->special != Special::kNone) --prepared_special_;
-      slot->special = Special::kNone;
-      slot->may_change = false;
-      slot->tx = TxEffect::kNone;
-      slot->sql.clear();
-      slot->types.clear();
-      slot->begin_tag = {};
-      if (authenticated_ && seen.size() == size) {
-        if (auto fields = ParseParse(body)) {
-          slot->known = true;
-          if (quiet && IsPlainBegin(fields->query)) {
-            const std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
-            if (rest.size() >= 2 && wire::ReadInt16(rest, 0) == 0) {
-              slot->begin_tag = BeginTag(fields->query);
-              slot->begin_epoch = prepared_epoch_;
-              begin_statements_ = true;
-            }
-          }
-          if (!own_prepared_.empty() && MayDropPrepared(fields->query)) own_prepared_.clear();
-          XidCommand command = ParseXidCommand(fields->query);
-          if (command.kind != XidCommandKind::kNone) {
-            slot->special = Special::kXid;
-            slot->xid_command = std::move(command);
-          } else if (DtxFunction function = ParseDtxFunction(fields->query); function.kind != DtxFunctionKind::kNone) {
-            slot->special = Special::kDtxFunction;
-            slot->dtx_function = std::move(function);
-          }
-          if (slot->special != Special::kNone) ++prepared_special_;
-          if (context_.at) {
-            slot->sql = std::string(fields->query);
-            slot->may_change = MayChangeRows(fields->query);
-            slot->tx = TxEffectOf(fields->query);
-            std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
-            if (rest.size() >= 2) {
-              const int n = (static_cast<uint8_t>(rest[0]) << 8) | static_cast<uint8_t>(rest[1]);
-              for (int k = 0; k < n && rest.size() >= 2 + 4 * static_cast<size_t>(k + 1); ++k) {
-                const size_t at = 2 + 4 * static_cast<size_t>(k);
-                slot->types.push_back((static_cast<uint32_t>(static_cast<uint8_t>(rest[at])) << 24) |
-                                      (static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 1])) << 16) |
-                                      (static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 2])) << 8) |
-                                      static_cast<uint32_t>(static_cast<uint8_t>(rest[at + 3])));
-              }
-            }
-          }
-        }
-      }
+    case 'P':
+      TrackParse(seen, size, quiet);
       return DivertExtended(type, seen, size);
-    }
     case 'D':
     case 'E':
     case 'H':

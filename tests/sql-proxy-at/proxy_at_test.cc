@@ -81,6 +81,44 @@ TEST_F(ProxyAt, GlobalRollbackRestoresRows) {
   EXPECT_EQ(Snapshot("acct"), before);
 }
 
+// A bound session's BEGIN is answered by the proxy and goes to the server with the block's first
+// statement (--defer-begin), through either protocol; the branches and their undo are the same.
+TEST_F(ProxyAt, HeldBeginsOfBoundSessions) {
+  const auto before = Snapshot("acct");
+  auto c = Connect();
+  const double held0 = proxy_->Metric("dtx_sql_proxy_begins_held_total");
+  ASSERT_GE(held0, 0);
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_EQ(c->TxStatus(), 'T');
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held0 + 1);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = balance - 1 WHERE id = 1").ok);
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_EQ(UndoRows(), 1);
+  // The extended protocol: a prepared BEGIN, then a write with parameters and its COMMIT.
+  ASSERT_TRUE(c->Prepare("b", "BEGIN", 0).ok);
+  Answer begun = c->ExecPrepared("b", {});
+  ASSERT_TRUE(begun.ok) << begun.error;
+  EXPECT_EQ(begun.tag, "BEGIN");
+  EXPECT_EQ(c->TxStatus(), 'T');
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held0 + 2);
+  Answer u = c->Params("UPDATE acct SET owner = $1 WHERE id = 2", {"held"});
+  ASSERT_TRUE(u.ok) << u.error;
+  ASSERT_TRUE(c->Params("COMMIT", {}).ok);
+  EXPECT_EQ(UndoRows(), 2);
+  // A block that only reads registers nothing.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_EQ(c->Exec("SELECT owner FROM acct WHERE id = 2").Value(), "held");
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_EQ(UndoRows(), 2);
+  EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held0 + 3);
+  Answer rb = c->Exec("SELECT dtx.rollback()");
+  ASSERT_TRUE(rb.ok) << rb.sqlstate << " " << rb.error;
+  EXPECT_TRUE(WaitStatus(xid, "Rollbacked"));
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Snapshot("acct"), before);
+}
+
 TEST_F(ProxyAt, RolledBackBlockRecordsNothing) {
   const auto before = Snapshot("acct");
   auto c = Connect();
