@@ -219,11 +219,15 @@ bool IsPlainBegin(std::string_view sql) {
       for (; i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])); ++i) {
         words.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i]))));
       }
+      if (words != "begin" && words != "start" && words != "begin work" && words != "begin transaction" &&
+          words != "start transaction") {
+        return false;  // most statements stop at their first word
+      }
     } else {
       return false;
     }
   }
-  return words == "begin" || words == "begin work" || words == "begin transaction" || words == "start transaction";
+  return !words.empty() && words != "start";
 }
 
 bool CommitsBlock(std::string_view sql) {
