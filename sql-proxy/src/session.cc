@@ -116,8 +116,7 @@ asio::awaitable<bool> Session::WriteServer(std::string_view bytes) {
   // The held BEGIN goes first, in the same write; its answers are dropped (DropBeginAnswer).
   std::string out = std::exchange(held_begin_, {});
   out.append(bytes);
-  ++begin_answers_;
-  ++outstanding_;
+  begin_answers_ += std::exchange(held_answers_, 0);
   return WriteServerOwned(std::move(out));
 }
 

@@ -321,10 +321,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool server_sent_fatal_ = false;   // the last server message was a FATAL/PANIC ErrorResponse
   char tx_status_ = 'I';             // from the last ReadyForQuery
   int outstanding_ = 0;              // ReadyForQuery messages the server still owes
-  // A BEGIN the client sent and the proxy answered (defer_begin): WriteServer sends it in front of
-  // the next bytes for the server. begin_answers_: held BEGINs sent whose answers (through their
-  // ReadyForQuery) are still to be dropped.
+  // A BEGIN the client sent and the proxy answered (defer_begin), as extended-protocol messages
+  // without a Sync (HeldForm): WriteServer sends it in front of the next bytes for the server, and
+  // the server answers both in one flush. held_answers_: how many answers it gets; begin_answers_:
+  // answers of held BEGINs sent that are still to be dropped.
   std::string held_begin_;
+  int held_answers_ = 0;
   int begin_answers_ = 0;
   bool ext_unsynced_ = false;        // extended-protocol messages went to the server after the last Sync
   // Moves on when a Query may have dropped prepared statements (DISCARD, DEALLOCATE, or a text

@@ -238,6 +238,37 @@ std::string_view BeginTag(std::string_view sql) {
   return i != std::string_view::npos && (sql[i] == 's' || sql[i] == 'S') ? "START TRANSACTION" : "BEGIN";
 }
 
+// A held BEGIN as the server gets it: extended-protocol messages without a Sync, so that the
+// server answers it in the same flush as what is sent behind it, which ends the request. A Query
+// becomes Parse/Bind/Execute of the unnamed statement and portal and a Close of that statement (a
+// Query drops the unnamed statement as well); a run of the client's goes without its Sync.
+// `answers`: how many messages the server answers it with.
+std::string HeldForm(std::string_view run, size_t max_message, int& answers) {
+  std::string out;
+  answers = 0;
+  if (run.front() == 'Q') {
+    const std::string_view sql = TextUpToNul(run.substr(5));
+    std::string body(1, '\0');
+    body.append(sql);
+    body.append(std::string_view("\0\0\0", 3));  // no parameter types
+    wire::AppendMessage(out, 'P', body);
+    wire::AppendMessage(out, 'B', std::string_view("\0\0\0\0\0\0\0\0", 8));  // no formats, parameters, result formats
+    wire::AppendMessage(out, 'E', std::string_view("\0\0\0\0\0", 5));        // all rows
+    wire::AppendMessage(out, 'C', std::string_view("S\0", 2));
+    answers = 4;
+    return out;
+  }
+  for (size_t at = 0; at < run.size();) {
+    const Frame m = ReadMessage(run.substr(at), max_message);
+    if (m.type != 'S') {
+      out.append(run.substr(at, m.size));
+      ++answers;
+    }
+    at += m.size;
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---- a BEGIN answered by the proxy ----
@@ -315,7 +346,7 @@ asio::awaitable<bool> Session::HoldBegin(std::string run, std::string answer) {
     ReleaseBackend();
     co_return co_await WriteServer(run);
   }
-  held_begin_ = std::move(run);
+  held_begin_ = HeldForm(run, context_.options.max_message_size, held_answers_);
   tx_status_ = 'T';
   context_.metrics.begins_held.fetch_add(1, std::memory_order_relaxed);
   const bool ok = co_await WriteClient(answer);
@@ -327,11 +358,11 @@ bool Session::DropBeginAnswer(char type, std::string_view message, bool& refused
   switch (type) {
     case '1':
     case '2':
+    case '3':
     case 'n':
     case 'C':
-      return true;
-    case 'Z':
       --begin_answers_;
+      if (ext_answered_ > 0) --ext_answered_;  // OnServerMessage counted it among the client's
       return true;
     case 'E': {
       auto fields = ParseErrorFields(message.substr(5));
@@ -775,7 +806,7 @@ asio::awaitable<void> Session::BackLoop() {
       if (f.type == 'E') need = kPrefixBytes;
       if (f.type == 'C' && watch_tags_) need = 64;
       if (f.type == 'S') need = 64;  // ParameterStatus: client_encoding
-      if (begin_answers_ > 0 && std::strchr("12nCZE", f.type)) need = f.size;  // maybe a held BEGIN's: whole
+      if (begin_answers_ > 0 && std::strchr("123nCE", f.type)) need = f.size;  // maybe a held BEGIN's: whole
       if (available < std::min(need, f.size)) break;
       ++messages;
       OnServerMessage(f.type, buf.substr(i, std::min(available, f.size)), sbuf_.get() + i);
