@@ -143,6 +143,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Whether a BEGIN arriving now may be held: an idle session, nothing of the extended protocol
   // sent without its Sync, no BEGIN held already.
   bool MayHoldBegin() const;
+  // Something may have dropped prepared statements (DISCARD, DEALLOCATE, a text not seen whole):
+  // none is trusted as a BEGIN any more (prepared_epoch_).
+  void ForgetBeginStatements();
   // The length of a run of whole messages at the start of `buf` that only begins a transaction
   // block (a bare BEGIN Query, or [Parse] Bind [Describe portal] Execute Sync of a bare BEGIN), with
   // the answers the server would give to it in `answer`; 0 if `buf` does not start with one.

@@ -273,6 +273,12 @@ std::string HeldForm(std::string_view run, size_t max_message, int& answers) {
 
 // ---- a BEGIN answered by the proxy ----
 
+void Session::ForgetBeginStatements() {
+  if (!begin_statements_) return;
+  ++prepared_epoch_;  // the statements known as BEGINs may be gone
+  begin_statements_ = false;
+}
+
 bool Session::MayHoldBegin() const {
   return context_.options.defer_begin && authenticated_ && tx_status_ == 'I' && held_begin_.empty() && !ext_batch_ &&
          !ext_unsynced_ && !client_terminated_ && phase_ == Phase::kRelay;
@@ -396,6 +402,7 @@ void Session::TrackParse(std::string_view seen, size_t size, bool quiet) {
   slot->sql.clear();
   slot->types.clear();
   slot->begin_tag = {};
+  if (seen.size() != size) ForgetBeginStatements();  // it might drop some
   if (authenticated_ && seen.size() == size) {
     if (auto fields = ParseParse(body)) {
       slot->known = true;
@@ -407,7 +414,10 @@ void Session::TrackParse(std::string_view seen, size_t size, bool quiet) {
           begin_statements_ = true;
         }
       }
-      if (!own_prepared_.empty() && MayDropPrepared(fields->query)) own_prepared_.clear();
+      if ((!own_prepared_.empty() || begin_statements_) && MayDropPrepared(fields->query)) {
+        own_prepared_.clear();
+        ForgetBeginStatements();
+      }
       XidCommand command = ParseXidCommand(fields->query);
       if (command.kind != XidCommandKind::kNone) {
         slot->special = Special::kXid;
@@ -455,8 +465,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
   switch (type) {
     case 'Q': {
       if (begin_statements_ && (seen.size() != size || MayDropPrepared(TextUpToNul(seen.substr(5))))) {
-        ++prepared_epoch_;  // the statements known as BEGINs may be gone
-        begin_statements_ = false;
+        ForgetBeginStatements();
       }
       if (ext_batch_) {
         divert_ = Divert::kExtended;

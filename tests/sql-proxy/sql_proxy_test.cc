@@ -387,6 +387,17 @@ TEST_F(SqlProxyTest, HeldBeginRidesWithTheNextStatement) {
   const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
   EXPECT_STREQ(state ? state : "", "26000") << PQresultErrorMessage(r);
   PQclear(r);
+  // The same after a DEALLOCATE sent through the extended protocol.
+  r = PQprepare(c, "b", "BEGIN", 0, nullptr);
+  ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  PQclear(r);
+  r = PQexecParams(c, "DEALLOCATE b", 0, nullptr, nullptr, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+  PQclear(r);
+  r = PQexecPrepared(c, "b", 0, nullptr, nullptr, nullptr, 0);
+  state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "26000") << PQresultErrorMessage(r);
+  PQclear(r);
   // A BEGIN prepared inside a failed block was refused by the server; using it fails the same way.
   EXPECT_EQ(exec("BEGIN").first, PGRES_COMMAND_OK);
   EXPECT_EQ(exec("SELECT 1/0").first, PGRES_FATAL_ERROR);
@@ -410,6 +421,26 @@ TEST_F(SqlProxyTest, HeldBeginRidesWithTheNextStatement) {
   }
   EXPECT_EQ(ServerSessions("held_begin"), 0);
   EXPECT_EQ(rows(), "2\n");
+}
+
+// --defer-begin false: every BEGIN goes to the server at once.
+TEST_F(SqlProxyTest, BeginsAreNotHeldWhenTurnedOff) {
+  ProxyProcess plain({"--server", pg_.host + ":" + std::to_string(pg_.port), "--defer-begin", "false"});
+  ASSERT_GT(plain.port(), 0);
+  PGconn* c = PQconnectdb(("host=127.0.0.1 port=" + std::to_string(plain.port()) + " user=" + pg_.user +
+                           " dbname=" + pg_.database + " application_name=begin_not_held")
+                              .c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PGresult* r = PQexec(c, "BEGIN");
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  EXPECT_EQ(Direct("select state from pg_stat_activity where application_name = 'begin_not_held';").output,
+            "idle in transaction\n");
+  r = PQexec(c, "COMMIT");
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  PQfinish(c);
+  EXPECT_EQ(plain.Metric("dtx_sql_proxy_begins_held_total"), 0);
 }
 
 // A held BEGIN that the server refuses after all (here: a prepared BEGIN dropped by a function,
