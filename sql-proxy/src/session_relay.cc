@@ -117,7 +117,9 @@ asio::awaitable<void> Session::FrontLoop() {
         front_fresh_ = false;
         break;
       }
-      if ((f.type == 'Q' || f.type == 'P' || f.type == 'B') && f.size <= available && MayHoldBegin()) {
+      // (A Bind can only start a BEGIN's run when some statement is known as one.)
+      if ((f.type == 'Q' || f.type == 'P' || (f.type == 'B' && begin_statements_)) && f.size <= available &&
+          MayHoldBegin()) {
         std::string answer;
         if (const size_t run = BeginRun(buf.substr(i), answer); run > 0) {
           if (i > forward_from && !co_await WriteServer(buf.substr(forward_from, i - forward_from))) {

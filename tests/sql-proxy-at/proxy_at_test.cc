@@ -24,6 +24,16 @@ class ProxyAt : public ProxyAtTest {
     EXPECT_EQ(a.rows.size(), 1u);
     return a.Value();
   }
+
+  // SELECT dtx.rollback() on `c`: the transaction ends Rollbacked, its undo rows gone and acct
+  // as `before`.
+  void RollBack(Client& c, const std::string& xid, const std::vector<std::string>& before) {
+    Answer rb = c.Exec("SELECT dtx.rollback()");
+    ASSERT_TRUE(rb.ok) << rb.sqlstate << " " << rb.error;
+    EXPECT_TRUE(WaitStatus(xid, "Rollbacked"));
+    EXPECT_TRUE(WaitUndoEmpty());
+    EXPECT_EQ(Snapshot("acct"), before);
+  }
 };
 
 TEST_F(ProxyAt, GlobalCommitKeepsWritesAndClearsUndo) {
@@ -74,11 +84,7 @@ TEST_F(ProxyAt, GlobalRollbackRestoresRows) {
   ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 0 WHERE id = 20").ok);
   ASSERT_TRUE(c->Exec("COMMIT").ok);
   EXPECT_NE(Snapshot("acct"), before);
-  Answer rb = c->Exec("SELECT dtx.rollback()");
-  ASSERT_TRUE(rb.ok) << rb.sqlstate << " " << rb.error;
-  EXPECT_TRUE(WaitStatus(xid, "Rollbacked"));
-  EXPECT_TRUE(WaitUndoEmpty());
-  EXPECT_EQ(Snapshot("acct"), before);
+  RollBack(*c, xid, before);
 }
 
 // A bound session's BEGIN is answered by the proxy and goes to the server with the block's first
@@ -112,11 +118,7 @@ TEST_F(ProxyAt, HeldBeginsOfBoundSessions) {
   ASSERT_TRUE(c->Exec("COMMIT").ok);
   EXPECT_EQ(UndoRows(), 2);
   EXPECT_EQ(proxy_->Metric("dtx_sql_proxy_begins_held_total"), held0 + 3);
-  Answer rb = c->Exec("SELECT dtx.rollback()");
-  ASSERT_TRUE(rb.ok) << rb.sqlstate << " " << rb.error;
-  EXPECT_TRUE(WaitStatus(xid, "Rollbacked"));
-  EXPECT_TRUE(WaitUndoEmpty());
-  EXPECT_EQ(Snapshot("acct"), before);
+  RollBack(*c, xid, before);
 }
 
 TEST_F(ProxyAt, RolledBackBlockRecordsNothing) {
