@@ -109,7 +109,22 @@ asio::awaitable<bool> Session::Write(Socket& socket, std::string_view bytes, boo
   co_return !wec;
 }
 
-asio::awaitable<bool> Session::WriteClient(std::string_view bytes) { return Write(client_, bytes, back_fresh_); }
+namespace {
+asio::awaitable<bool> Written() { co_return true; }
+}  // namespace
+
+asio::awaitable<bool> Session::WriteClient(std::string_view bytes) {
+  if (!coalesce_client_) return Write(client_, bytes, back_fresh_);
+  client_out_.append(bytes);
+  return client_copy_ ? FlushClient() : Written();
+}
+
+asio::awaitable<bool> Session::FlushClient() {
+  client_copy_ = false;
+  if (client_out_.empty()) co_return true;
+  const std::string out = std::exchange(client_out_, {});
+  co_return co_await Write(client_, out, back_fresh_);
+}
 
 asio::awaitable<bool> Session::WriteServer(std::string_view bytes) {
   if (held_begin_.empty()) return Write(server_, bytes, front_fresh_);
@@ -360,6 +375,8 @@ asio::awaitable<bool> Session::AcquireBackend() {
 }
 
 void Session::ReleaseBackend() {
+  coalesce_client_ = false;  // the back loop writes what is left in client_out_ first
+  client_copy_ = false;
   if (abuf_at_ < abuf_.size()) {
     // Bytes the server sent after the last answer read with the backend acquired (a
     // notification, say): the back loop takes them first.

@@ -125,6 +125,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   asio::awaitable<bool> Write(Socket& socket, std::string_view bytes, bool& fresh);
   asio::awaitable<bool> WriteClient(std::string_view bytes);  // from the back loop (or with it parked)
+  // Writes what WriteClient held back (coalesce_client_); coalescing goes on.
+  asio::awaitable<bool> FlushClient();
   asio::awaitable<bool> WriteServer(std::string_view bytes);  // from the front loop
   // `fresh`: the calling loop has not suspended since its last read drained `socket`.
   asio::awaitable<std::pair<boost::system::error_code, size_t>> ReadSome(Socket& socket, char* data,
@@ -380,6 +382,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // the COMMIT (or whatever else might commit the block: see CheckDeferredKeys' callers). The
   // rows stay locked by the server meanwhile. Cleared when the block ends.
   std::vector<std::string> deferred_keys_;
+  // An extended batch's answers to the client are gathered and written when the front loop has
+  // nothing more to do before it reads the client again (or at the batch's end), rather than one
+  // write per message: a client such as libpq then wakes once per Sync. ReleaseBackend leaves what
+  // is left to the back loop, which writes it before anything else. client_copy_: the server began
+  // a COPY, which the client must see at once.
+  bool coalesce_client_ = false;
+  bool client_copy_ = false;
+  std::string client_out_;
   std::string abuf_;                              // server bytes read with the backend acquired
   size_t abuf_at_ = 0;                            // how far abuf_ has been read
   bool server_bytes_waiting_ = false;             // sbuf_ holds bytes the back loop has not looked at

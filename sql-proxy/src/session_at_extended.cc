@@ -284,6 +284,7 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
   if (!ext_acquired_) {
     if (!co_await AcquireBackend()) co_return false;
     ext_acquired_ = true;
+    coalesce_client_ = true;
     // Messages of this batch forwarded before it was diverted may still be owed answers.
     ext_expect_ = ext_error_since_sync_ ? 0 : std::max(0, ext_sent_ - ext_answered_);
     ext_failed_ = ext_error_since_sync_;

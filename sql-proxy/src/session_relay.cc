@@ -178,6 +178,7 @@ asio::awaitable<void> Session::FrontLoop() {
       std::memmove(cbuf_.get(), cbuf_.get() + i, clen_ - i);
       clen_ -= i;
     }
+    if (!client_out_.empty() && coalesce_client_ && !co_await FlushClient()) break;  // the client may wait for it
     auto [ec, n] = co_await ReadSome(client_, cbuf_.get() + clen_, kBufferSize - clen_, front_fresh_);
     if (ec || n == 0) {
       client_gone = true;
@@ -209,6 +210,7 @@ asio::awaitable<void> Session::FrontLoop() {
 }
 
 asio::awaitable<bool> Session::ReadWholeMessage(std::string& message, size_t size) {
+  if (!client_out_.empty() && coalesce_client_ && !co_await FlushClient()) co_return false;
   message.reserve(size);
   message.assign(cbuf_.get(), clen_);
   clen_ = 0;
@@ -769,6 +771,13 @@ asio::awaitable<void> Session::BackLoop() {
   auto self = shared_from_this();
   auto& metrics = context_.metrics;
   while (true) {
+    if (!client_out_.empty() && !coalesce_client_) {  // left by an extended batch (ReleaseBackend)
+      const std::string out = std::exchange(client_out_, {});
+      if (!co_await WriteClient(out)) {
+        phase_ = Phase::kEnding;
+        break;
+      }
+    }
     if (pause_requested_ && outstanding_ == 0 && slen_ == 0 && sscan_.skip == 0 && phase_ == Phase::kRelay) {
       back_parked_ = true;
       front_wake_.cancel();
@@ -863,8 +872,9 @@ asio::awaitable<void> Session::BackLoop() {
     fatal_.emplace("08006", "dtx-sql-proxy: the PostgreSQL server closed the connection unexpectedly");
   }
   phase_ = Phase::kEnding;
+  coalesce_client_ = false;
   if (fatal_ && sscan_.skip == 0 && !server_sent_fatal_ && client_.is_open()) {
-    std::string out;
+    std::string out = std::exchange(client_out_, {});  // what a batch had answered comes first
     AppendErrorResponse(out, "FATAL", fatal_->first, fatal_->second);
     asio::steady_timer timer(client_.get_executor(), kFatalWriteTimeout);
     co_await (WriteClient(out) || timer.async_wait(asio::use_awaitable));
@@ -876,6 +886,7 @@ asio::awaitable<void> Session::BackLoop() {
 void Session::OnServerMessage(char type, std::string_view seen, char* writable) {
   const bool was_fatal = server_sent_fatal_;
   server_sent_fatal_ = false;
+  if ((type == 'G' || type == 'W') && coalesce_client_) client_copy_ = true;
   switch (type) {
     case 'Z':
       ext_answered_ = 0;

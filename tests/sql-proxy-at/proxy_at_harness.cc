@@ -1,5 +1,7 @@
 #include "proxy_at_harness.h"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <thread>
@@ -104,6 +106,43 @@ std::vector<Answer> Client::Pipeline(const std::vector<std::string>& statements)
   if (sync) PQclear(sync);
   EXPECT_EQ(PQexitPipelineMode(conn_), 1) << PQerrorMessage(conn_);
   return out;
+}
+
+Answer Client::FlushedStatement(const std::string& sql, std::chrono::milliseconds limit) {
+  Answer a;
+  if (PQenterPipelineMode(conn_) != 1 ||
+      PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) != 1 ||
+      PQsendFlushRequest(conn_) != 1 || PQflush(conn_) != 0) {
+    ADD_FAILURE() << "send: " << PQerrorMessage(conn_);
+    return a;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool answered = false;
+  while (!answered && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{PQsocket(conn_), POLLIN, 0};
+    if (poll(&p, 1, 50) < 0 || PQconsumeInput(conn_) != 1) break;
+    answered = PQisBusy(conn_) == 0;
+  }
+  if (answered) {
+    a = Take(PQgetResult(conn_));
+    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
+  } else {
+    a.sqlstate = "timeout";
+  }
+  if (PQpipelineSync(conn_) != 1) ADD_FAILURE() << "sync: " << PQerrorMessage(conn_);
+  while (true) {  // whatever is left, then the Sync's result
+    PGresult* r = PQgetResult(conn_);
+    if (!r) continue;
+    const bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    if (!answered && !sync && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
+      PQclear(r);
+      continue;
+    }
+    PQclear(r);
+    if (sync) break;
+  }
+  EXPECT_EQ(PQexitPipelineMode(conn_), 1) << PQerrorMessage(conn_);
+  return a;
 }
 
 char Client::TxStatus() const {

@@ -49,6 +49,10 @@ class Client {
   // libpq pipeline mode: each statement as Parse/Bind/Describe/Execute (no parameters), one
   // Sync at the end; an answer per statement (after an error: sqlstate "pipeline aborted").
   std::vector<Answer> Pipeline(const std::vector<std::string>& statements);
+  // Pipeline mode without a Sync: sends `sql` (no parameters) and a Flush, and waits up to
+  // `limit` for its answer; then syncs and leaves pipeline mode. ok false with sqlstate "timeout"
+  // when the answer did not come before the Sync.
+  Answer FlushedStatement(const std::string& sql, std::chrono::milliseconds limit);
   // Transaction status from libpq: 'I', 'T', 'E', or '?'.
   char TxStatus() const;
 

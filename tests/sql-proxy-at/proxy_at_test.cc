@@ -121,6 +121,24 @@ TEST_F(ProxyAt, HeldBeginsOfBoundSessions) {
   RollBack(*c, xid, before);
 }
 
+// A bound session's extended-protocol answers are gathered into one write per batch, but a
+// client's Flush still gets them at once, before any Sync.
+TEST_F(ProxyAt, ExtendedAnswersComeAtTheClientsFlush) {
+  const auto before = Snapshot("acct");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  Answer u = c->FlushedStatement("UPDATE acct SET balance = balance + 1 WHERE id = 4", std::chrono::seconds(10));
+  EXPECT_TRUE(u.ok) << u.sqlstate << " " << u.error;
+  EXPECT_EQ(u.tag, "UPDATE 1");
+  Answer s = c->FlushedStatement("SELECT balance FROM acct WHERE id = 4", std::chrono::seconds(10));
+  EXPECT_TRUE(s.ok) << s.sqlstate << " " << s.error;
+  EXPECT_EQ(s.Value(), "101.00");
+  ASSERT_TRUE(c->Exec("COMMIT").ok);
+  EXPECT_EQ(UndoRows(), 1);
+  RollBack(*c, xid, before);
+}
+
 TEST_F(ProxyAt, RolledBackBlockRecordsNothing) {
   const auto before = Snapshot("acct");
   auto c = Connect();
