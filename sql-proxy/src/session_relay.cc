@@ -236,6 +236,12 @@ bool MayDropPrepared(std::string_view sql) {
   return false;
 }
 
+// Whether a Parse (its body and fields) declares no parameter types.
+bool DeclaresNoParameters(std::string_view body, const ParseFields& fields) {
+  const std::string_view rest = body.substr(fields.statement.size() + fields.query.size() + 2);
+  return rest.size() >= 2 && wire::ReadInt16(rest, 0) == 0;
+}
+
 // The command tag PostgreSQL answers a bare BEGIN (IsPlainBegin) with.
 std::string_view BeginTag(std::string_view sql) {
   const size_t i = sql.find_first_not_of(" \t\n\r\f\v");
@@ -311,38 +317,30 @@ size_t Session::BeginRun(std::string_view buf, std::string& answer) const {
   if (f.type == 'P') {
     auto fields = ParseParse(f.body);
     if (!fields || !IsPlainBegin(fields->query)) return 0;
-    const std::string_view rest = f.body.substr(fields->statement.size() + fields->query.size() + 2);
-    if (rest.size() < 2 || wire::ReadInt16(rest, 0) != 0) return 0;  // no parameter types
+    if (!DeclaresNoParameters(f.body, *fields)) return 0;
     tag = BeginTag(fields->query);
     parsed = fields->statement;
     wire::AppendMessage(answer, '1', "");
     if (!next()) return 0;
   }
   if (f.type != 'B') return 0;
-  auto portal = ReadCString(f.body);
-  if (!portal) return 0;
-  auto statement = ReadCString(f.body.substr(portal->size() + 1));
-  if (!statement || !portal->empty()) return 0;
-  size_t p = portal->size() + statement->size() + 2;
-  if (f.body.size() < p + 2) return 0;
-  const int formats = wire::ReadInt16(f.body, p);
-  p += 2 + 2 * static_cast<size_t>(std::max(formats, 0));
-  if (formats < 0 || f.body.size() < p + 2 || wire::ReadInt16(f.body, p) != 0) return 0;  // no parameters
+  auto bind = ParseBind(f.body);
+  if (!bind || !bind->portal.empty() || !bind->params.values.empty()) return 0;
   if (parsed) {
-    if (*statement != *parsed) return 0;
+    if (bind->statement != *parsed) return 0;
   } else {
-    const PreparedStatement* slot = statement->empty() ? &unnamed_ : FindPrepared(std::string(*statement));
+    const PreparedStatement* slot = bind->statement.empty() ? &unnamed_ : FindPrepared(bind->statement);
     if (!slot || slot->begin_tag.empty() || slot->begin_epoch != prepared_epoch_) return 0;
     tag = slot->begin_tag;
   }
   wire::AppendMessage(answer, '2', "");
   if (!next()) return 0;
-  if (f.type == 'D') {
-    if (f.body.size() != portal->size() + 2 || f.body[0] != 'P' || ReadCString(f.body.substr(1)) != *portal) return 0;
+  if (f.type == 'D') {  // of the unnamed portal
+    if (f.body != std::string_view("P\0", 2)) return 0;
     wire::AppendMessage(answer, 'n', "");
     if (!next()) return 0;
   }
-  if (f.type != 'E' || ReadCString(f.body) != *portal || f.body.size() != portal->size() + 5) return 0;
+  if (f.type != 'E' || f.body.size() != 5 || f.body[0] != '\0') return 0;  // the unnamed portal
   AppendCommandComplete(answer, tag);
   if (!next() || f.type != 'S' || f.size != 5) return 0;
   AppendReadyForQuery(answer, 'T');
@@ -410,13 +408,10 @@ void Session::TrackParse(std::string_view seen, size_t size, bool quiet) {
   if (authenticated_ && seen.size() == size) {
     if (auto fields = ParseParse(body)) {
       slot->known = true;
-      if (quiet && IsPlainBegin(fields->query)) {
-        const std::string_view rest = body.substr(name->size() + 1 + fields->query.size() + 1);
-        if (rest.size() >= 2 && wire::ReadInt16(rest, 0) == 0) {
-          slot->begin_tag = BeginTag(fields->query);
-          slot->begin_epoch = prepared_epoch_;
-          begin_statements_ = true;
-        }
+      if (quiet && IsPlainBegin(fields->query) && DeclaresNoParameters(body, *fields)) {
+        slot->begin_tag = BeginTag(fields->query);
+        slot->begin_epoch = prepared_epoch_;
+        begin_statements_ = true;
       }
       if ((!own_prepared_.empty() || begin_statements_) && MayDropPrepared(fields->query)) {
         own_prepared_.clear();
