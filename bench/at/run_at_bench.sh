@@ -27,7 +27,11 @@
 # PERF_REPORT_FLAGS add to perf's (e.g. "--call-graph dwarf" and "--children"); PGSTAT=N the top N
 # statements of that run by PostgreSQL's time; PERF_DATA keeps the profile in that file. ROUNDS=n
 # repeats the three runs n times on the same services and prints the median ratios (profile and
-# statements of the first round only)
+# statements of the first round only). SYSCALLS=1 adds, for each run, system calls and context
+# switches per transaction (perf stat) of the proxy, the coordinator and the whole machine.
+# CPUS=shared (the default) lets every process use both cores; CPUS=split pins PostgreSQL and
+# pgbench to cpu 0 and the proxies and the coordinator to cpu 1, the layout of dtx on cores of its
+# own: PostgreSQL gets the same core in the plain run as in the global one.
 # (pg_stat_statements: parse and plan plus execution, per call). Everything on 127.0.0.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +43,13 @@ threads=${THREADS:-2}
 workers=${PROXY_WORKERS:-2}
 rounds=${ROUNDS:-1}
 mode=${MODE:-simple}  # pgbench -M: simple, extended or prepared
+cpus=${CPUS:-shared}
+case $cpus in
+  shared) ;;
+  split) [ "$(nproc)" -ge 2 ] || { echo "CPUS=split needs 2 cores" >&2; exit 2; }
+    taskset -pc 0 $$ >/dev/null ;;  # PostgreSQL and pgbench inherit cpu 0
+  *) echo "CPUS is shared or split" >&2; exit 2 ;;
+esac
 for b in dtx-coordinator dtx-sql-proxy; do
   [ -x "$build/bin/$b" ] || { echo "no $build/bin/$b: ninja -C $build dtx-coordinator dtx-sql-proxy" >&2; exit 2; }
 done
@@ -77,6 +88,9 @@ at_pid=$SVC_LAST_PID
 start_proxy "$dir/proxy-nocheck.out" "$build/bin/dtx-sql-proxy" "${at_flags[@]}" --check-unbound-writes false
 nocheck_port=$port
 nocheck_pid=$SVC_LAST_PID
+if [ "$cpus" = split ]; then  # dtx on cpu 1, PostgreSQL and pgbench (started from here) on cpu 0
+  for p in "$at_pid" "$nocheck_pid" "$tc_pid"; do taskset -a -pc 1 "$p" >/dev/null; done
+fi
 
 # CPU time (ms) of a process and its reaped children (the postmaster's children are its backends).
 # The machine's idle share (idle + iowait jiffies) since a /proc/stat "cpu" line taken earlier.
@@ -91,11 +105,29 @@ postmaster=$(head -1 "$dir/data/postmaster.pid")
 bench() {
   local out p0 c0 g0 p1 c1 g1 s0
   p0=$(cpu_ms "$3") c0=$(cpu_ms "$tc_pid") g0=$(cpu_ms "$postmaster") s0=$(cpu_line)
+  local stats=()
+  if [ -n "${SYSCALLS:-}" ]; then  # counted over the pgbench run (less its last half second)
+    local who
+    for who in proxy:"-p $3" coordinator:"-p $tc_pid" machine:"-a"; do
+      perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$dir/stat.${who%%:*}" ${who#*:} \
+        -- sleep "$(awk -v s="$seconds" 'BEGIN {print s - 0.5}')" >/dev/null 2>&1 &
+      stats+=($!)
+    done
+  fi
   out=$("$bin/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -M "$mode" -c "$clients" -j "$threads" -T "$seconds" \
           -f "$2" postgres 2>&1) || true
   local idle
   idle=$(idle_pct "$s0" "$(cpu_line)")
   echo "$out" >>"$dir/pgbench.log"
+  if ((${#stats[@]})); then
+    wait "${stats[@]}" || true
+    local per=""
+    for who in proxy coordinator machine; do  # per transaction: system calls / context switches
+      per+=" $who $(awk -F, -v n="$(echo "$out" | awk '/^tps = / {print $3 * ('"$seconds"' - 0.5)}')" '
+        /raw_syscalls/ {c = $1} /context-switches/ {w = $1} END {printf "%.1f/%.1f", n ? c / n : 0, n ? w / n : 0}' "$dir/stat.$who")"
+    done
+    echo "syscalls/context switches per transaction:$per ($2)" >>"$dir/syscalls.log"
+  fi
   local tps failed aborted latency
   tps=$(echo "$out" | awk '/^tps = / {printf "%.0f", $3}')
   failed=$(echo "$out" | awk '/^number of failed transactions:/ {print $5}')
@@ -109,8 +141,9 @@ bench() {
 }
 
 echo "pgbench -n -M $mode -c $clients -j $threads -T $seconds; accounts 1000000, tellers 10000, branches 1000;" \
-  "dtx-sql-proxy --workers $workers --server ${BACKEND:-unix}; coordinator log: ${TC_FLAGS:-SQLite (default)}"
-echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  "dtx-sql-proxy --workers $workers --server ${BACKEND:-unix}; coordinator log: ${TC_FLAGS:-SQLite (default)}; cpus $cpus"
+[ "$cpus" = shared ] || echo "cpus split: PostgreSQL and pgbench on cpu 0, the proxies and the coordinator on cpu 1"
+echo "$(nproc --all) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 aborted_total=0
 ratios=()
 for round in $(seq 1 "$rounds"); do
@@ -146,6 +179,7 @@ for round in $(seq 1 "$rounds"); do
     perf report -i "${PERF_DATA:-$dir/perf.data}" ${PERF_REPORT_FLAGS:-} --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
   fi
   [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || echo "$pgstat"
+  [ -z "${SYSCALLS:-}" ] || { sed "s|$here/||" "$dir/syscalls.log"; : >"$dir/syscalls.log"; }
   echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes;" \
     "idle%: the machine's idle share during the run, all cores)"
   awk -v g="$global_tps" -v p="$plain_tps" -v c="$checked_tps" 'BEGIN {

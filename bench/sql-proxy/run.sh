@@ -14,7 +14,10 @@
 # shared machine a ratio of neighbouring runs is steadier than any one figure. pgbench always
 # connects over TCP (127.0.0.1), as a client on another machine would; the proxy and pgbouncer reach
 # the server through its Unix-domain socket, as a pooler next to the database does
-# (BACKEND=tcp: through 127.0.0.1 instead).
+# (BACKEND=tcp: through 127.0.0.1 instead). CPUS=shared (the default) lets every process use both
+# cores; CPUS=split pins PostgreSQL and pgbench to cpu 0 and the proxy and pgbouncer to cpu 1, the
+# layout of a proxy on cores of its own: the server gets the same core in the direct runs as in the
+# relayed ones, so the ratio is what the hop costs the server, not the proxy's CPU taken from it.
 # Needs: postgresql, pgbouncer (scripts/setup.sh installs both), a built dtx-sql-proxy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,7 +27,14 @@ seconds=${SECONDS_PER_RUN:-20}
 workers=${PROXY_WORKERS:-2}
 sync=${SYNC:-off}
 rounds=${ROUNDS:-1}
+cpus=${CPUS:-shared}
 case $sync in on | off) ;; *) echo "SYNC is on or off" >&2; exit 2 ;; esac
+case $cpus in
+  shared) ;;
+  split) [ "$(nproc)" -ge 2 ] || { echo "CPUS=split needs 2 cores" >&2; exit 2; }
+    taskset -pc 0 $$ >/dev/null ;;  # PostgreSQL and pgbench inherit cpu 0
+  *) echo "CPUS is shared or split" >&2; exit 2 ;;
+esac
 [ -x "$proxy_bin" ] || { echo "no $proxy_bin: cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release && ninja -C $build dtx-sql-proxy" >&2; exit 2; }
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { echo "pgbouncer is not installed" >&2; exit 2; }
 pgbouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
@@ -51,9 +61,11 @@ esac
 start_proxy "$dir/proxy.out" "$proxy_bin" --admin "" --server "$server_addr" --workers "$workers" \
   --log-level warn ${PROXY_FLAGS:-}
 proxy_port=$port
+[ "$cpus" = split ] && taskset -a -pc 1 "$SVC_LAST_PID" >/dev/null
 
 start_pgbouncer "$dir" "$bouncer_host" "$pg_port"
 bouncer_port=$BOUNCER_PORT
+[ "$cpus" = split ] && [ -n "$BOUNCER_PID" ] && taskset -a -pc 1 "$BOUNCER_PID" >/dev/null
 
 tps() {  # port, pgbench flags...
   local port=$1
@@ -62,8 +74,9 @@ tps() {  # port, pgbench flags...
     awk '/^tps = / {printf "%.0f", $3}'
 }
 
-echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10, synchronous_commit = $sync; proxies reach the server by $backend; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode"
-echo "$(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10, synchronous_commit = $sync; proxies reach the server by $backend; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode; cpus $cpus"
+[ "$cpus" = split ] && echo "cpus split: PostgreSQL and pgbench on cpu 0, dtx-sql-proxy and pgbouncer on cpu 1"
+echo "$(nproc --all) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %10s %10s %10s %8s %8s\n' workload direct dtx-proxy pgbouncer proxy/d bouncer/d
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
