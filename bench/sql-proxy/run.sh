@@ -8,7 +8,7 @@
 # in simple and prepared query modes. A throwaway PostgreSQL 15 in a temp folder (scale 10), run as
 # the postgres user when we are root, as pgbouncer is. SYNC=off (the default) sets
 # synchronous_commit = off so that TPC-B measures the path and not the disk; SYNC=on keeps
-# PostgreSQL's default (every commit waits for its WAL flush), which the header line names. PROXY_WORKERS sets the proxy's I/O threads (default 2), PROXY_FLAGS adds flags (e.g. "--defer-begin false");
+# PostgreSQL's default (every commit waits for its WAL flush), which the header line names. PROXY_WORKERS sets the proxy's I/O threads (default 2), PROXY_FLAGS adds flags (e.g. "--defer-begin false", or "--busy-poll-us 50" with CPUS=split);
 # WORKLOADS="select-only tpc-b" and MODES="simple prepared" choose the cells. ROUNDS=n runs each
 # cell n times (direct, proxy, pgbouncer back to back each time) and adds the median ratios: on a
 # shared machine a ratio of neighbouring runs is steadier than any one figure. pgbench always

@@ -4,8 +4,11 @@
 #include <libpq-fe.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "dtx/sql_proxy/pg_message.h"
@@ -668,6 +671,61 @@ TEST_F(SqlProxyTest, ShutdownEndsSessionsLeftOpenAfterTheGrace) {
   PQclear(r);
   EXPECT_NE(std::string(PQerrorMessage(c)).find("shutting down"), std::string::npos) << PQerrorMessage(c);
   PQfinish(c);
+}
+
+// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat; -1 if unreadable.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');  // the command name may hold blanks
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int k = 3; k <= 15 && fields >> field; ++k) {
+    if (k == 14 || k == 15) ticks += std::stod(field);  // utime, stime
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// --busy-poll-us: a worker that polls before it sleeps relays several sessions' statements and
+// transactions as usual, sleeps once nothing is going on, and stops on SIGTERM.
+TEST_F(SqlProxyTest, BusyPollingWorkersRelayAndSleepWhenIdle) {
+  proxy_ = std::make_unique<ProxyProcess>(std::vector<std::string>{
+      "--server", pg_.host + ":" + std::to_string(pg_.port), "--busy-poll-us", "500"});
+  const std::string table = "proxy_busy_poll_" + std::to_string(getpid());
+  ASSERT_EQ(Direct("create table " + table + " (session int, n int);").exit_code, 0);
+  std::vector<PGconn*> sessions;
+  for (int k = 0; k < 3; ++k) {
+    sessions.push_back(PQconnectdb(Conninfo().c_str()));
+    ASSERT_EQ(PQstatus(sessions.back()), CONNECTION_OK) << PQerrorMessage(sessions.back());
+  }
+  for (int n = 0; n < 50; ++n) {
+    for (size_t k = 0; k < sessions.size(); ++k) {
+      PGconn* c = sessions[k];
+      const std::string insert = "insert into " + table + " values (" + std::to_string(k) + ", " + std::to_string(n) + ")";
+      for (const std::string& sql : {std::string("begin"), insert, std::string("commit")}) {
+        PGresult* r = PQexec(c, sql.c_str());
+        ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << sql << ": " << PQerrorMessage(c);
+        PQclear(r);
+      }
+      PGresult* r = PQexec(c, ("select count(*) from " + table + " where session = " + std::to_string(k)).c_str());
+      ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(c);
+      EXPECT_EQ(std::string(PQgetvalue(r, 0, 0)), std::to_string(n + 1));
+      PQclear(r);
+    }
+  }
+  // Sessions open, nothing to relay: the worker sleeps (a spinning one would use the whole second).
+  const pid_t pid = proxy_->process().pid();
+  const double before = CpuSeconds(pid);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double idle = CpuSeconds(pid) - before;
+  ASSERT_GE(before, 0);
+  EXPECT_LT(idle, 0.5) << "CPU seconds of an idle polling proxy over one second";
+  for (PGconn* c : sessions) PQfinish(c);
+  const int status = proxy_->Terminate();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(Direct("select count(*) from " + table + "; drop table " + table + ";").output, "150\n");
 }
 
 // node-postgres: parameters, named prepared statements, transactions, an error in a block, COPY.
