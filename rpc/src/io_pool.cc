@@ -6,7 +6,22 @@
 
 namespace dtx::rpc {
 
-IoPool::IoPool(unsigned threads) {
+void RunPolling(boost::asio::io_context& io, std::chrono::microseconds poll) {
+  if (poll <= std::chrono::microseconds::zero()) {
+    io.run();
+    return;
+  }
+  while (!io.stopped()) {
+    const auto until = std::chrono::steady_clock::now() + poll;
+    size_t ran = 0;
+    do {
+      ran = io.poll();
+    } while (ran == 0 && !io.stopped() && std::chrono::steady_clock::now() < until);
+    if (ran == 0 && !io.stopped()) io.run_one();
+  }
+}
+
+IoPool::IoPool(unsigned threads, std::chrono::microseconds poll) {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < threads; ++i) {
     owned_.push_back(std::make_unique<boost::asio::io_context>(1));
@@ -14,10 +29,10 @@ IoPool::IoPool(unsigned threads) {
     guards_.emplace_back(contexts_.back()->get_executor());
   }
   for (unsigned i = 0; i < threads; ++i) {
-    threads_.emplace_back([ctx = contexts_[i], i] {
+    threads_.emplace_back([ctx = contexts_[i], i, poll] {
       std::string name = "dtx-io-" + std::to_string(i);
       pthread_setname_np(pthread_self(), name.c_str());
-      ctx->run();
+      RunPolling(*ctx, poll);
     });
   }
 }

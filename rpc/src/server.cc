@@ -91,7 +91,7 @@ Server::~Server() { Shutdown(std::chrono::milliseconds(0)); }
 Status Server::Start() {
   auto& im = *impl_;
   if (im.running) return FailedPrecondition("server already started");
-  im.pool = std::make_unique<IoPool>(im.options.io_threads);
+  im.pool = std::make_unique<IoPool>(im.options.io_threads, im.options.busy_poll);
   boost::system::error_code ec;
   auto address = asio::ip::make_address(im.options.host, ec);
   if (ec) return InvalidArgument("bad listen address '" + im.options.host + "': " + ec.message());

@@ -69,24 +69,6 @@ struct Worker {
   std::shared_ptr<sdk::CoordinatorClient> coordinator;
 };
 
-// Runs `io` until it is stopped. With `poll` above zero, a worker out of ready work keeps polling
-// for that long before it sleeps: on a core of its own, the next message of a busy session is then
-// picked up without a wake-up, which on a loaded host costs more than the relay itself.
-void RunWorker(asio::io_context& io, std::chrono::microseconds poll) {
-  if (poll <= std::chrono::microseconds::zero()) {
-    io.run();
-    return;
-  }
-  while (!io.stopped()) {
-    const auto until = std::chrono::steady_clock::now() + poll;
-    size_t ran = 0;
-    do {
-      ran = io.poll();
-    } while (ran == 0 && !io.stopped() && std::chrono::steady_clock::now() < until);
-    if (ran == 0 && !io.stopped()) io.run_one();
-  }
-}
-
 class ProxyServer::Impl {
  public:
   explicit Impl(ProxyOptions options)
@@ -115,7 +97,7 @@ class ProxyServer::Impl {
     port_ = acceptor_->local_endpoint().port();
     for (auto& w : workers_) {
       Worker* worker = w.get();
-      worker->thread = std::thread([worker, poll = options_.busy_poll] { RunWorker(worker->io, poll); });
+      worker->thread = std::thread([worker, poll = options_.busy_poll] { rpc::RunPolling(worker->io, poll); });
       if (options_.at && options_.at->worker_coordinator) {
         worker->coordinator =
             options_.at->worker_coordinator(std::make_shared<rpc::IoPool>(std::vector<asio::io_context*>{&worker->io}));

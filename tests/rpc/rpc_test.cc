@@ -1,5 +1,6 @@
 // The Bolt server and client over real loopback sockets.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -292,6 +293,45 @@ TEST_P(RpcTest, ManyConcurrentCallsFromManyThreads) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok.load(), kThreads * kCalls);
   EXPECT_EQ(bad.load(), 0);
+}
+
+// CPU seconds (user + system) this process has used so far.
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// busy_poll: I/O threads that poll before they sleep answer every call, sleep once nothing is
+// going on, and stop at Shutdown.
+TEST_P(RpcTest, BusyPollingServerAnswersAndSleepsWhenIdle) {
+  ServerOptions server_options;
+  server_options.busy_poll = 500us;
+  StartServer(server_options);
+  ClientOptions options;
+  options.connections_per_address = 2;
+  auto client = MakeClient(options);
+  constexpr int kCalls = 1000;
+  std::atomic<int> ok{0}, bad{0};
+  std::vector<std::future<void>> waits;
+  for (int i = 0; i < kCalls; ++i) {
+    auto p = std::make_shared<std::promise<void>>();
+    waits.push_back(p->get_future());
+    const std::string name = "poll-" + std::to_string(i);
+    client->Call<EchoResponse>(kEcho, "echoObj", Echo(name), CallOptions{}, [&, p, name](Result<EchoResponse> r) {
+      (r.ok() && r->message() == "hello " + name + ", you are in B") ? ++ok : ++bad;
+      p->set_value();
+    });
+  }
+  for (auto& w : waits) ASSERT_EQ(w.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(ok.load(), kCalls);
+  EXPECT_EQ(bad.load(), 0);
+  // Connected and idle: the two polling threads sleep (spinning, they would use about two seconds).
+  const double before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(1s);
+  EXPECT_LT(ProcessCpuSeconds() - before, 0.5) << "CPU seconds of this process over one idle second";
+  server_->Shutdown(1s);  // joins the polling threads (a thread that never stopped would hang here)
+  server_.reset();
 }
 
 // Writes raw bytes on a fresh connection; returns true if the server closed it (EOF) in time.

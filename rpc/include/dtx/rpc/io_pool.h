@@ -11,15 +11,22 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
 
 namespace dtx::rpc {
 
+// Runs `io` until it is stopped. With `poll` above zero, a thread out of ready work keeps polling
+// for that long before it sleeps: on a core of its own, the next message of a busy peer is then
+// picked up without a wake-up, which on a loaded host costs more than handling the message.
+void RunPolling(boost::asio::io_context& io, std::chrono::microseconds poll);
+
 class IoPool {
  public:
-  explicit IoPool(unsigned threads);
+  // `poll`: see RunPolling (0: the threads sleep as soon as nothing is ready).
+  explicit IoPool(unsigned threads, std::chrono::microseconds poll = {});
   // Borrows running io_contexts (not owned; they must outlive the pool and whatever uses it).
   explicit IoPool(std::vector<boost::asio::io_context*> contexts);
   ~IoPool();  // Stop()

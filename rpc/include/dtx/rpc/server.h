@@ -24,6 +24,9 @@ struct ServerOptions {
   std::string host = "0.0.0.0";
   uint16_t port = 0;        // 0: an ephemeral port, see Server::port()
   unsigned io_threads = 0;  // 0: one per core
+  // How long an I/O thread with nothing ready polls before it sleeps (see RunPolling); for a
+  // server whose I/O threads have cores of their own.
+  std::chrono::microseconds busy_poll{0};
   size_t max_frame_size = kDefaultMaxFrameSize;
   std::chrono::milliseconds idle_timeout{90'000};  // 0: never
   // Output queued for a peer that does not read; past this the connection is closed.
