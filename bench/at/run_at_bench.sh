@@ -43,17 +43,11 @@ threads=${THREADS:-2}
 workers=${PROXY_WORKERS:-2}
 rounds=${ROUNDS:-1}
 mode=${MODE:-simple}  # pgbench -M: simple, extended or prepared
-cpus=${CPUS:-shared}
-case $cpus in
-  shared) ;;
-  split) [ "$(nproc)" -ge 2 ] || { echo "CPUS=split needs 2 cores" >&2; exit 2; }
-    taskset -pc 0 $$ >/dev/null ;;  # PostgreSQL and pgbench inherit cpu 0
-  *) echo "CPUS is shared or split" >&2; exit 2 ;;
-esac
 for b in dtx-coordinator dtx-sql-proxy; do
   [ -x "$build/bin/$b" ] || { echo "no $build/bin/$b: ninja -C $build dtx-coordinator dtx-sql-proxy" >&2; exit 2; }
 done
 . scripts/lib/services.sh
+cpus=$(cpu_layout)  # before anything starts: they inherit cpu 0 under CPUS=split
 svc_init run_at_bench dtx-at-bench
 bin=$PG_BIN
 dir=$SVC_DIR

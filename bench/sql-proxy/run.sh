@@ -27,19 +27,13 @@ seconds=${SECONDS_PER_RUN:-20}
 workers=${PROXY_WORKERS:-2}
 sync=${SYNC:-off}
 rounds=${ROUNDS:-1}
-cpus=${CPUS:-shared}
 case $sync in on | off) ;; *) echo "SYNC is on or off" >&2; exit 2 ;; esac
-case $cpus in
-  shared) ;;
-  split) [ "$(nproc)" -ge 2 ] || { echo "CPUS=split needs 2 cores" >&2; exit 2; }
-    taskset -pc 0 $$ >/dev/null ;;  # PostgreSQL and pgbench inherit cpu 0
-  *) echo "CPUS is shared or split" >&2; exit 2 ;;
-esac
 [ -x "$proxy_bin" ] || { echo "no $proxy_bin: cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release && ninja -C $build dtx-sql-proxy" >&2; exit 2; }
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { echo "pgbouncer is not installed" >&2; exit 2; }
 pgbouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 
 . scripts/lib/services.sh
+cpus=$(cpu_layout)  # before anything starts: they inherit cpu 0 under CPUS=split
 svc_init run dtx-proxy-bench
 bin=$PG_BIN
 dir=$SVC_DIR

@@ -168,3 +168,16 @@ CONF
   wait_for_port 127.0.0.1 "$BOUNCER_PORT" || true
   BOUNCER_PID=$(cat "$dir/pgbouncer.pid" 2>/dev/null || echo "")
 }
+
+# cpu_layout: the benchmarks' CPUS setting, checked and printed (shared, the default, or split).
+# With split it pins the calling shell to cpu 0, so that what it starts afterwards (PostgreSQL,
+# pgbench) runs there; the caller pins its own services to cpu 1.
+cpu_layout() {
+  case ${CPUS:-shared} in
+    shared) ;;
+    split) [ "$(nproc)" -ge 2 ] || { echo "CPUS=split needs 2 cores" >&2; exit 2; }
+      taskset -pc 0 $$ >/dev/null ;;
+    *) echo "CPUS is shared or split" >&2; exit 2 ;;
+  esac
+  echo "${CPUS:-shared}"
+}
