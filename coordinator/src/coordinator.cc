@@ -585,6 +585,11 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     if (!Registered(ctx)) {
       return Answer(reply, Unregistered(), "call RegisterParticipant on this connection first");
     }
+    for (const auto& prefix : req.key_prefixes()) {
+      if (prefix.empty() || static_cast<unsigned char>(prefix.back()) >= 0x7f) {
+        return Answer(reply, pb::INVALID_ARGUMENT, "a lock-key prefix must end with an ASCII character");
+      }
+    }
     // A read of the log: on this (I/O) thread when the store answers from memory, else off it.
     if (store_->ReadsFromMemory()) return AnswerLocks(req, reply);
     asio::post(io_, [weak = weak_from_this(), req, reply = std::move(reply)]() mutable {
@@ -598,6 +603,13 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
     pb::QueryLocksResponse resp;
     auto held = store_->FindLocks({req.lock_keys().begin(), req.lock_keys().end()});
     if (!held.ok()) return Answer(reply, pb::LOG_UNAVAILABLE, held.status().ToString());
+    const auto others = [&] { return std::any_of(held->begin(), held->end(), [&](auto& l) { return l.xid != req.xid(); }); };
+    for (const auto& prefix : req.key_prefixes()) {
+      if (others()) break;
+      auto in_range = store_->FindLocksByPrefix(prefix, req.xid(), 1);
+      if (!in_range.ok()) return Answer(reply, pb::LOG_UNAVAILABLE, in_range.status().ToString());
+      held->insert(held->end(), in_range->begin(), in_range->end());
+    }
     resp.set_free(true);
     for (const auto& l : *held) {
       if (l.xid == req.xid()) continue;

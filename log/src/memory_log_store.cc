@@ -213,6 +213,17 @@ Result<std::vector<RowLock>> MemoryLogStore::FindLocks(const std::vector<std::st
   return held;
 }
 
+Result<std::vector<RowLock>> MemoryLogStore::FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                               size_t limit) {
+  std::lock_guard lock(mu_);
+  std::vector<RowLock> held;
+  for (auto it = state_.locks.lower_bound(prefix);
+       it != state_.locks.end() && held.size() < limit && it->first.starts_with(prefix); ++it) {
+    if (it->second.xid != except_xid) held.push_back(it->second);
+  }
+  return held;
+}
+
 void MemoryLogStore::Close() {
   std::lock_guard lock(mu_);
   closed_ = true;

@@ -604,4 +604,24 @@ Result<std::vector<RowLock>> PostgresLogStore::FindLocks(const std::vector<std::
   });
 }
 
+Result<std::vector<RowLock>> PostgresLogStore::FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                                 size_t limit) {
+  // Keys compare byte by byte (COLLATE "C"), so the keys with the prefix are those from it up to
+  // the prefix with its last byte raised by one, which stays valid UTF-8 for an ASCII last byte.
+  if (prefix.empty() || static_cast<unsigned char>(prefix.back()) >= 0x7f) {
+    return InvalidArgument("a lock-key prefix must end with an ASCII character");
+  }
+  std::string above = prefix;
+  ++above.back();
+  return impl_->Read<std::vector<RowLock>>([&](PGconn* c) -> Result<std::vector<RowLock>> {
+    Params p;
+    p.Bytes(prefix).Bytes(above).Bytes(except_xid).Int8(static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+    auto rs = Impl::Query(c, {{kFindLocksByPrefix, &p}}, false);
+    if (!rs.ok()) return rs.status();
+    std::vector<RowLock> held;
+    for (int i = 0; i < PQntuples((*rs)[0].get()); ++i) held.push_back(LockAt((*rs)[0].get(), i));
+    return held;
+  });
+}
+
 }  // namespace dtx::log

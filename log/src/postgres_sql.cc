@@ -256,6 +256,10 @@ std::array<std::string, kStmtCount> StatementTexts(const std::string& s) {
   t[kFindLocks] =
       f("SELECT l.row_key, l.xid, l.branch_id FROM unnest($1::text[]) WITH ORDINALITY AS k(row_key, n)"
         " JOIN {s}.dtx_row_lock l ON l.row_key = k.row_key ORDER BY k.n");
+  // $1: the prefix; $2: the first text above every key with that prefix (the index's range).
+  t[kFindLocksByPrefix] =
+      f("SELECT {l} FROM {s}.dtx_row_lock WHERE row_key >= $1::text AND row_key < $2::text"
+        " AND xid <> $3::text ORDER BY row_key LIMIT $4::int8");
   return t;
 }
 

@@ -171,6 +171,7 @@ enum Stmt {
   kAllLocks,
   kList,
   kFindLocks,
+  kFindLocksByPrefix,
   kStmtCount,
 };
 
@@ -179,7 +180,7 @@ inline constexpr std::array<const char*, kStmtCount> kStmtNames = {
     "begin", "insert_token", "fence_token", "set_lock_timeout", "savepoint", "release", "rollback_to",
     "commit", "rollback", "insert_global", "set_global_status", "insert_branch", "set_branch_status",
     "acquire_locks", "release_locks", "remove_global", "read_begin", "get_global", "get_branches", "get_locks",
-    "all_globals", "all_branches", "all_locks", "list", "find_locks",
+    "all_globals", "all_branches", "all_locks", "list", "find_locks", "find_locks_by_prefix",
 };
 // clang-format on
 

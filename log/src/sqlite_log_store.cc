@@ -786,4 +786,9 @@ Result<std::vector<RowLock>> SqliteLogStore::FindLocks(const std::vector<std::st
   return impl_->state.FindLocks(row_keys);
 }
 
+Result<std::vector<RowLock>> SqliteLogStore::FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                               size_t limit) {
+  return impl_->state.FindLocksByPrefix(prefix, except_xid, limit);
+}
+
 }  // namespace dtx::log

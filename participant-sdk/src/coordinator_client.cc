@@ -678,11 +678,13 @@ void CoordinatorClient::ReportBranchAsync(std::string xid, int64_t branch_id, Br
 }
 
 void CoordinatorClient::QueryLocksAsync(std::string xid, std::string resource_id, std::vector<std::string> lock_keys,
+                                        std::vector<std::string> key_prefixes,
                                         std::function<void(Result<LockQuery>)> done) {
   pb::QueryLocksRequest req;
   req.set_xid(std::move(xid));
   req.set_resource_id(std::move(resource_id));
   for (auto& k : lock_keys) req.add_lock_keys(std::move(k));
+  for (auto& p : key_prefixes) req.add_key_prefixes(std::move(p));
   impl_->Start<pb::QueryLocksResponse>("QueryLocks", req, {.wait_registered = true},
                                        [done = std::move(done)](Result<pb::QueryLocksResponse> r) {
                                          if (!r.ok()) return done(r.status());
@@ -708,9 +710,10 @@ Status CoordinatorClient::ReportBranch(const std::string& xid, int64_t branch_id
 }
 
 Result<LockQuery> CoordinatorClient::QueryLocks(const std::string& xid, const std::string& resource_id,
-                                                const std::vector<std::string>& lock_keys) {
+                                                const std::vector<std::string>& lock_keys,
+                                                const std::vector<std::string>& key_prefixes) {
   return Wait<Result<LockQuery>>([&](std::function<void(Result<LockQuery>)> done) {
-    QueryLocksAsync(xid, resource_id, lock_keys, std::move(done));
+    QueryLocksAsync(xid, resource_id, lock_keys, key_prefixes, std::move(done));
   });
 }
 

@@ -165,7 +165,8 @@ bool MayChangeRows(std::string_view sql) {
     }
     break;
   }
-  for (std::string_view word : {"update", "delete", "insert", "with", "merge", "explain", "prepare"}) {
+  for (std::string_view word : {"update", "delete", "insert", "with", "merge", "explain", "prepare", "truncate", "call",
+                                 "do", "copy"}) {
     if (KeywordAt(sql, i, word)) return true;
   }
   // Another statement after a ';' (a ';' inside a literal only costs the caller a parse).

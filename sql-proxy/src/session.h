@@ -201,10 +201,21 @@ class Session : public std::enable_shared_from_this<Session> {
   // The global-lock check of a statement (SELECT ... FOR UPDATE, an unbound write), retried on a
   // timer for lock_retry_for; and a branch's registration at COMMIT, the same way.
   asio::awaitable<Status> CheckLocks(const at::AtBranch& branch, at::AtStatement& st);
-  asio::awaitable<Status> CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys);
+  asio::awaitable<Status> CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys,
+                                    const std::vector<std::string>& key_prefixes = {});
+  // The check of LocalWrite::kTables statements that ran in the current transaction: the tables
+  // it holds write locks on (at::TablesWrittenQuery; `exclusive_only` for TRUNCATE alone), each
+  // checked whole, together with `keys`. `extended`: the query runs inside the client's extended
+  // batch (ExtRun) rather than as a Query.
+  asio::awaitable<Status> CheckTables(bool exclusive_only, bool extended, std::vector<std::string> keys = {});
   // The keys of unbound writes made in the client's block (simple protocol), checked once, before
   // anything may commit the block (deferred_keys_); then cleared.
-  asio::awaitable<Status> CheckDeferredKeys();
+  asio::awaitable<Status> CheckDeferredKeys(bool extended = false);
+  bool HasDeferredChecks() const { return !deferred_keys_.empty() || deferred_tables_ != DeferredTables::kNone; }
+  void DeferTables(const at::LocalWrite& write) {
+    const auto mode = write.truncates ? DeferredTables::kTruncated : DeferredTables::kWritten;
+    deferred_tables_ = std::max(deferred_tables_, mode);
+  }
   asio::awaitable<Result<std::optional<at::AtQuery>>> RegisterBranch(at::AtBranch& branch);
   asio::awaitable<bool> ForwardAcquired(std::string_view message);
   asio::awaitable<bool> ReplyToClient(std::string bytes);  // + ReadyForQuery, then releases
@@ -217,6 +228,8 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<Result<std::string>> DtxCall(const DtxFunction& fn);
   asio::awaitable<bool> HandleBoundQuery(std::string message);
   asio::awaitable<bool> HandleUnboundWrite(std::string message);
+  // The refusal of a COPY that LocalWrite::kTables checks, outside a transaction block.
+  static Status CopyOutsideABlock();
   asio::awaitable<bool> RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit);
   // AT branches need row images in UTF-8: an error for a session whose client_encoding is other.
   std::optional<Status> EncodingRefusal() const;
@@ -382,6 +395,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // the COMMIT (or whatever else might commit the block: see CheckDeferredKeys' callers). The
   // rows stay locked by the server meanwhile. Cleared when the block ends.
   std::vector<std::string> deferred_keys_;
+  // LocalWrite::kTables statements ran in the client's block: at its COMMIT the tables it holds
+  // ACCESS EXCLUSIVE locks on (kTruncated: TRUNCATEs alone), or any write lock (kWritten), are
+  // checked whole (CheckTables). Cleared with deferred_keys_.
+  enum class DeferredTables : uint8_t { kNone, kTruncated, kWritten };
+  DeferredTables deferred_tables_ = DeferredTables::kNone;
   // An extended batch's answers to the client are gathered and written when the front loop has
   // nothing more to do before it reads the client again (or at the batch's end), rather than one
   // write per message: a client such as libpq then wakes once per Sync. ReleaseBackend leaves what

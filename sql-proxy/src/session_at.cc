@@ -102,14 +102,15 @@ asio::awaitable<Status> Session::CheckLocks(const at::AtBranch& branch, at::AtSt
   co_return s;
 }
 
-asio::awaitable<Status> Session::CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys) {
+asio::awaitable<Status> Session::CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys,
+                                           const std::vector<std::string>& key_prefixes) {
   auto& coordinator = *coordinator_;
   const auto deadline = std::chrono::steady_clock::now() + branch.options().lock_retry_for;
   asio::steady_timer timer(co_await asio::this_coro::executor);
   while (true) {
     using Answer = Result<sdk::LockQuery>;
     Answer answer = co_await Await<Answer>([&](std::function<void(Answer)> done) {
-      coordinator.QueryLocksAsync(branch.xid(), branch.options().resource_id, keys, std::move(done));
+      coordinator.QueryLocksAsync(branch.xid(), branch.options().resource_id, keys, key_prefixes, std::move(done));
     });
     bool retry = false;
     Status s = branch.LockAnswer(answer, std::chrono::steady_clock::now() < deadline, retry);
@@ -119,14 +120,45 @@ asio::awaitable<Status> Session::CheckKeys(const at::AtBranch& branch, const std
   }
 }
 
-asio::awaitable<Status> Session::CheckDeferredKeys() {
+asio::awaitable<Status> Session::CheckDeferredKeys(bool extended) {
   std::vector<std::string> keys = std::move(deferred_keys_);
   deferred_keys_.clear();
-  if (keys.empty() || !local_branch_) co_return Status::Ok();
+  const DeferredTables tables = std::exchange(deferred_tables_, DeferredTables::kNone);
+  if ((keys.empty() && tables == DeferredTables::kNone) || !local_branch_) co_return Status::Ok();
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  if (tables != DeferredTables::kNone) {
+    Status checked = co_await CheckTables(tables == DeferredTables::kTruncated, extended, std::move(keys));
+    co_return checked;
+  }
   context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
   co_return co_await CheckKeys(*local_branch_, keys);
+}
+
+asio::awaitable<Status> Session::CheckTables(bool exclusive_only, bool extended, std::vector<std::string> keys) {
+  if (extended && ext_failed_) co_return Status::Ok();  // the server skips all until the Sync: nothing commits
+  at::AtQuery q;
+  q.sql = at::TablesWrittenQuery(exclusive_only);
+  std::optional<BackendReply> r;
+  if (extended) {
+    const std::vector<int16_t> text_results;
+    r = co_await ExtRun(q, 0, text_results);
+  } else {
+    r = co_await Exchange(QueryMessage(q.sql), 0);
+  }
+  if (!r) co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the PostgreSQL server");
+  if (r->failed) {
+    co_return at::SqlError(r->sqlstate.empty() ? "XX000" : r->sqlstate,
+                           "dtx-sql-proxy could not list the tables this transaction wrote: " + r->message);
+  }
+  std::vector<std::string> prefixes;
+  for (const auto& row : r->rows) {
+    if (row.size() != 2 || !row[0] || !row[1]) continue;
+    prefixes.push_back(at::LockKey(local_branch_->options().resource_id, *row[0], *row[1], {}));
+  }
+  if (prefixes.empty() && keys.empty()) co_return Status::Ok();
+  context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
+  co_return co_await CheckKeys(*local_branch_, keys, prefixes);
 }
 
 asio::awaitable<Result<std::optional<at::AtQuery>>> Session::RegisterBranch(at::AtBranch& branch) {
@@ -455,7 +487,7 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
   const std::string xid = std::move(diverted_xid_);
   if (xid.empty() || tx_status_ == 'E') co_return co_await ForwardAcquired(message);
   const std::string sql(*ReadCString(std::string_view(message).substr(5)));
-  if (!deferred_keys_.empty() && tx_status_ == 'T' && MayCommitBlock(sql)) {
+  if (HasDeferredChecks() && tx_status_ == 'T' && MayCommitBlock(sql)) {
     // Unbound writes made earlier in this block, before the session was bound.
     Status checked = co_await CheckDeferredKeys();
     if (!checked.ok()) co_return co_await FailStatement(checked, true);
@@ -691,6 +723,13 @@ asio::awaitable<bool> Session::CommitFailed(std::shared_ptr<at::AtBranch> branch
 
 // ---- writes of unbound sessions ----
 
+Status Session::CopyOutsideABlock() {
+  return at::SqlError(at::sqlstate::kFeatureNotSupported,
+                      "dtx-sql-proxy checks a COPY ... FROM (or a COPY of a data-modifying query) of a session bound to "
+                      "no global transaction against the global locks at the COMMIT of its transaction block: run it "
+                      "between BEGIN and COMMIT, or run the proxy with --check-unbound-writes false");
+}
+
 asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   if (!co_await AcquireBackend()) co_return false;
   if (!EffectiveXid().empty() || tx_status_ == 'E' || !at_resource_) co_return co_await ForwardAcquired(message);
@@ -703,7 +742,7 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
     auto split = at::SplitStatements(sql);
     if (split.ok() && !split->empty()) texts = std::move(*split);
   }
-  if (!deferred_keys_.empty() && tx_status_ == 'T' &&
+  if (HasDeferredChecks() && tx_status_ == 'T' &&
       std::any_of(texts.begin(), texts.end(), [](std::string_view t) { return CommitsBlock(t); })) {
     // The block's earlier writes, checked before it commits; a conflict fails the COMMIT and
     // rolls the block back, as a failed COMMIT does on the server.
@@ -721,9 +760,15 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
           "dtx-sql-proxy cannot check the writes of a string of several statements with a COPY in it against the "
           "global locks; send the COPY on its own, or run the proxy with --check-unbound-writes false"));
     }
+    if (write.check == at::LocalWrite::Check::kTables && write.copies) {
+      // Its data comes and goes through the relay, so the check waits for the block's COMMIT.
+      if (tx_status_ != 'T') co_return co_await ErrorToClient(CopyOutsideABlock());
+      DeferTables(write);
+      co_return co_await ForwardAcquired(message);
+    }
     auto st = local_branch_->PrepareLocal(text, {}, std::move(write));
     if (!st.ok()) co_return co_await ErrorToClient(st.status());  // nothing ran
-    check = check || (*st)->MayCheckLocks();
+    check = check || (*st)->MayCheckLocks() || (*st)->local_write().check == at::LocalWrite::Check::kTables;
     control = control || TxEffectOf(text) != TxEffect::kNone;
     statements.push_back(std::move(*st));
   }
@@ -739,6 +784,7 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
   bool begun = false;
   std::string out;
   for (auto& st : statements) {
+    const bool tables = st->local_write().check == at::LocalWrite::Check::kTables;
     while (auto step = st->Next()) {
       if (step->check_global_locks && defer) {
         deferred_keys_.insert(deferred_keys_.end(), st->lock_keys().begin(), st->lock_keys().end());
@@ -753,7 +799,7 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
       }
       const bool statement = step->query.role == at::QueryRole::kStatement;
       std::string request = Request(step->query);
-      if (statement && !begun && tx_status_ == 'I' && (wrap_all || step->query.hidden_columns > 0)) {
+      if (statement && !begun && tx_status_ == 'I' && (wrap_all || tables || step->query.hidden_columns > 0)) {
         // BEGIN and the statement in one write.
         request.insert(0, QueryMessage("BEGIN"));
         auto b = co_await Exchange(request, 0);
@@ -778,6 +824,13 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
       Status s = st->OnResult(result);
       if (!s.ok()) co_return co_await FailStatement(s, begun, std::move(out));
       if (statement) out += r->to_client;
+    }
+    if (tables && defer) {
+      DeferTables(st->local_write());
+    } else if (tables) {
+      // Its tables, whole, while its transaction still holds their locks.
+      Status status = co_await CheckTables(st->local_write().truncates, false);
+      if (!status.ok()) co_return co_await FailStatement(status, begun, std::move(out));
     }
     // With transaction control in the string, a checked write outside a block is its own
     // transaction.

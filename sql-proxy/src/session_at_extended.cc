@@ -371,7 +371,7 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
     case 'H':
       co_return co_await ExtFlush(false);
     case 'E':
-      if (!deferred_keys_.empty() && ClientBlock() == 'T') {
+      if (HasDeferredChecks() && ClientBlock() == 'T') {
         // The block's deferred checks, before an Execute that may commit it (a portal bound
         // before this batch is not known: it may).
         const Portal* portal = nullptr;
@@ -380,7 +380,7 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
         }
         if (!portal || portal->may_commit) {
           if (!co_await ExtFlush(false)) co_return false;
-          Status checked = co_await CheckDeferredKeys();
+          Status checked = co_await CheckDeferredKeys(true);
           if (!checked.ok()) {
             // The block fails; an Execute of a COMMIT also ends it, rolled back, as on the server.
             const bool commit = portal && portal->commits;
@@ -503,7 +503,27 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
     if (!local_branch_) local_branch_ = std::make_unique<at::AtBranch>(at_resource_->options, at_resource_->catalog, "");
     auto st = local_branch_->PrepareLocal(sql, bound.params);
     if (!st.ok()) co_return co_await ExtFail(st.status());
-    co_return co_await ExtSteps(*local_branch_, **st, message, bound, true);
+    const at::LocalWrite& write = (*st)->local_write();
+    if (write.check != at::LocalWrite::Check::kTables) co_return co_await ExtSteps(*local_branch_, **st, message, bound, true);
+    if (ClientBlock() == 'T') {
+      DeferTables(write);
+      co_return co_await ExtForward(message, 1);
+    }
+    if (write.copies) co_return co_await ExtFail(CopyOutsideABlock());
+    // Outside a block, the batch's implicit transaction holds the tables' locks until its Sync.
+    // The statement's answer waits in client_out_ (the batch's answers are gathered) until the
+    // check passes; on a conflict the error takes its place.
+    const bool truncates = write.truncates;
+    if (!co_await ExtFlush(false)) co_return false;
+    if (ext_failed_) co_return true;
+    const size_t before = client_out_.size();
+    co_await ExtForward(message, 1);
+    if (!co_await ExtFlush(false)) co_return false;
+    if (ext_failed_) co_return true;
+    Status checked = co_await CheckTables(truncates, true);
+    if (checked.ok()) co_return true;
+    if (coalesce_client_ && client_out_.size() >= before) client_out_.resize(before);
+    co_return co_await ExtFail(checked, true);
   }
   if (!at_resource_) {
     if (auto refusal = NoResourceRefusal(sql)) co_return co_await ExtFail(*refusal);
@@ -691,7 +711,7 @@ asio::awaitable<bool> Session::ExtSteps(const at::AtBranch& branch, at::AtStatem
       // The last query of a bound write inside the client's block, with the client's Sync next:
       // the Sync goes with it (it commits nothing in a block), one round trip less.
       const bool sync = statement && !local && next_is_sync_ && ext_block_ == 'T' && !ext_implicit_ &&
-                        deferred_keys_.empty() && !ext_synced_;
+                        !HasDeferredChecks() && !ext_synced_;
       r = co_await ExtRun(step->query, hidden, formats, reuse, sync);
     }
     if (!r) co_return false;

@@ -501,7 +501,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
           return true;
         }
         if (context_.at->check_unbound_writes && at_resource_ &&
-            (MayChangeRows(*sql) || (!deferred_keys_.empty() && MayCommitBlock(*sql)))) {
+            (MayChangeRows(*sql) || (HasDeferredChecks() && MayCommitBlock(*sql)))) {
           divert_ = Divert::kUnboundWrite;
           return true;
         }
@@ -604,7 +604,7 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
         std::optional<std::string_view> statement;
         if (portal) statement = ReadCString(body.substr(portal->size() + 1));
         // With deferred checks, the batch starts here so that the Execute knows its statement.
-        start = bound || !deferred_keys_.empty() || (statement && wants(FindPrepared(std::string(*statement))));
+        start = bound || HasDeferredChecks() || (statement && wants(FindPrepared(std::string(*statement))));
         break;
       }
       case 'D':
@@ -617,7 +617,7 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
       }
       case 'E':
         // An Execute may commit the block: the deferred checks come first (HandleExtended).
-        start = bound || !deferred_keys_.empty();
+        start = bound || HasDeferredChecks();
         break;
       case 'H':
         start = bound;
@@ -947,6 +947,7 @@ void Session::OnReadyForQuery(char status) {
   if (status == 'I') {
     branch_.reset();
     deferred_keys_.clear();
+    deferred_tables_ = DeferredTables::kNone;
     local_xid_.reset();
     if (tx_session_xid_) {
       if (!last_tag_rollback_) session_xid_ = *tx_session_xid_;

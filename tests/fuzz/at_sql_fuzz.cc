@@ -307,7 +307,8 @@ void CheckPlans(const std::string& sql, const ParsedStatement& parsed, uint8_t o
 
 // The same text from a session bound to no global transaction (every input, refused or not by
 // Analyze): a checked write becomes the client's text plus one hidden RETURNING item, parsing back
-// as the same write; several statements split into pieces that are single statements.
+// as the same write; several statements split into pieces that are single statements; what is
+// checked table by table is consistent about being a COPY or a TRUNCATE.
 void CheckLocal(const std::string& sql, uint8_t opts) {
   const LocalWrite w = AnalyzeLocal(sql);
   switch (w.check) {
@@ -323,6 +324,11 @@ void CheckLocal(const std::string& sql, uint8_t opts) {
       for (std::string_view piece : *pieces) Check(AnalyzeLocal(piece).check != LocalWrite::Check::kSeveral);
       return;
     }
+    case LocalWrite::Check::kTables:
+      // Checked table by table after it ran: a TRUNCATE is no COPY, a COPY FROM is a COPY.
+      Check(!(w.truncates && w.copies));
+      Check(!w.copies_in || w.copies);
+      return;
     case LocalWrite::Check::kKeys: break;
   }
   Check(w.tail <= sql.size());

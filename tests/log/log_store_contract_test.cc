@@ -182,6 +182,32 @@ TEST_P(LogStoreContract, ReleasedLocksCanBeTakenByOthers) {
   EXPECT_EQ(MustGet("x:2").locks.size(), 1u);
 }
 
+TEST_P(LogStoreContract, FindsLocksByPrefixInKeyOrder) {
+  MustWrite(std::move(Batch().Insert(Global("x:1")).Insert(Branch("x:1", 11)).Lock("x:1", 11, {"r:t:2", "r:t:1", "r:tu:1"})));
+  MustWrite(std::move(Batch().Insert(Global("x:2")).Insert(Branch("x:2", 21)).Lock("x:2", 21, {"r:t:3", "r:t;", "r:s:1"})));
+  auto all = store_->FindLocksByPrefix("r:t:", "", 10);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 3u);  // not r:tu:1, r:t; (just above the range) or r:s:1
+  EXPECT_EQ((*all)[0], (RowLock{"r:t:1", "x:1", 11}));
+  EXPECT_EQ((*all)[1], (RowLock{"r:t:2", "x:1", 11}));
+  EXPECT_EQ((*all)[2], (RowLock{"r:t:3", "x:2", 21}));
+  auto others = store_->FindLocksByPrefix("r:t:", "x:1", 10);
+  ASSERT_TRUE(others.ok()) << others.status();
+  ASSERT_EQ(others->size(), 1u);
+  EXPECT_EQ((*others)[0].xid, "x:2");
+  auto first = store_->FindLocksByPrefix("r:", "", 1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ((*first)[0].row_key, "r:s:1");
+  auto none = store_->FindLocksByPrefix("r:v:", "", 10);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  MustWrite(std::move(Batch().Unlock("x:2")));
+  auto after = store_->FindLocksByPrefix("r:t:", "x:1", 10);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(after->empty());
+}
+
 TEST_P(LogStoreContract, RemoveTakesBranchesAndLocksAlong) {
   MustWrite(std::move(Batch().Insert(Global("x:1")).Insert(Branch("x:1", 11)).Lock("x:1", 11, {"r:t:1"})));
   MustWrite(std::move(Batch().Remove("x:1")));

@@ -96,11 +96,27 @@ TEST(CoordinatorClientAsync, EveryCallIsAnswered) {
   auto other = Await<Result<std::string>>([&](auto done) { tm.BeginAsync("other", 10s, "", done); });
   ASSERT_TRUE(other.ok()) << other.status();
   auto q = Await<Result<LockQuery>>(
-      [&](auto done) { rm.QueryLocksAsync(*other, "res-async", {"res-async:t:1", "res-async:t:2"}, done); });
+      [&](auto done) { rm.QueryLocksAsync(*other, "res-async", {"res-async:t:1", "res-async:t:2"}, {}, done); });
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_FALSE(q->free);
   EXPECT_EQ(q->conflict_key, "res-async:t:1");
   EXPECT_EQ(q->conflict_xid, *xid);
+  // A whole table: any key under the prefix counts; the holder's own keys do not.
+  auto table = Await<Result<LockQuery>>([&](auto done) { rm.QueryLocksAsync(*other, "res-async", {}, {"res-async:t:"}, done); });
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_FALSE(table->free);
+  EXPECT_EQ(table->conflict_key, "res-async:t:1");
+  EXPECT_EQ(table->conflict_xid, *xid);
+  auto other_table = Await<Result<LockQuery>>(
+      [&](auto done) { rm.QueryLocksAsync(*other, "res-async", {"res-async:t:2"}, {"res-async:u:", "res-async:t:10"}, done); });
+  ASSERT_TRUE(other_table.ok()) << other_table.status();
+  EXPECT_TRUE(other_table->free);
+  auto own = Await<Result<LockQuery>>([&](auto done) { rm.QueryLocksAsync(*xid, "res-async", {}, {"res-async:t:"}, done); });
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_TRUE(own->free);
+  auto bad = Await<Result<LockQuery>>([&](auto done) { rm.QueryLocksAsync(*other, "res-async", {}, {"res-async:\xc3\xa9"}, done); });
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("ASCII"), std::string::npos) << bad.status();
   auto conflict = Await<Result<int64_t>>([&](auto done) {
     rm.RegisterBranchAsync({.xid = *other, .resource_id = "res-async", .type = BranchType::kAT,
                             .lock_keys = {"res-async:t:1"}, .application_data = ""},

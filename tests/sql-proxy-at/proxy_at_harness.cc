@@ -50,6 +50,18 @@ Answer Client::Exec(const std::string& sql) {
   return Take(r);
 }
 
+Answer Client::CopyIn(const std::string& sql, const std::string& data) {
+  PGresult* started = PQexec(conn_, sql.c_str());
+  if (PQresultStatus(started) != PGRES_COPY_IN) return Take(started);  // refused before any data
+  PQclear(started);
+  if (PQputCopyData(conn_, data.data(), static_cast<int>(data.size())) != 1 || PQputCopyEnd(conn_, nullptr) != 1) {
+    ADD_FAILURE() << "copy data: " << PQerrorMessage(conn_);
+  }
+  Answer last;
+  while (PGresult* r = PQgetResult(conn_)) last = Take(r);  // the command's result, or its error
+  return last;
+}
+
 namespace {
 std::vector<const char*> Values(const std::vector<std::optional<std::string>>& params) {
   std::vector<const char*> out;

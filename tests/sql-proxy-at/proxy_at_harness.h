@@ -53,6 +53,9 @@ class Client {
   // `limit` for its answer; then syncs and leaves pipeline mode. ok false with sqlstate "timeout"
   // when the answer did not come before the Sync.
   Answer FlushedStatement(const std::string& sql, std::chrono::milliseconds limit);
+  // COPY ... FROM STDIN (`sql`) with `data` as its text, then the command's own result (or the
+  // error that ended it).
+  Answer CopyIn(const std::string& sql, const std::string& data);
   // Transaction status from libpq: 'I', 'T', 'E', or '?'.
   char TxStatus() const;
 

@@ -371,6 +371,87 @@ TEST_F(ProxyAt, RollbackWaitsForALocalInsertThatLostTheCheck) {
   EXPECT_TRUE(WaitUndoEmpty());
 }
 
+// What cannot say which rows it wrote (TRUNCATE, CALL, DO, COPY FROM) is checked table by table:
+// every table its transaction holds a write lock on (cascades and partitions included) must have
+// no row held by a global transaction.
+TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
+  Sql("CREATE TABLE other (id int PRIMARY KEY, v text)");
+  Sql("CREATE TABLE note (id int PRIMARY KEY, other_id int REFERENCES other (id), body text)");
+  Sql("CREATE TABLE parted (id int PRIMARY KEY, v text) PARTITION BY RANGE (id)");
+  Sql("CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100)");
+  Sql("CREATE TABLE free_t (id int PRIMARY KEY)");
+  Sql("INSERT INTO other VALUES (1, 'a'); INSERT INTO note VALUES (1, 1, 'n'); INSERT INTO parted VALUES (1, 'p');"
+      " INSERT INTO free_t VALUES (1)");
+  Sql("CREATE PROCEDURE touch_acct(k int) LANGUAGE sql AS $$ UPDATE acct SET owner = 'proc' WHERE id = k $$");
+  auto g = Connect();
+  auto local = Connect();
+  const std::string xid = Begin(*g);
+  ASSERT_TRUE(g->Exec("UPDATE acct SET balance = 1 WHERE id = 5").ok);
+  ASSERT_TRUE(g->Exec("UPDATE note SET body = 'global' WHERE id = 1").ok);
+  Answer parted = g->Exec("UPDATE parted SET v = 'global' WHERE id = 1");
+  ASSERT_TRUE(parted.ok) << parted.error;
+  const auto acct = Snapshot("acct");
+
+  // Outside a block each runs in a transaction of the proxy's, checked before it commits. The
+  // rows they touch are not the held ones: the tables are checked whole.
+  for (const std::string sql : {"TRUNCATE acct", "TRUNCATE other CASCADE", "TRUNCATE parted_low",
+                                "CALL touch_acct(6)", "DO $$ BEGIN UPDATE acct SET owner = 'do' WHERE id = 7; END $$"}) {
+    SCOPED_TRACE(sql);
+    Answer a = local->Exec(sql);
+    EXPECT_EQ(a.sqlstate, "55P03") << a.error;
+    EXPECT_NE(a.error.find(xid), std::string::npos) << a.error;
+    EXPECT_EQ(local->TxStatus(), 'I');
+  }
+  Answer call = local->Params("CALL touch_acct($1)", {"6"});  // extended protocol
+  EXPECT_EQ(call.sqlstate, "55P03") << call.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  // A COPY FROM is checked at the COMMIT of its block; outside one it is refused.
+  Answer copy_alone = local->CopyIn("COPY acct FROM STDIN", "20\t1\tcopied\n");
+  EXPECT_EQ(copy_alone.sqlstate, "0A000") << copy_alone.error;
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  Answer copied = local->CopyIn("COPY acct FROM STDIN", "20\t1\tcopied\n");
+  EXPECT_TRUE(copied.ok) << copied.error;
+  Answer commit = local->Exec("COMMIT");
+  EXPECT_EQ(commit.sqlstate, "55P03") << commit.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  // A TRUNCATE in a block, ended by an extended-protocol END.
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Exec("TRUNCATE parted").ok);
+  Answer end = local->Params("END", {});
+  EXPECT_EQ(end.sqlstate, "55P03") << end.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  EXPECT_EQ(Snapshot("acct"), acct);
+  EXPECT_EQ(Sql("SELECT count(*) FROM note").Value(), "1");
+  EXPECT_EQ(Sql("SELECT count(*) FROM parted").Value(), "1");
+
+  // A table no global transaction holds rows of is free, even beside a block's own checked
+  // writes to a held table (TRUNCATE counts only the tables it emptied).
+  EXPECT_TRUE(local->Exec("TRUNCATE free_t").ok);
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  ASSERT_TRUE(local->Exec("UPDATE acct SET owner = 'local' WHERE id = 8").ok);
+  ASSERT_TRUE(local->Exec("INSERT INTO free_t VALUES (2)").ok);
+  ASSERT_TRUE(local->Exec("TRUNCATE free_t").ok);
+  Answer mixed = local->Exec("COMMIT");
+  EXPECT_TRUE(mixed.ok) << mixed.error;
+  EXPECT_EQ(Sql("SELECT count(*) FROM free_t").Value(), "0");
+
+  // Once the global transaction is committed its tables are free again.
+  Answer done = g->Exec("SELECT dtx.commit()");
+  ASSERT_EQ(done.Value(), "Committed") << done.error;
+  Answer proc = local->Exec("CALL touch_acct(6)");
+  EXPECT_TRUE(proc.ok) << proc.error;
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  Answer loaded = local->CopyIn("COPY acct FROM STDIN", "20\t1\tcopied\n");
+  EXPECT_TRUE(loaded.ok) << loaded.error;
+  Answer kept = local->Exec("COMMIT");
+  EXPECT_TRUE(kept.ok) << kept.error;
+  EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 6").Value(), "proc");
+  EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 20").Value(), "copied");
+  Answer emptied = local->Exec("TRUNCATE other CASCADE");
+  EXPECT_TRUE(emptied.ok) << emptied.error;
+  EXPECT_EQ(Sql("SELECT count(*) FROM note").Value(), "0");
+}
+
 TEST_F(ProxyAt, UnboundWritesUncheckedWhenTurnedOff) {
   StartProxy({"--check-unbound-writes", "false"});
   auto g = Connect();

@@ -507,11 +507,20 @@ TEST(AnalyzeLocal, WhatCannotBeCheckedIsRefusedAndTheRestLeftAlone) {
     EXPECT_NE(w.refusal->message().find("--check-unbound-writes"), std::string_view::npos) << *w.refusal;
   }
   for (const std::string sql : {"SELECT 1", "WITH x AS (SELECT 1) SELECT * FROM x", "EXPLAIN DELETE FROM t",
-                                "EXPLAIN (ANALYZE false) DELETE FROM t", "PREPARE p AS SELECT 1", "TRUNCATE t",
-                                "SELEC oops", "CREATE TABLE z (a int)"}) {
+                                "EXPLAIN (ANALYZE false) DELETE FROM t", "PREPARE p AS SELECT 1", "COPY t TO STDOUT",
+                                "COPY (SELECT * FROM t) TO STDOUT", "SELEC oops", "CREATE TABLE z (a int)"}) {
     EXPECT_EQ(AnalyzeLocal(sql).check, LocalWrite::Check::kNone) << sql;
   }
-  EXPECT_TRUE(AnalyzeLocal("COPY t FROM STDIN").copies);
+  // What cannot name the rows it writes is checked table by table once it ran.
+  for (const std::string sql : {"TRUNCATE t", "truncate only a, b cascade", "CALL p(1)", "DO $$ BEGIN NULL; END $$",
+                                "COPY t FROM STDIN", "COPY (DELETE FROM t RETURNING *) TO STDOUT"}) {
+    const LocalWrite w = AnalyzeLocal(sql);
+    EXPECT_EQ(w.check, LocalWrite::Check::kTables) << sql;
+    EXPECT_EQ(w.truncates, sql.starts_with("TRUNCATE") || sql.starts_with("truncate")) << sql;
+    EXPECT_EQ(w.copies, sql.starts_with("COPY")) << sql;
+    EXPECT_EQ(w.copies_in, sql == "COPY t FROM STDIN") << sql;
+  }
+  EXPECT_TRUE(AnalyzeLocal("COPY t TO STDOUT").copies);
   EXPECT_EQ(AnalyzeLocal("SELECT 1; UPDATE t SET v = 1").check, LocalWrite::Check::kSeveral);
 }
 

@@ -64,6 +64,13 @@ TEST(MayChangeRows, FirstKeyword) {
   EXPECT_TRUE(MayChangeRows("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE"));
   EXPECT_TRUE(MayChangeRows("EXPLAIN ANALYZE UPDATE t SET a = 1"));
   EXPECT_TRUE(MayChangeRows("PREPARE p AS DELETE FROM t"));
+  // Checked table by table (TRUNCATE, CALL, DO, COPY).
+  EXPECT_TRUE(MayChangeRows("TRUNCATE t"));
+  EXPECT_TRUE(MayChangeRows("call p(1)"));
+  EXPECT_TRUE(MayChangeRows("DO $$ BEGIN NULL; END $$"));
+  EXPECT_TRUE(MayChangeRows("COPY t FROM STDIN"));
+  EXPECT_FALSE(MayChangeRows("document"));
+  EXPECT_FALSE(MayChangeRows("copyright"));
   // Several statements: whatever the first one is.
   EXPECT_TRUE(MayChangeRows("SELECT 1; DELETE FROM t"));
   EXPECT_TRUE(MayChangeRows("SELECT 1;UPDATE t SET a = 1;"));

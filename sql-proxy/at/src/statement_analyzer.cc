@@ -439,8 +439,20 @@ LocalWrite LocalWriteOf(const pq::ParseResult& tree, std::string_view text) {
       if (n.select_stmt().has_with_clause()) with = &n.select_stmt().with_clause();
       break;
     case pq::Node::kMergeStmt: return refuse("MERGE (it cannot return the keys of the rows it writes)");
-    case pq::Node::kCopyStmt:
+    case pq::Node::kCopyStmt: {
+      const auto& copy = n.copy_stmt();
       out.copies = true;
+      out.copies_in = copy.is_from();
+      if (copy.is_from() || (copy.has_query() && IsWrite(copy.query()))) out.check = LocalWrite::Check::kTables;
+      return out;
+    }
+    case pq::Node::kTruncateStmt:
+      out.check = LocalWrite::Check::kTables;
+      out.truncates = true;
+      return out;
+    case pq::Node::kCallStmt:
+    case pq::Node::kDoStmt:
+      out.check = LocalWrite::Check::kTables;
       return out;
     case pq::Node::kExplainStmt:
       if (IsWrite(n.explain_stmt().query()) && ExplainAnalyzes(n.explain_stmt())) {
@@ -577,6 +589,9 @@ bool MayWrite(std::string_view sql) {
       case pq::DELETE_P:
       case pq::MERGE:
       case pq::COPY:
+      case pq::TRUNCATE:
+      case pq::CALL:
+      case pq::DO:
       case pq::PREPARE: return true;
       default: break;
     }
@@ -615,6 +630,19 @@ LocalWrite AnalyzeLocal(std::string_view sql) {
     return refused;
   }
   return LocalWrite{};
+}
+
+std::string TablesWrittenQuery(bool exclusive_only) {
+  // pg_locks lists the fast-path locks too. The partitioned tables above a written partition
+  // count, since a global transaction's keys name the table its statement named
+  // (pg_partition_ancestors lists nothing for a table that is not a partition).
+  std::string modes = exclusive_only ? "'AccessExclusiveLock'"
+                                     : "'RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'";
+  return "SELECT DISTINCT n.nspname::text, c.relname::text FROM pg_catalog.pg_locks l, "
+         "LATERAL (SELECT l.relation UNION SELECT relid FROM pg_catalog.pg_partition_ancestors(l.relation)) a(relid) "
+         "JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+         "WHERE l.locktype = 'relation' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode IN (" +
+         modes + ") AND c.relkind IN ('r', 'p') ORDER BY 1, 2";
 }
 
 Result<std::vector<std::string_view>> SplitStatements(std::string_view sql) {

@@ -32,6 +32,10 @@ class FaultInjectionLogStore final : public LogStore {
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override { return inner_->Get(xid); }
   Result<ListPage> List(const ListFilter& filter) override { return inner_->List(filter); }
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& keys) override { return inner_->FindLocks(keys); }
+  Result<std::vector<RowLock>> FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                 size_t limit) override {
+    return inner_->FindLocksByPrefix(prefix, except_xid, limit);
+  }
   bool ReadsFromMemory() const override { return inner_->ReadsFromMemory(); }
   void Close() override { inner_->Close(); }
 

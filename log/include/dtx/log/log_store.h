@@ -69,6 +69,10 @@ class LogStore {
   virtual Result<ListPage> List(const ListFilter& filter) = 0;
   // The holders of any of `row_keys`.
   virtual Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) = 0;
+  // Up to `limit` locks whose keys start with `prefix` and that `except_xid` does not hold, in
+  // key order (a whole table's locks: "resource:schema.table:"). REQUIRES: `prefix` is not empty.
+  virtual Result<std::vector<RowLock>> FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                         size_t limit) = 0;
   // Whether the reads above are answered from memory without waiting on I/O (SQLite, memory),
   // so that a caller may make them on a thread that must not block.
   virtual bool ReadsFromMemory() const { return false; }

@@ -24,6 +24,8 @@ class MemoryLogStore final : public LogStore {
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
   Result<ListPage> List(const ListFilter& filter) override;
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
+  Result<std::vector<RowLock>> FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                 size_t limit) override;
   bool ReadsFromMemory() const override { return true; }
   void Close() override;
 
@@ -34,7 +36,7 @@ class MemoryLogStore final : public LogStore {
     std::set<std::string> lock_keys;
   };
   using TxnMap = std::unordered_map<std::string, Txn>;
-  using LockMap = std::unordered_map<std::string, RowLock>;
+  using LockMap = std::map<std::string, RowLock, std::less<>>;  // ordered: FindLocksByPrefix
   struct State {
     TxnMap txns;
     LockMap locks;

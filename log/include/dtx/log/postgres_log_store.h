@@ -70,6 +70,8 @@ class PostgresLogStore final : public LogStore {
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
   Result<ListPage> List(const ListFilter& filter) override;
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
+  Result<std::vector<RowLock>> FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                 size_t limit) override;
   // Refuses writes from now on, and waits until every queued batch is committed (or has failed)
   // and its callback has run; reads go on working. Called from a write callback, it returns once
   // the queue is committed, and the callbacks left run after the calling one.

@@ -53,6 +53,8 @@ class SqliteLogStore final : public LogStore {
   Result<std::optional<TransactionSnapshot>> Get(const std::string& xid) override;
   Result<ListPage> List(const ListFilter& filter) override;
   Result<std::vector<RowLock>> FindLocks(const std::vector<std::string>& row_keys) override;
+  Result<std::vector<RowLock>> FindLocksByPrefix(const std::string& prefix, const std::string& except_xid,
+                                                 size_t limit) override;
   void Close() override;
   LogStoreStats Stats() const override;
   void WriteUnsynced(Batch batch, WriteCallback done) override;

@@ -161,8 +161,11 @@ class CoordinatorClient {
   Result<int64_t> RegisterBranch(const BranchRegistration& branch);
   Status ReportBranch(const std::string& xid, int64_t branch_id, BranchStatus status,
                       std::string_view application_data = {});
+  // Whether `lock_keys`, and every key starting with one of `key_prefixes` (a whole table:
+  // "resource:schema.table:"), are free of locks held by transactions other than `xid`.
   Result<LockQuery> QueryLocks(const std::string& xid, const std::string& resource_id,
-                               const std::vector<std::string>& lock_keys);
+                               const std::vector<std::string>& lock_keys,
+                               const std::vector<std::string>& key_prefixes = {});
 
   // Non-blocking forms: they wait (on timers, connect_wait) for the registration as the
   // blocking ones do.
@@ -170,7 +173,7 @@ class CoordinatorClient {
   void ReportBranchAsync(std::string xid, int64_t branch_id, BranchStatus status, std::string application_data,
                          std::function<void(Status)> done);
   void QueryLocksAsync(std::string xid, std::string resource_id, std::vector<std::string> lock_keys,
-                       std::function<void(Result<LockQuery>)> done);
+                       std::vector<std::string> key_prefixes, std::function<void(Result<LockQuery>)> done);
 
   const CoordinatorOptions& options() const;
   // Fails every call in flight with Unavailable (their `done` runs before this returns, unless

@@ -40,7 +40,8 @@ DtxFunction ParseDtxFunction(std::string_view sql);
 
 // True when a statement of an unbound session must be looked at for the global-lock check: its
 // first keyword (after whitespace, comments and '(') is INSERT, UPDATE, DELETE, WITH, MERGE,
-// EXPLAIN or PREPARE, or a ';' is followed by more than blanks and comments (maybe several
+// EXPLAIN, PREPARE, TRUNCATE, CALL, DO or COPY, or a ';' is followed by more than blanks and
+// comments (maybe several
 // statements). False for everything else, without parsing.
 bool MayChangeRows(std::string_view sql);
 

@@ -95,6 +95,7 @@ class AtStatement {
   const std::vector<std::string>& lock_keys() const { return lock_keys_; }
   // A statement of PrepareLocal that is (or may turn out, once its table is known) a checked
   // write; false: it runs unchanged.
+  const LocalWrite& local_write() const { return local_write_; }
   bool MayCheckLocks() const { return local_ && (state_ == State::kCatalog || plan_.hidden_columns > 0); }
   Status OnLocks(const Result<sdk::LockQuery>& answer, bool time_left, bool& retry);
   // The caller checked lock_keys() itself (AtBranch::LockAnswer said they are free), or took

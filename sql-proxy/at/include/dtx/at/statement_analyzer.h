@@ -122,8 +122,14 @@ struct StatementPlan {
 // then checked against the global locks, and a conflict fails the statement before that
 // transaction can commit. What cannot be checked that way is refused (kRefuse); what writes no
 // rows of a table the check knows runs unchanged (kNone).
+//
+// kTables: a statement whose rows cannot be known (TRUNCATE, CALL, DO, COPY ... FROM, COPY of a
+// data-modifying query). After it ran, in the same transaction, every table that transaction
+// holds a write lock on is checked whole against the global locks (TablesWrittenQuery): any row
+// of it held by a global transaction is a conflict. The server keeps those table locks until the
+// transaction ends, so no global transaction can write the table in between.
 struct LocalWrite {
-  enum class Check { kNone, kKeys, kRefuse, kSeveral };
+  enum class Check { kNone, kKeys, kRefuse, kSeveral, kTables };
   Check check = Check::kNone;
   TableRef table;              // kKeys: the written table
   std::string qualifier;       // kKeys: the name its RETURNING items use (the alias, or the table)
@@ -131,7 +137,15 @@ struct LocalWrite {
   size_t tail = 0;             // kKeys: bytes after the statement's own text (';', blanks, comments)
   std::optional<Status> refusal;  // kRefuse: the SQL error
   bool copies = false;            // a COPY (its data flows outside the Query's answer)
+  bool copies_in = false;         // a COPY ... FROM: the client sends its data
+  bool truncates = false;         // kTables: a TRUNCATE, which takes its tables' ACCESS EXCLUSIVE lock
 };
+
+// The tables the session's transaction holds write locks on, with the partitioned tables they
+// belong to: rows (schema, table). `exclusive_only`: ACCESS EXCLUSIVE locks alone (what TRUNCATE
+// takes), so that a block's ordinary checked writes do not count. Run by the session inside the
+// transaction whose writes it checks (LocalWrite::kTables).
+std::string TablesWrittenQuery(bool exclusive_only);
 // kSeveral: the text holds more than one statement (see SplitStatements). A text the grammar
 // rejects is kNone: the server gives its own error. A text nested too deeply to analyze (54001)
 // is refused when it may write, and kNone otherwise. Cached by statement shape with Analyze().

@@ -1,0 +1,1 @@
+!CALL p($1, 2); DO $$ BEGIN UPDATE t SET v = 1; END $$
