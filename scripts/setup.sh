@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libboost1.81-dev libprotobuf-dev protobuf-compiler libdeflate-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
-  libsqlite3-dev libpq-dev libpg-query-dev libjemalloc-dev
+  libsqlite3-dev libpq-dev libpg-query-dev libjemalloc-dev libssl-dev
   libgtest-dev libgmock-dev
   clang-14 libclang-rt-14-dev
   postgresql pgbouncer

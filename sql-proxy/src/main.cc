@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   int64_t connect_timeout_ms = options.connect_timeout.count();
   int64_t busy_poll_us = options.busy_poll.count();
   int64_t shutdown_grace_ms = 30'000;
+  std::string tls_cert, tls_key;
   // AT mode.
   std::string coordinator;
   std::string coordinator_token;
@@ -65,6 +66,13 @@ int main(int argc, char** argv) {
   app.add_option("--defer-begin", options.defer_begin,
                  "A bare BEGIN in an idle session is answered by the proxy and sent with the session's next "
                  "statement (one round trip less per transaction)")
+      ->capture_default_str();
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM certificate chain (the proxy's own first): clients that ask for TLS (sslmode=prefer, require, "
+                 "verify-full) get it; with --tls-key");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-required", options.tls_required,
+                 "Refuse sessions that did not set up TLS (FATAL 28000); needs --tls-cert")
       ->capture_default_str();
   app.add_option("--shutdown-grace-ms", shutdown_grace_ms,
                  "How long SIGTERM waits for open sessions to end before ending them")
@@ -124,6 +132,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
+  if (!tls_cert.empty() || !tls_key.empty()) {
+    auto tls = LoadTlsServerContext(tls_cert, tls_key);
+    if (!tls.ok()) {
+      std::cerr << "--tls-cert/--tls-key: " << tls.status().message() << "\n";
+      return 2;
+    }
+    options.tls = *tls;
+  } else if (options.tls_required) {
+    std::cerr << "--tls-required needs --tls-cert and --tls-key\n";
+    return 2;
+  }
   options.busy_poll = std::chrono::microseconds(busy_poll_us);
 
   sigset_t signals;
@@ -221,8 +240,9 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  spdlog::info("dtx-sql-proxy ready on {}:{}, forwarding to {} ({} database(s) routed apart){}", options.host,
-               proxy.port(), options.default_backend.ToString(), options.backends.size(),
+  spdlog::info("dtx-sql-proxy ready on {}:{}{}, forwarding to {} ({} database(s) routed apart){}", options.host,
+               proxy.port(), !options.tls ? "" : options.tls_required ? " (TLS required)" : " (TLS offered)",
+               options.default_backend.ToString(), options.backends.size(),
                metrics_server ? ", metrics on http://" + admin.substr(0, admin.rfind(':')) + ":" +
                                     std::to_string(metrics_server->port()) + "/metrics"
                               : std::string());

@@ -32,6 +32,8 @@ std::string ProxyMetrics::Render() const {
   Sample(out, "dtx_sql_proxy_connections_total", "", connections_total);
   Metric(out, "dtx_sql_proxy_sessions_total", "counter", "Sessions whose startup was relayed to a PostgreSQL server.");
   Sample(out, "dtx_sql_proxy_sessions_total", "", sessions_total);
+  Metric(out, "dtx_sql_proxy_sessions_tls_total", "counter", "Client connections that set up TLS.");
+  Sample(out, "dtx_sql_proxy_sessions_tls_total", "", sessions_tls);
   Metric(out, "dtx_sql_proxy_sessions_active", "gauge", "Client connections open now.");
   Sample(out, "dtx_sql_proxy_sessions_active", "", sessions_active);
   Metric(out, "dtx_sql_proxy_bytes_total", "counter", "Bytes relayed, by direction.");
@@ -60,6 +62,7 @@ std::string ProxyMetrics::Render() const {
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"backend_connect\"}", errors_backend_connect);
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"backend_lost\"}", errors_backend_lost);
   Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"client_lost\"}", errors_client_lost);
+  Sample(out, "dtx_sql_proxy_errors_total", "{kind=\"tls\"}", errors_tls);
   Metric(out, "dtx_sql_proxy_at_global_total", "counter", "Global transactions through dtx.begin/commit/rollback, by outcome.");
   Sample(out, "dtx_sql_proxy_at_global_total", "{event=\"begin\"}", at_global_begins);
   Sample(out, "dtx_sql_proxy_at_global_total", "{event=\"commit\"}", at_global_commits);

@@ -99,6 +99,11 @@ const std::string& Session::EffectiveXid() const {
 // nearly always enough for one read's worth of bytes; only the rest waits, and then the loop that
 // wrote has suspended (see ReadSome).
 asio::awaitable<bool> Session::Write(Socket& socket, std::string_view bytes, bool& fresh) {
+  if (tls_ && &socket == &client_) {
+    fresh = false;
+    auto tec = co_await tls_->Write(bytes);
+    co_return !tec;
+  }
   boost::system::error_code ec;
   const size_t n = socket.write_some(asio::buffer(bytes.data(), bytes.size()), ec);
   if (!ec && n == bytes.size()) co_return true;
@@ -144,6 +149,11 @@ asio::awaitable<bool> Session::WriteServerOwned(std::string bytes) {
 // receive. Otherwise (and after a read that filled the buffer) the read is tried at once.
 asio::awaitable<std::pair<boost::system::error_code, size_t>> Session::ReadSome(Socket& socket, char* data,
                                                                                size_t space, bool& fresh) {
+  if (tls_ && &socket == &client_) {
+    fresh = false;  // TLS records, not bytes, wake the reader: always a read of the stream
+    auto r = co_await tls_->ReadSome(data, space);
+    co_return r;
+  }
   if (fresh) {
     while (true) {
       auto [wec] = co_await socket.async_wait(Socket::wait_read, kTuple);
@@ -200,8 +210,7 @@ asio::awaitable<bool> Session::ReadStartup() {
     if (f.status == FrameStatus::kNeedMore) {
       // A client that does not finish its startup in time loses the connection, as with
       // PostgreSQL's authentication_timeout; the server's own timeout covers the rest.
-      auto result = co_await (client_.async_read_some(asio::buffer(cbuf_.get() + clen_, kBufferSize - clen_), kTuple) ||
-                              deadline.async_wait(kTuple));
+      auto result = co_await (ReadClient(cbuf_.get() + clen_, kBufferSize - clen_) || deadline.async_wait(kTuple));
       if (result.index() == 1) {
         metrics.errors_client_lost.fetch_add(1, std::memory_order_relaxed);
         spdlog::info("a client sent no startup within {} s", kStartupTimeout.count());
@@ -221,11 +230,18 @@ asio::awaitable<bool> Session::ReadStartup() {
     clen_ -= f.size;
 
     if (f.code == kSslRequestCode || f.code == kGssEncRequestCode) {
-      // No TLS or GSSAPI encryption here: 'N' tells the client to go on in the clear (or give up).
-      if (++negotiations > 2 || clen_ != 0) {
+      // Bytes sent behind the request, before the answer, would be taken as if they had come
+      // through the encryption: refused. So is a second request inside TLS.
+      if (++negotiations > 2 || clen_ != 0 || tls_) {
         metrics.errors_client_protocol.fetch_add(1, std::memory_order_relaxed);
         co_return false;
       }
+      if (f.code == kSslRequestCode && context_.options.tls) {
+        if (!co_await NegotiateTls(deadline)) co_return false;
+        continue;
+      }
+      // No GSSAPI encryption (nor TLS without a certificate): 'N' tells the client to go on in the
+      // clear (or give up).
       if (!co_await WriteClient("N")) co_return false;
       continue;
     }
@@ -240,6 +256,14 @@ asio::awaitable<bool> Session::ReadStartup() {
       AppendErrorResponse(out, "FATAL", "0A000",
                           "unsupported frontend protocol " + std::to_string(f.code >> 16) + "." +
                               std::to_string(f.code & 0xffff) + ": dtx-sql-proxy speaks 3.0");
+      co_await WriteClient(out);
+      co_return false;
+    }
+    if (context_.options.tls_required && !tls_) {
+      metrics.errors_tls.fetch_add(1, std::memory_order_relaxed);
+      std::string out;
+      AppendErrorResponse(out, "FATAL", "28000",
+                          "dtx-sql-proxy accepts TLS connections only: connect with sslmode=require or stronger");
       co_await WriteClient(out);
       co_return false;
     }
@@ -265,6 +289,35 @@ asio::awaitable<bool> Session::ReadStartup() {
     // The startup goes on unchanged: the server authenticates the client through us.
     co_return co_await WriteServer(packet);
   }
+}
+
+asio::awaitable<bool> Session::NegotiateTls(asio::steady_timer& deadline) {
+  auto& metrics = context_.metrics;
+  if (!co_await WriteClient("S")) co_return false;
+  tls_ = std::make_unique<ClientTls>(client_, *context_.options.tls);
+  auto result = co_await (tls_->Handshake() || deadline.async_wait(kTuple));
+  if (result.index() == 1) {
+    metrics.errors_tls.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("a client did not finish its TLS handshake within {} s", kStartupTimeout.count());
+    co_return false;
+  }
+  if (auto ec = std::get<0>(result)) {
+    metrics.errors_tls.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("TLS handshake with a client failed: {}", ec.message());
+    co_return false;
+  }
+  metrics.sessions_tls.fetch_add(1, std::memory_order_relaxed);
+  spdlog::debug("TLS with a client: {}", tls_->Describe());
+  co_return true;
+}
+
+asio::awaitable<std::pair<boost::system::error_code, size_t>> Session::ReadClient(char* data, size_t space) {
+  if (tls_) {
+    auto r = co_await tls_->ReadSome(data, space);
+    co_return r;
+  }
+  auto [ec, n] = co_await client_.async_read_some(asio::buffer(data, space), kTuple);
+  co_return std::make_pair(ec, n);
 }
 
 asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "cancel_registry.h"
+#include "client_tls.h"
 #include "dtx/sql_proxy/at_services.h"
 #include "dtx/sql_proxy/dtx_function.h"
 #include "dtx/sql_proxy/pg_message.h"
@@ -164,6 +165,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // Reads the rest of a client message larger than the buffer (its first bytes fill cbuf_) into
   // `message`, so that one the proxy must look into is seen whole. false: the client went away.
   asio::awaitable<bool> ReadWholeMessage(std::string& message, size_t size);
+  // A read from the client, through TLS if the session has it.
+  asio::awaitable<std::pair<boost::system::error_code, size_t>> ReadClient(char* data, size_t space);
+  // Answers an SSLRequest: 'S' and the handshake when the proxy has a certificate, else 'N'.
+  // false: the session ends.
+  asio::awaitable<bool> NegotiateTls(asio::steady_timer& deadline);
 
   // ---- AT mode (session_at.cc); all with the backend acquired ----
   struct BackendReply {
@@ -324,6 +330,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Socket client_;
   Socket server_;
+  std::unique_ptr<ClientTls> tls_;  // the client asked for TLS (SSLRequest) and the handshake passed
   SessionContext& context_;
   sdk::CoordinatorClient* coordinator_;  // AT mode: the calls of this session go here
   std::function<void(Session*)> on_end_;

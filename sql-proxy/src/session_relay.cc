@@ -216,6 +216,15 @@ asio::awaitable<bool> Session::ReadWholeMessage(std::string& message, size_t siz
   clen_ = 0;
   const size_t rest = size - message.size();
   message.resize(size);
+  if (tls_) {
+    for (size_t at = size - rest; at < size;) {
+      auto [ec, n] = co_await tls_->ReadSome(message.data() + at, size - at);
+      if (ec || n == 0) co_return false;
+      at += n;
+    }
+    context_.metrics.bytes_client_to_server.fetch_add(rest, std::memory_order_relaxed);
+    co_return true;
+  }
   auto [ec, n] = co_await asio::async_read(client_, asio::buffer(message.data() + (size - rest), rest), kTuple);
   if (ec || n != rest) co_return false;
   context_.metrics.bytes_client_to_server.fetch_add(n, std::memory_order_relaxed);

@@ -13,6 +13,7 @@ namespace dtx::sql_proxy {
 struct ProxyMetrics {
   std::atomic<uint64_t> connections_total{0};      // TCP connections accepted (sessions and cancel requests)
   std::atomic<uint64_t> sessions_total{0};         // startup messages relayed to a server
+  std::atomic<uint64_t> sessions_tls{0};           // client connections that set up TLS
   std::atomic<int64_t> sessions_active{0};         // client connections open now
   std::atomic<uint64_t> bytes_client_to_server{0};
   std::atomic<uint64_t> bytes_server_to_client{0};
@@ -27,6 +28,7 @@ struct ProxyMetrics {
   std::atomic<uint64_t> begins_held{0};             // BEGINs answered by the proxy, sent with the next message
   // Errors that ended a session or refused it.
   std::atomic<uint64_t> errors_client_protocol{0};  // malformed or oversized messages from a client
+  std::atomic<uint64_t> errors_tls{0};  // failed TLS handshakes, and clients without TLS when it is required
   std::atomic<uint64_t> errors_backend_connect{0};  // the server could not be reached
   std::atomic<uint64_t> errors_backend_lost{0};     // the server closed a session's connection unexpectedly
   std::atomic<uint64_t> errors_client_lost{0};      // a client went away in the middle of a message

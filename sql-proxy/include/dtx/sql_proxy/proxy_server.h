@@ -19,6 +19,7 @@
 #include "dtx/common/status.h"
 #include "dtx/sql_proxy/pg_message.h"
 #include "dtx/sql_proxy/proxy_metrics.h"
+#include "dtx/sql_proxy/tls.h"
 
 namespace dtx::sql_proxy {
 
@@ -59,6 +60,10 @@ struct ProxyOptions {
   bool defer_begin = true;
   // AT mode (--coordinator): shared by the sessions; null turns it off.
   std::shared_ptr<AtServices> at;
+  // TLS for clients that ask for it (SSLRequest); null: they are answered 'N' and go on in the
+  // clear. tls_required: a session that did not set up TLS is refused (FATAL 28000).
+  std::shared_ptr<TlsServerContext> tls;
+  bool tls_required = false;
 };
 
 class ProxyServer {

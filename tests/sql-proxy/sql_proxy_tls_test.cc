@@ -1,0 +1,292 @@
+// TLS between clients and dtx-sql-proxy: libpq with sslmode=verify-full against a certificate
+// made for the test, large results and COPY through the encryption, a cancel, clients without
+// TLS (served, or refused with --tls-required), a broken handshake, and bad certificate files.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dtx/sql_proxy/pg_message.h"
+#include "proxy_harness.h"
+
+namespace dtx::testing {
+namespace {
+
+#define DTX_NEED_POSTGRES()                                                              \
+  do {                                                                                   \
+    if (!SharedPostgres()) {                                                             \
+      if (std::getenv("DTX_REQUIRE_POSTGRES")) FAIL() << "DTX_TEST_PG_URI is not set";   \
+      GTEST_SKIP() << "DTX_TEST_PG_URI is not set: run through scripts/with-postgres.sh"; \
+    }                                                                                    \
+  } while (0)
+
+// A self-signed certificate for 127.0.0.1 and localhost (its own CA, so that a client can verify
+// it with sslrootcert), and its key, as PEM files in a temp folder; a second key that matches
+// nothing.
+struct TlsFiles {
+  std::string dir, cert, key, other_key;
+  ~TlsFiles() {
+    std::error_code ignored;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ignored);
+  }
+};
+
+bool WriteKey(EVP_PKEY* key, const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) return false;
+  const bool ok = PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  std::fclose(f);
+  return ok;
+}
+
+bool AddExtension(X509* x, int nid, const char* value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+  if (!ext) return false;
+  const bool ok = X509_add_ext(x, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+std::unique_ptr<TlsFiles> MakeTlsFiles() {
+  auto files = std::make_unique<TlsFiles>();
+  char dir[] = "/tmp/dtx-tls-XXXXXX";
+  if (!mkdtemp(dir)) return nullptr;
+  files->dir = dir;
+  files->cert = files->dir + "/proxy.crt";
+  files->key = files->dir + "/proxy.key";
+  files->other_key = files->dir + "/other.key";
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> other(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  std::unique_ptr<X509, decltype(&X509_free)> x(X509_new(), X509_free);
+  if (!key || !other || !x) return nullptr;
+  X509_set_version(x.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x.get()), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x.get()), -60);
+  X509_gmtime_adj(X509_getm_notAfter(x.get()), 24 * 3600);
+  X509_set_pubkey(x.get(), key.get());
+  X509_NAME* name = X509_get_subject_name(x.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("dtx-sql-proxy test"), -1,
+                             -1, 0);
+  X509_set_issuer_name(x.get(), name);
+  if (!AddExtension(x.get(), NID_basic_constraints, "critical,CA:TRUE") ||
+      !AddExtension(x.get(), NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost") ||
+      X509_sign(x.get(), key.get(), EVP_sha256()) <= 0) {
+    return nullptr;
+  }
+  FILE* f = std::fopen(files->cert.c_str(), "w");
+  if (!f) return nullptr;
+  const bool written = PEM_write_X509(f, x.get()) == 1;
+  std::fclose(f);
+  if (!written || !WriteKey(key.get(), files->key) || !WriteKey(other.get(), files->other_key)) return nullptr;
+  return files;
+}
+
+struct Conn {
+  explicit Conn(const std::string& conninfo) : c(PQconnectdb(conninfo.c_str())) {}
+  ~Conn() { PQfinish(c); }
+  bool ok() const { return PQstatus(c) == CONNECTION_OK; }
+  // The first value of the first row, or "ERROR <sqlstate>: <message>".
+  std::string Value(const std::string& sql) {
+    PGresult* r = PQexec(c, sql.c_str());
+    std::string out;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+      out = PQgetvalue(r, 0, 0);
+    } else if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+      const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      out = std::string("ERROR ") + (state ? state : "?") + ": " + PQresultErrorMessage(r);
+    }
+    PQclear(r);
+    return out;
+  }
+  PGconn* c;
+};
+
+class SqlProxyTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DTX_NEED_POSTGRES();
+    pg_ = *SharedPostgres();
+    files_ = MakeTlsFiles();
+    ASSERT_TRUE(files_) << "could not make a test certificate";
+  }
+
+  void StartProxy(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"--server", pg_.host + ":" + std::to_string(pg_.port), "--tls-cert", files_->cert,
+                                  "--tls-key", files_->key};
+    args.insert(args.end(), extra.begin(), extra.end());
+    proxy_ = std::make_unique<ProxyProcess>(args);
+    ASSERT_GT(proxy_->port(), 0);
+  }
+
+  std::string Conninfo(const std::string& ssl) const {
+    return "host=127.0.0.1 port=" + std::to_string(proxy_->port()) + " user=" + pg_.user + " dbname=" + pg_.database +
+           " connect_timeout=10 " + ssl;
+  }
+  std::string Verified() const { return "sslmode=verify-full sslrootcert=" + files_->cert; }
+
+  PgTarget pg_;
+  std::unique_ptr<TlsFiles> files_;
+  std::unique_ptr<ProxyProcess> proxy_;
+};
+
+TEST_F(SqlProxyTlsTest, VerifiedSessionsCarryQueriesCopyAndCancel) {
+  StartProxy();
+  Conn c(Conninfo(Verified()));
+  ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+  EXPECT_EQ(PQsslInUse(c.c), 1);
+  const char* protocol = PQsslAttribute(c.c, "protocol");
+  ASSERT_NE(protocol, nullptr);
+  EXPECT_TRUE(std::string(protocol) == "TLSv1.3" || std::string(protocol) == "TLSv1.2") << protocol;
+  EXPECT_EQ(c.Value("SELECT 40 + 2"), "42");
+
+  // Extended protocol with a parameter.
+  const char* values[] = {"abc"};
+  PGresult* r = PQexecParams(c.c, "SELECT upper($1::text)", 1, nullptr, values, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "ABC");
+  PQclear(r);
+
+  // A result larger than the proxy's buffers and than a TLS record, both ways.
+  EXPECT_EQ(c.Value("SELECT length(repeat('x', 3000000))"), "3000000");
+  r = PQexec(c.c, "SELECT repeat('y', 3000000)");
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+  EXPECT_EQ(PQgetlength(r, 0, 0), 3000000);
+  PQclear(r);
+  const std::string big(2'000'000, 'z');
+  const char* big_value[] = {big.c_str()};
+  r = PQexecParams(c.c, "SELECT length($1::text)", 1, nullptr, big_value, nullptr, nullptr, 0);
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "2000000");
+  PQclear(r);
+
+  // COPY in, then out.
+  ASSERT_EQ(c.Value("CREATE TEMP TABLE tls_copy (id int, v text)"), "");
+  r = PQexec(c.c, "COPY tls_copy FROM STDIN");
+  ASSERT_EQ(PQresultStatus(r), PGRES_COPY_IN) << PQresultErrorMessage(r);
+  PQclear(r);
+  std::string data;
+  for (int i = 1; i <= 20000; ++i) data += std::to_string(i) + "\trow " + std::to_string(i) + "\n";
+  ASSERT_EQ(PQputCopyData(c.c, data.data(), static_cast<int>(data.size())), 1);
+  ASSERT_EQ(PQputCopyEnd(c.c, nullptr), 1);
+  r = PQgetResult(c.c);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+  PQclear(r);
+  while ((r = PQgetResult(c.c))) PQclear(r);
+  EXPECT_EQ(c.Value("SELECT count(*) || ' ' || sum(id) FROM tls_copy"), "20000 200010000");
+  r = PQexec(c.c, "COPY tls_copy TO STDOUT");
+  ASSERT_EQ(PQresultStatus(r), PGRES_COPY_OUT) << PQresultErrorMessage(r);
+  PQclear(r);
+  size_t copied = 0;
+  char* line = nullptr;
+  int n;
+  while ((n = PQgetCopyData(c.c, &line, 0)) > 0) {
+    copied += static_cast<size_t>(n);
+    PQfreemem(line);
+  }
+  EXPECT_EQ(copied, data.size());
+  while ((r = PQgetResult(c.c))) PQclear(r);
+
+  // A cancel (libpq sends it on a connection of its own, in the clear) stops a long query.
+  ASSERT_EQ(PQsendQuery(c.c, "SELECT pg_sleep(30)"), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  PGcancel* cancel = PQgetCancel(c.c);
+  char err[256];
+  EXPECT_EQ(PQcancel(cancel, err, sizeof err), 1) << err;
+  PQfreeCancel(cancel);
+  r = PQgetResult(c.c);
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(r);
+  PQclear(r);
+  while ((r = PQgetResult(c.c))) PQclear(r);
+  EXPECT_EQ(c.Value("SELECT 'still here'"), "still here");
+
+  // The certificate names 127.0.0.1 and localhost: verify-full takes those and refuses another name.
+  const std::string at_port = " hostaddr=127.0.0.1 port=" + std::to_string(proxy_->port()) + " user=" + pg_.user +
+                              " dbname=" + pg_.database + " connect_timeout=10 " + Verified();
+  Conn localhost("host=localhost" + at_port);
+  EXPECT_TRUE(localhost.ok()) << PQerrorMessage(localhost.c);
+  Conn other_name("host=db.example" + at_port);
+  EXPECT_FALSE(other_name.ok());
+  EXPECT_NE(std::string(PQerrorMessage(other_name.c)).find("does not match host name"), std::string::npos)
+      << PQerrorMessage(other_name.c);
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_sessions_tls_total"), 3);
+}
+
+TEST_F(SqlProxyTlsTest, ClientsWithoutTlsAreServedUnlessItIsRequired) {
+  StartProxy();
+  {
+    Conn clear(Conninfo("sslmode=disable"));
+    ASSERT_TRUE(clear.ok()) << PQerrorMessage(clear.c);
+    EXPECT_EQ(PQsslInUse(clear.c), 0);
+    EXPECT_EQ(clear.Value("SELECT 1"), "1");
+    Conn preferred(Conninfo("sslmode=prefer"));
+    ASSERT_TRUE(preferred.ok()) << PQerrorMessage(preferred.c);
+    EXPECT_EQ(PQsslInUse(preferred.c), 1);  // offered, so taken
+  }
+  StartProxy({"--tls-required", "true"});
+  Conn clear(Conninfo("sslmode=disable"));
+  EXPECT_FALSE(clear.ok());
+  EXPECT_NE(std::string(PQerrorMessage(clear.c)).find("TLS connections only"), std::string::npos)
+      << PQerrorMessage(clear.c);
+  Conn secure(Conninfo(Verified()));
+  ASSERT_TRUE(secure.ok()) << PQerrorMessage(secure.c);
+  EXPECT_EQ(secure.Value("SELECT 2"), "2");
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_errors_total{kind=\"tls\"}"), 1);
+}
+
+TEST_F(SqlProxyTlsTest, BrokenHandshakeEndsOnlyItsConnection) {
+  StartProxy();
+  RawClient raw(proxy_->port());
+  ASSERT_TRUE(raw.connected());
+  std::string ssl_request;
+  sql_proxy::AppendInt32(ssl_request, 8);
+  sql_proxy::AppendInt32(ssl_request, 80877103);
+  ASSERT_TRUE(raw.Send(ssl_request));
+  EXPECT_EQ(raw.ReadBytes(1), "S");
+  ASSERT_TRUE(raw.Send(std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n") + std::string(300, '\x16')));
+  raw.ReadUntilClose(std::chrono::seconds(10));  // the proxy closes it (an alert may come first)
+  // Bytes sent behind the SSLRequest, before its answer, are refused too.
+  RawClient eager(proxy_->port());
+  ASSERT_TRUE(eager.connected());
+  ASSERT_TRUE(eager.Send(ssl_request + "\x16\x03\x01"));
+  EXPECT_EQ(eager.ReadUntilClose(std::chrono::seconds(10)), "");
+  Conn c(Conninfo(Verified()));
+  ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+  EXPECT_EQ(c.Value("SELECT 3"), "3");
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_errors_total{kind=\"tls\"}"), 1);
+}
+
+TEST(SqlProxyTlsStart, BadCertificateFilesStopTheProxyWithAReason) {
+  auto files = MakeTlsFiles();
+  ASSERT_TRUE(files);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--tls-cert", files->dir + "/missing.crt", "--tls-key", files->key}, "missing.crt"},
+      {{"--tls-cert", files->cert, "--tls-key", files->other_key}, "does not match"},
+      {{"--tls-cert", files->cert}, "both a certificate and a private key"},
+      {{"--tls-required", "true"}, "--tls-required needs"},
+  };
+  for (const auto& [flags, reason] : cases) {
+    std::vector<std::string> argv{DTX_SQL_PROXY_BIN, "--port", "0", "--admin", ""};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    RunResult r = RunProgram(argv, "", {}, std::chrono::seconds(20));
+    EXPECT_EQ(r.exit_code, 2) << reason << ": " << r.output;
+    EXPECT_NE(r.output.find(reason), std::string::npos) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace dtx::testing
