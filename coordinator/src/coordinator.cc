@@ -609,6 +609,7 @@ class Coordinator::Impl : public std::enable_shared_from_this<Impl> {
       auto in_range = store_->FindLocksByPrefix(prefix, req.xid(), 1);
       if (!in_range.ok()) return Answer(reply, pb::LOG_UNAVAILABLE, in_range.status().ToString());
       held->insert(held->end(), in_range->begin(), in_range->end());
+      resp.set_prefixes_checked(resp.prefixes_checked() + 1);
     }
     resp.set_free(true);
     for (const auto& l : *held) {

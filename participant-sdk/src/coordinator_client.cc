@@ -685,10 +685,16 @@ void CoordinatorClient::QueryLocksAsync(std::string xid, std::string resource_id
   req.set_resource_id(std::move(resource_id));
   for (auto& k : lock_keys) req.add_lock_keys(std::move(k));
   for (auto& p : key_prefixes) req.add_key_prefixes(std::move(p));
+  const int prefixes = req.key_prefixes_size();
   impl_->Start<pb::QueryLocksResponse>("QueryLocks", req, {.wait_registered = true},
-                                       [done = std::move(done)](Result<pb::QueryLocksResponse> r) {
+                                       [done = std::move(done), prefixes](Result<pb::QueryLocksResponse> r) {
                                          if (!r.ok()) return done(r.status());
                                          if (r->code() != pb::OK) return done(FromCode(r->code(), r->message()));
+                                         if (r->free() && r->prefixes_checked() != prefixes) {
+                                           return done(FailedPrecondition(
+                                               "the coordinator did not check lock-key prefixes (it predates them): "
+                                               "upgrade it"));
+                                         }
                                          LockQuery q;
                                          q.free = r->free();
                                          q.conflict_key = r->conflict_key();

@@ -207,13 +207,15 @@ class Session : public std::enable_shared_from_this<Session> {
   // The global-lock check of a statement (SELECT ... FOR UPDATE, an unbound write), retried on a
   // timer for lock_retry_for; and a branch's registration at COMMIT, the same way.
   asio::awaitable<Status> CheckLocks(const at::AtBranch& branch, at::AtStatement& st);
+  asio::awaitable<Status> CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys);
   asio::awaitable<Status> CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys,
-                                    const std::vector<std::string>& key_prefixes = {});
+                                    const std::vector<std::string>& key_prefixes);
   // The check of LocalWrite::kTables statements that ran in the current transaction: the tables
   // it holds write locks on (at::TablesWrittenQuery; `exclusive_only` for TRUNCATE alone), each
   // checked whole, together with `keys`. `extended`: the query runs inside the client's extended
   // batch (ExtRun) rather than as a Query.
-  asio::awaitable<Status> CheckTables(bool exclusive_only, bool extended, std::vector<std::string> keys = {});
+  asio::awaitable<Status> CheckTables(bool exclusive_only, bool extended, std::vector<std::string> keys);
+  asio::awaitable<Status> CheckTables(bool exclusive_only, bool extended);
   // The keys of unbound writes made in the client's block (simple protocol), checked once, before
   // anything may commit the block (deferred_keys_); then cleared.
   asio::awaitable<Status> CheckDeferredKeys(bool extended = false);
@@ -234,8 +236,15 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<Result<std::string>> DtxCall(const DtxFunction& fn);
   asio::awaitable<bool> HandleBoundQuery(std::string message);
   asio::awaitable<bool> HandleUnboundWrite(std::string message);
-  // The refusal of a COPY that LocalWrite::kTables checks, outside a transaction block.
-  static Status CopyOutsideABlock();
+  // The refusal of a COPY, CALL or DO that LocalWrite::kTables checks, outside a transaction
+  // block, in the extended protocol.
+  static Status TablesCheckOutsideABlock();
+  // A COPY that LocalWrite::kTables checks, outside a transaction block: it runs in a transaction
+  // of the proxy's. TO (of a data-modifying query): its whole answer is read, the tables checked,
+  // then committed. FROM: BEGIN and the COPY go out; once the server asks for the data the relay
+  // carries it (copy_check_), and the client's CopyDone or CopyFail comes to FinishCheckedCopy.
+  asio::awaitable<bool> CheckedCopy(std::string message, bool copy_in);
+  asio::awaitable<bool> FinishCheckedCopy(std::string message);
   asio::awaitable<bool> RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit);
   // AT branches need row images in UTF-8: an error for a session whose client_encoding is other.
   std::optional<Status> EncodingRefusal() const;
@@ -359,7 +368,7 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t prepared_epoch_ = 0;
   bool begin_statements_ = false;
   std::optional<std::pair<std::string, std::string>> fatal_;  // SQLSTATE and message to end with
-  enum class Divert { kXid, kDtxFunction, kBound, kUnboundWrite, kExtended };
+  enum class Divert { kXid, kDtxFunction, kBound, kUnboundWrite, kExtended, kCheckedCopyEnd };
   Divert divert_ = Divert::kXid;     // what OnClientMessage diverted
   XidCommand diverted_;              // kXid: the statement
   DtxFunction dtx_function_;         // kDtxFunction: the call
@@ -407,6 +416,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // checked whole (CheckTables). Cleared with deferred_keys_.
   enum class DeferredTables : uint8_t { kNone, kTruncated, kWritten };
   DeferredTables deferred_tables_ = DeferredTables::kNone;
+  // A checked COPY ... FROM outside a block is under way (CheckedCopy): the client's CopyDone or
+  // CopyFail is diverted, and what the server sends meanwhile (an early error, notices) is held
+  // here by the back loop rather than relayed, since the answer the client gets depends on the
+  // check.
+  struct CopyCheck {
+    std::string held;
+  };
+  std::optional<CopyCheck> copy_check_;
   // An extended batch's answers to the client are gathered and written when the front loop has
   // nothing more to do before it reads the client again (or at the batch's end), rather than one
   // write per message: a client such as libpq then wakes once per Sync. ReleaseBackend leaves what

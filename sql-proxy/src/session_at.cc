@@ -102,6 +102,12 @@ asio::awaitable<Status> Session::CheckLocks(const at::AtBranch& branch, at::AtSt
   co_return s;
 }
 
+asio::awaitable<Status> Session::CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys) {
+  static const std::vector<std::string> kNoPrefixes;
+  Status s = co_await CheckKeys(branch, keys, kNoPrefixes);
+  co_return s;
+}
+
 asio::awaitable<Status> Session::CheckKeys(const at::AtBranch& branch, const std::vector<std::string>& keys,
                                            const std::vector<std::string>& key_prefixes) {
   auto& coordinator = *coordinator_;
@@ -121,22 +127,37 @@ asio::awaitable<Status> Session::CheckKeys(const at::AtBranch& branch, const std
 }
 
 asio::awaitable<Status> Session::CheckDeferredKeys(bool extended) {
+  // A failed batch commits nothing (the server skips all until its Sync): the checks wait.
+  if ((extended && ext_failed_) || !local_branch_) co_return Status::Ok();
   std::vector<std::string> keys = std::move(deferred_keys_);
   deferred_keys_.clear();
   const DeferredTables tables = std::exchange(deferred_tables_, DeferredTables::kNone);
-  if ((keys.empty() && tables == DeferredTables::kNone) || !local_branch_) co_return Status::Ok();
+  if (keys.empty() && tables == DeferredTables::kNone) co_return Status::Ok();
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  Status checked;
   if (tables != DeferredTables::kNone) {
-    Status checked = co_await CheckTables(tables == DeferredTables::kTruncated, extended, std::move(keys));
-    co_return checked;
+    checked = co_await CheckTables(tables == DeferredTables::kTruncated, extended, keys);
+  } else {
+    context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
+    checked = co_await CheckKeys(*local_branch_, keys);
   }
-  context_.metrics.at_unbound_checks.fetch_add(1, std::memory_order_relaxed);
-  co_return co_await CheckKeys(*local_branch_, keys);
+  if (!checked.ok()) {
+    // The failure fails the block, but a ROLLBACK TO SAVEPOINT may revive it with these writes
+    // in it: they are checked again before whatever commits it. (The block's end clears them.)
+    deferred_keys_ = std::move(keys);
+    deferred_tables_ = tables;
+  }
+  co_return checked;
+}
+
+asio::awaitable<Status> Session::CheckTables(bool exclusive_only, bool extended) {
+  std::vector<std::string> none;
+  Status s = co_await CheckTables(exclusive_only, extended, std::move(none));
+  co_return s;
 }
 
 asio::awaitable<Status> Session::CheckTables(bool exclusive_only, bool extended, std::vector<std::string> keys) {
-  if (extended && ext_failed_) co_return Status::Ok();  // the server skips all until the Sync: nothing commits
   at::AtQuery q;
   q.sql = at::TablesWrittenQuery(exclusive_only);
   std::optional<BackendReply> r;
@@ -148,6 +169,10 @@ asio::awaitable<Status> Session::CheckTables(bool exclusive_only, bool extended,
   }
   if (!r) co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the PostgreSQL server");
   if (r->failed) {
+    // In a batch the server's error is the answer (ExtFail adds nothing to a failed batch).
+    if (extended && !co_await WriteClient(r->to_client)) {
+      co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the client");
+    }
     co_return at::SqlError(r->sqlstate.empty() ? "XX000" : r->sqlstate,
                            "dtx-sql-proxy could not list the tables this transaction wrote: " + r->message);
   }
@@ -340,6 +365,12 @@ asio::awaitable<bool> Session::ReplyToClient(std::string bytes) {
 
 asio::awaitable<bool> Session::FailStatement(const Status& error, bool rollback, std::string before) {
   context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
+  if (tx_status_ == 'E') {
+    // Failed on the server already (a query of the proxy's failed): raising would only say 25P02.
+    if (rollback && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+    AppendErrorResponse(before, "ERROR", at::SqlStateOf(error), ProxyText(error));
+    co_return co_await ReplyToClient(std::move(before));
+  }
   // The error is raised by the server, so that a transaction block fails there too.
   auto r = co_await Exchange(QueryMessage(at::RaiseErrorSql(Status(error.code(), std::string(at::SqlStateOf(error)) +
                                                                                   ": " + ProxyText(error)))),
@@ -723,11 +754,86 @@ asio::awaitable<bool> Session::CommitFailed(std::shared_ptr<at::AtBranch> branch
 
 // ---- writes of unbound sessions ----
 
-Status Session::CopyOutsideABlock() {
+Status Session::TablesCheckOutsideABlock() {
   return at::SqlError(at::sqlstate::kFeatureNotSupported,
-                      "dtx-sql-proxy checks a COPY ... FROM (or a COPY of a data-modifying query) of a session bound to "
-                      "no global transaction against the global locks at the COMMIT of its transaction block: run it "
-                      "between BEGIN and COMMIT, or run the proxy with --check-unbound-writes false");
+                      "dtx-sql-proxy checks a COPY ... FROM, a COPY of a data-modifying query, a CALL or a DO of a "
+                      "session bound to no global transaction, sent with the extended query protocol, at the COMMIT "
+                      "of its transaction block: run it between BEGIN and COMMIT, or as a simple Query, or run the "
+                      "proxy with --check-unbound-writes false");
+}
+
+asio::awaitable<bool> Session::CheckedCopy(std::string message, bool copy_in) {
+  // BEGIN first, on its own: a COPY the server began outside it could not be held back.
+  auto begun = co_await Exchange(QueryMessage("BEGIN"), 0);
+  if (!begun) co_return false;
+  if (begun->failed) co_return co_await ReplyToClient(std::move(begun->to_client));
+  if (!co_await WriteServer(message)) co_return false;
+  if (!copy_in) {
+    // COPY (a write ... RETURNING) TO STDOUT: its rows come whole with its answer.
+    auto r = co_await ReadReply(0);
+    if (!r) co_return false;
+    if (r->failed) {
+      if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+      co_return co_await ReplyToClient(std::move(r->to_client));
+    }
+    Status checked = co_await CheckTables(false, false);
+    if (!checked.ok()) co_return co_await FailStatement(checked, true);
+    auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
+    if (!c) co_return false;
+    co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(r->to_client));
+  }
+  // COPY ... FROM: the server's first answer is CopyInResponse, or the error that stopped it.
+  std::string out, m;
+  while (true) {
+    if (!co_await NextServerMessage(m)) co_return false;
+    if (m[0] == 'G') break;
+    if (m[0] == 'Z') {
+      if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+      co_return co_await ReplyToClient(std::move(out));
+    }
+    out += m;
+  }
+  out += m;
+  copy_check_.emplace();
+  if (!co_await WriteClient(out)) co_return false;
+  ReleaseBackend();  // the relay carries the data; the back loop holds what the server says
+  co_return true;
+}
+
+asio::awaitable<bool> Session::FinishCheckedCopy(std::string message) {
+  if (!co_await AcquireBackend()) co_return false;
+  std::string held = std::move(copy_check_->held);
+  copy_check_.reset();
+  // What the server said during the copy: an error ends it at once (with its ReadyForQuery).
+  std::string out;
+  bool ended = false, failed = false;
+  for (size_t at = 0; at < held.size();) {
+    const Frame f = ReadMessage(std::string_view(held).substr(at), SIZE_MAX);
+    if (f.status != FrameStatus::kMessage) break;
+    if (held[at] == 'Z') {
+      ended = true;
+    } else {
+      failed = failed || held[at] == 'E';
+      out.append(held, at, f.size);
+    }
+    at += f.size;
+  }
+  if (!ended) {
+    if (!co_await WriteServer(message)) co_return false;
+    auto r = co_await ReadReply(0);
+    if (!r) co_return false;
+    out += r->to_client;
+    failed = failed || r->failed;
+  }
+  if (failed || message[0] == 'f') {
+    if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+    co_return co_await ReplyToClient(std::move(out));
+  }
+  Status checked = co_await CheckTables(false, false);
+  if (!checked.ok()) co_return co_await FailStatement(checked, true);
+  auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
+  if (!c) co_return false;
+  co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(out));
 }
 
 asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
@@ -761,10 +867,12 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
           "global locks; send the COPY on its own, or run the proxy with --check-unbound-writes false"));
     }
     if (write.check == at::LocalWrite::Check::kTables && write.copies) {
-      // Its data comes and goes through the relay, so the check waits for the block's COMMIT.
-      if (tx_status_ != 'T') co_return co_await ErrorToClient(CopyOutsideABlock());
-      DeferTables(write);
-      co_return co_await ForwardAcquired(message);
+      // Its data comes and goes through the relay: in a block the check waits for its COMMIT.
+      if (tx_status_ == 'T') {
+        DeferTables(write);
+        co_return co_await ForwardAcquired(message);
+      }
+      co_return co_await CheckedCopy(std::move(message), write.copies_in);
     }
     auto st = local_branch_->PrepareLocal(text, {}, std::move(write));
     if (!st.ok()) co_return co_await ErrorToClient(st.status());  // nothing ran
@@ -829,7 +937,9 @@ asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
       DeferTables(st->local_write());
     } else if (tables) {
       // Its tables, whole, while its transaction still holds their locks.
-      Status status = co_await CheckTables(st->local_write().truncates, false);
+      // (In the proxy's own transaction every write lock is this statement's: TRUNCATE's
+      // triggers' too.)
+      Status status = co_await CheckTables(st->local_write().truncates && !begun, false);
       if (!status.ok()) co_return co_await FailStatement(status, begun, std::move(out));
     }
     // With transaction control in the string, a checked write outside a block is its own

@@ -509,18 +509,18 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
       DeferTables(write);
       co_return co_await ExtForward(message, 1);
     }
-    if (write.copies) co_return co_await ExtFail(CopyOutsideABlock());
-    // Outside a block, the batch's implicit transaction holds the tables' locks until its Sync.
-    // The statement's answer waits in client_out_ (the batch's answers are gathered) until the
-    // check passes; on a conflict the error takes its place.
-    const bool truncates = write.truncates;
+    if (write.copies || write.procedure) co_return co_await ExtFail(TablesCheckOutsideABlock());
+    // Outside a block, the batch's implicit transaction holds the tables' locks until its Sync
+    // (a TRUNCATE cannot commit it early, as a procedure could). The statement's answer waits in
+    // client_out_ (the batch's answers are gathered) until the check passes; on a conflict the
+    // error takes its place.
     if (!co_await ExtFlush(false)) co_return false;
     if (ext_failed_) co_return true;
     const size_t before = client_out_.size();
     co_await ExtForward(message, 1);
     if (!co_await ExtFlush(false)) co_return false;
     if (ext_failed_) co_return true;
-    Status checked = co_await CheckTables(truncates, true);
+    Status checked = co_await CheckTables(false, true);
     if (checked.ok()) co_return true;
     if (coalesce_client_ && client_out_.size() >= before) client_out_.resize(before);
     co_return co_await ExtFail(checked, true);

@@ -456,6 +456,15 @@ void Session::TrackParse(std::string_view seen, size_t size, bool quiet) {
 }
 
 bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
+  if (copy_check_) {
+    // Inside a checked COPY FROM: its data goes on; its end comes to FinishCheckedCopy. (The
+    // server ignores a Flush or Sync in copy mode, so they count for nothing.)
+    if (type == 'c' || type == 'f') {
+      divert_ = Divert::kCheckedCopyEnd;
+      return true;
+    }
+    return false;
+  }
   // Nothing owed and no failed block: a Parse of a BEGIN now cannot fail.
   const bool quiet = outstanding_ == 0 && !ext_unsynced_ && tx_status_ != 'E';
   switch (type) {
@@ -663,6 +672,8 @@ asio::awaitable<bool> Session::HandleDiverted(std::string message) {
       co_return co_await HandleUnboundWrite(std::move(message));
     case Divert::kExtended:
       co_return co_await HandleExtended(std::move(message));
+    case Divert::kCheckedCopyEnd:
+      co_return co_await FinishCheckedCopy(std::move(message));
   }
   co_return false;
 }
@@ -855,7 +866,9 @@ asio::awaitable<void> Session::BackLoop() {
       }
     }
     metrics.messages_server_to_client.fetch_add(messages, std::memory_order_relaxed);
-    if (i > 0 && !co_await WriteClient(buf.substr(0, i))) {
+    if (copy_check_ && i > 0) {
+      copy_check_->held.append(buf.substr(0, i));
+    } else if (i > 0 && !co_await WriteClient(buf.substr(0, i))) {
       phase_ = Phase::kEnding;  // the client is gone
       break;
     }

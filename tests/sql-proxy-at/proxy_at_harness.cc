@@ -50,15 +50,32 @@ Answer Client::Exec(const std::string& sql) {
   return Take(r);
 }
 
-Answer Client::CopyIn(const std::string& sql, const std::string& data) {
+Answer Client::CopyIn(const std::string& sql, const std::string& data, const char* fail) {
   PGresult* started = PQexec(conn_, sql.c_str());
   if (PQresultStatus(started) != PGRES_COPY_IN) return Take(started);  // refused before any data
   PQclear(started);
-  if (PQputCopyData(conn_, data.data(), static_cast<int>(data.size())) != 1 || PQputCopyEnd(conn_, nullptr) != 1) {
+  if (PQputCopyData(conn_, data.data(), static_cast<int>(data.size())) != 1 || PQputCopyEnd(conn_, fail) != 1) {
     ADD_FAILURE() << "copy data: " << PQerrorMessage(conn_);
   }
   Answer last;
   while (PGresult* r = PQgetResult(conn_)) last = Take(r);  // the command's result, or its error
+  return last;
+}
+
+Answer Client::CopyOut(const std::string& sql) {
+  PGresult* started = PQexec(conn_, sql.c_str());
+  if (PQresultStatus(started) != PGRES_COPY_OUT) return Take(started);
+  PQclear(started);
+  std::string data;
+  char* chunk = nullptr;
+  int n;
+  while ((n = PQgetCopyData(conn_, &chunk, 0)) > 0) {
+    data.append(chunk, static_cast<size_t>(n));
+    PQfreemem(chunk);
+  }
+  Answer last;
+  while (PGresult* r = PQgetResult(conn_)) last = Take(r);
+  if (last.ok) last.rows = {{data}};
   return last;
 }
 

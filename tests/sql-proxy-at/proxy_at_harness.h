@@ -53,9 +53,11 @@ class Client {
   // `limit` for its answer; then syncs and leaves pipeline mode. ok false with sqlstate "timeout"
   // when the answer did not come before the Sync.
   Answer FlushedStatement(const std::string& sql, std::chrono::milliseconds limit);
-  // COPY ... FROM STDIN (`sql`) with `data` as its text, then the command's own result (or the
-  // error that ended it).
-  Answer CopyIn(const std::string& sql, const std::string& data);
+  // COPY ... FROM STDIN (`sql`) with `data` as its text, ended by CopyDone (or by CopyFail with
+  // `fail` as its message), then the command's own result (or the error that ended it).
+  Answer CopyIn(const std::string& sql, const std::string& data, const char* fail = nullptr);
+  // COPY ... TO STDOUT (`sql`): all its data as the one value of the answer, or its error.
+  Answer CopyOut(const std::string& sql);
   // Transaction status from libpq: 'I', 'T', 'E', or '?'.
   char TxStatus() const;
 

@@ -383,6 +383,8 @@ TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
   Sql("INSERT INTO other VALUES (1, 'a'); INSERT INTO note VALUES (1, 1, 'n'); INSERT INTO parted VALUES (1, 'p');"
       " INSERT INTO free_t VALUES (1)");
   Sql("CREATE PROCEDURE touch_acct(k int) LANGUAGE sql AS $$ UPDATE acct SET owner = 'proc' WHERE id = k $$");
+  Sql("CREATE PROCEDURE commit_acct(k int) LANGUAGE plpgsql AS $$ BEGIN UPDATE acct SET owner = 'c' WHERE id = k; "
+      "COMMIT; END $$");
   auto g = Connect();
   auto local = Connect();
   const std::string xid = Begin(*g);
@@ -402,12 +404,35 @@ TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
     EXPECT_NE(a.error.find(xid), std::string::npos) << a.error;
     EXPECT_EQ(local->TxStatus(), 'I');
   }
-  Answer call = local->Params("CALL touch_acct($1)", {"6"});  // extended protocol
-  EXPECT_EQ(call.sqlstate, "55P03") << call.error;
+  // A procedure that commits on its own cannot inside the proxy's transaction.
+  Answer committing = local->Exec("CALL commit_acct(6)");
+  EXPECT_EQ(committing.sqlstate, "2D000") << committing.error;
   EXPECT_EQ(local->TxStatus(), 'I');
-  // A COPY FROM is checked at the COMMIT of its block; outside one it is refused.
+  // The extended protocol: a TRUNCATE is checked in the batch's transaction; a CALL (which could
+  // commit that transaction itself) is refused outside a block, and checked at the COMMIT of one.
+  Answer truncated = local->Params("TRUNCATE acct", {});
+  EXPECT_EQ(truncated.sqlstate, "55P03") << truncated.error;
+  Answer call = local->Params("CALL touch_acct($1)", {"6"});
+  EXPECT_EQ(call.sqlstate, "0A000") << call.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  ASSERT_TRUE(local->Exec("BEGIN").ok);
+  Answer in_block = local->Params("CALL touch_acct($1)", {"6"});
+  EXPECT_TRUE(in_block.ok) << in_block.error;
+  Answer call_commit = local->Params("COMMIT", {});
+  EXPECT_EQ(call_commit.sqlstate, "55P03") << call_commit.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 6").Value(), "owner 6");
+  // A COPY FROM outside a block runs in a transaction of the proxy's, checked once its data is in;
+  // so does a COPY of a write. In a block the check waits for the block's COMMIT.
   Answer copy_alone = local->CopyIn("COPY acct FROM STDIN", "20\t1\tcopied\n");
-  EXPECT_EQ(copy_alone.sqlstate, "0A000") << copy_alone.error;
+  EXPECT_EQ(copy_alone.sqlstate, "55P03") << copy_alone.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  for (const std::string sql : {"COPY (UPDATE acct SET owner = 'out' WHERE id = 9 RETURNING id) TO STDOUT",
+                                "COPY (WITH d AS (DELETE FROM acct WHERE id = 9 RETURNING id) SELECT * FROM d) TO STDOUT"}) {
+    Answer copy_out = local->CopyOut(sql);
+    EXPECT_EQ(copy_out.sqlstate, "55P03") << sql << ": " << copy_out.error;
+    EXPECT_EQ(local->TxStatus(), 'I');
+  }
   ASSERT_TRUE(local->Exec("BEGIN").ok);
   Answer copied = local->CopyIn("COPY acct FROM STDIN", "20\t1\tcopied\n");
   EXPECT_TRUE(copied.ok) << copied.error;
@@ -447,6 +472,30 @@ TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
   EXPECT_TRUE(kept.ok) << kept.error;
   EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 6").Value(), "proc");
   EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 20").Value(), "copied");
+  // Outside a block: committed once checked; bad data, a CopyFail and a key taken end rolled back
+  // with the server's own errors, and the session goes on.
+  std::string rows;
+  for (int id = 100; id < 2100; ++id) rows += std::to_string(id) + "\t5\tbulk " + std::to_string(id) + "\n";
+  Answer bulk = local->CopyIn("COPY acct FROM STDIN", rows);
+  EXPECT_TRUE(bulk.ok) << bulk.error;
+  EXPECT_EQ(bulk.tag, "COPY 2000");
+  EXPECT_EQ(local->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id >= 100").Value(), "2000");
+  Answer bad = local->CopyIn("COPY acct FROM STDIN", "3000\t1\tok\nnot a number\t1\tx\n");
+  EXPECT_EQ(bad.sqlstate, "22P02") << bad.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  Answer failed = local->CopyIn("COPY acct FROM STDIN", "3001\t1\tx\n", "the client gave up");
+  EXPECT_EQ(failed.sqlstate, "57014") << failed.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  Answer duplicate = local->CopyIn("COPY acct FROM STDIN", "3002\t1\tx\n100\t1\tagain\n");
+  EXPECT_EQ(duplicate.sqlstate, "23505") << duplicate.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id >= 3000").Value(), "0");
+  Answer written = local->CopyOut("COPY (UPDATE acct SET owner = 'out' WHERE id = 9 RETURNING id) TO STDOUT");
+  EXPECT_TRUE(written.ok) << written.error;
+  EXPECT_EQ(written.Value(), "9\n");
+  EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 9").Value(), "out");
+  EXPECT_EQ(local->Exec("SELECT 'after'").Value(), "after");
   Answer emptied = local->Exec("TRUNCATE other CASCADE");
   EXPECT_TRUE(emptied.ok) << emptied.error;
   EXPECT_EQ(Sql("SELECT count(*) FROM note").Value(), "0");

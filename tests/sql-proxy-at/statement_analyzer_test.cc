@@ -513,12 +513,14 @@ TEST(AnalyzeLocal, WhatCannotBeCheckedIsRefusedAndTheRestLeftAlone) {
   }
   // What cannot name the rows it writes is checked table by table once it ran.
   for (const std::string sql : {"TRUNCATE t", "truncate only a, b cascade", "CALL p(1)", "DO $$ BEGIN NULL; END $$",
-                                "COPY t FROM STDIN", "COPY (DELETE FROM t RETURNING *) TO STDOUT"}) {
+                                "COPY t FROM STDIN", "COPY (DELETE FROM t RETURNING *) TO STDOUT",
+                                "COPY (WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d) TO STDOUT"}) {
     const LocalWrite w = AnalyzeLocal(sql);
     EXPECT_EQ(w.check, LocalWrite::Check::kTables) << sql;
     EXPECT_EQ(w.truncates, sql.starts_with("TRUNCATE") || sql.starts_with("truncate")) << sql;
     EXPECT_EQ(w.copies, sql.starts_with("COPY")) << sql;
     EXPECT_EQ(w.copies_in, sql == "COPY t FROM STDIN") << sql;
+    EXPECT_EQ(w.procedure, sql.starts_with("CALL") || sql.starts_with("DO")) << sql;
   }
   EXPECT_TRUE(AnalyzeLocal("COPY t TO STDOUT").copies);
   EXPECT_EQ(AnalyzeLocal("SELECT 1; UPDATE t SET v = 1").check, LocalWrite::Check::kSeveral);

@@ -443,7 +443,13 @@ LocalWrite LocalWriteOf(const pq::ParseResult& tree, std::string_view text) {
       const auto& copy = n.copy_stmt();
       out.copies = true;
       out.copies_in = copy.is_from();
-      if (copy.is_from() || (copy.has_query() && IsWrite(copy.query()))) out.check = LocalWrite::Check::kTables;
+      bool writes = copy.is_from();
+      if (copy.has_query()) {
+        const pq::Node& q = copy.query();
+        writes = writes || IsWrite(q) ||
+                 (q.has_select_stmt() && q.select_stmt().has_with_clause() && WritableCte(q.select_stmt().with_clause()));
+      }
+      if (writes) out.check = LocalWrite::Check::kTables;
       return out;
     }
     case pq::Node::kTruncateStmt:
@@ -453,6 +459,7 @@ LocalWrite LocalWriteOf(const pq::ParseResult& tree, std::string_view text) {
     case pq::Node::kCallStmt:
     case pq::Node::kDoStmt:
       out.check = LocalWrite::Check::kTables;
+      out.procedure = true;
       return out;
     case pq::Node::kExplainStmt:
       if (IsWrite(n.explain_stmt().query()) && ExplainAnalyzes(n.explain_stmt())) {
@@ -633,16 +640,16 @@ LocalWrite AnalyzeLocal(std::string_view sql) {
 }
 
 std::string TablesWrittenQuery(bool exclusive_only) {
-  // pg_locks lists the fast-path locks too. The partitioned tables above a written partition
-  // count, since a global transaction's keys name the table its statement named
-  // (pg_partition_ancestors lists nothing for a table that is not a partition).
+  // pg_locks lists the fast-path locks too. The tables above a written one (partitioned parents,
+  // INHERITS parents) count, since a global transaction's keys name the table its statement named.
   std::string modes = exclusive_only ? "'AccessExclusiveLock'"
                                      : "'RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'";
-  return "SELECT DISTINCT n.nspname::text, c.relname::text FROM pg_catalog.pg_locks l, "
-         "LATERAL (SELECT l.relation UNION SELECT relid FROM pg_catalog.pg_partition_ancestors(l.relation)) a(relid) "
-         "JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+  return "WITH RECURSIVE written(relid) AS (SELECT l.relation FROM pg_catalog.pg_locks l "
          "WHERE l.locktype = 'relation' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode IN (" +
-         modes + ") AND c.relkind IN ('r', 'p') ORDER BY 1, 2";
+         modes +
+         ") UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN written w ON i.inhrelid = w.relid) "
+         "SELECT DISTINCT n.nspname::text, c.relname::text FROM written w JOIN pg_catalog.pg_class c ON c.oid = w.relid "
+         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') ORDER BY 1, 2";
 }
 
 Result<std::vector<std::string_view>> SplitStatements(std::string_view sql) {

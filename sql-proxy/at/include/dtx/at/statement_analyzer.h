@@ -126,8 +126,9 @@ struct StatementPlan {
 // kTables: a statement whose rows cannot be known (TRUNCATE, CALL, DO, COPY ... FROM, COPY of a
 // data-modifying query). After it ran, in the same transaction, every table that transaction
 // holds a write lock on is checked whole against the global locks (TablesWrittenQuery): any row
-// of it held by a global transaction is a conflict. The server keeps those table locks until the
-// transaction ends, so no global transaction can write the table in between.
+// of it held by a global transaction is a conflict. The rows it wrote stay locked by the server
+// until the transaction ends (TRUNCATE: the whole tables), so no global transaction can take
+// them in between; one that held them before the check is seen by it.
 struct LocalWrite {
   enum class Check { kNone, kKeys, kRefuse, kSeveral, kTables };
   Check check = Check::kNone;
@@ -139,10 +140,11 @@ struct LocalWrite {
   bool copies = false;            // a COPY (its data flows outside the Query's answer)
   bool copies_in = false;         // a COPY ... FROM: the client sends its data
   bool truncates = false;         // kTables: a TRUNCATE, which takes its tables' ACCESS EXCLUSIVE lock
+  bool procedure = false;         // kTables: CALL or DO, whose code may COMMIT outside a transaction block
 };
 
-// The tables the session's transaction holds write locks on, with the partitioned tables they
-// belong to: rows (schema, table). `exclusive_only`: ACCESS EXCLUSIVE locks alone (what TRUNCATE
+// The tables the session's transaction holds write locks on, with the tables they inherit from
+// (partitioned parents included): rows (schema, table). `exclusive_only`: ACCESS EXCLUSIVE locks alone (what TRUNCATE
 // takes), so that a block's ordinary checked writes do not count. Run by the session inside the
 // transaction whose writes it checks (LocalWrite::kTables).
 std::string TablesWrittenQuery(bool exclusive_only);
