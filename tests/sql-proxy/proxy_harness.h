@@ -4,7 +4,10 @@
 // Not thread-safe; one test thread.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <csignal>
+#include <cstdlib>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -15,6 +18,15 @@
 #include "subprocess.h"
 
 namespace dtx::testing {
+
+// Skips the test when no server was started for it (fails it under DTX_REQUIRE_POSTGRES).
+#define DTX_NEED_POSTGRES()                                                              \
+  do {                                                                                   \
+    if (!SharedPostgres()) {                                                             \
+      if (std::getenv("DTX_REQUIRE_POSTGRES")) FAIL() << "DTX_TEST_PG_URI is not set";   \
+      GTEST_SKIP() << "DTX_TEST_PG_URI is not set: run through scripts/with-postgres.sh"; \
+    }                                                                                    \
+  } while (0)
 
 // The server scripts/with-postgres.sh started (DTX_TEST_PG_URI), or nullopt.
 struct PgTarget {

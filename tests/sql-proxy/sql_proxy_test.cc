@@ -20,14 +20,6 @@ namespace {
 
 using sql_proxy::AppendInt32;
 
-#define DTX_NEED_POSTGRES()                                                              \
-  do {                                                                                   \
-    if (!SharedPostgres()) {                                                             \
-      if (std::getenv("DTX_REQUIRE_POSTGRES")) FAIL() << "DTX_TEST_PG_URI is not set";   \
-      GTEST_SKIP() << "DTX_TEST_PG_URI is not set: run through scripts/with-postgres.sh"; \
-    }                                                                                    \
-  } while (0)
-
 // Reads exactly n bytes (the one-byte answer to SSLRequest comes before any message).
 bool ReadExactly(RawClient& c, size_t n, std::string& out) {
   out = c.ReadBytes(n);
