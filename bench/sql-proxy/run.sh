@@ -18,6 +18,9 @@
 # cores; CPUS=split pins PostgreSQL and pgbench to cpu 0 and the proxy and pgbouncer to cpu 1, the
 # layout of a proxy on cores of its own: the server gets the same core in the direct runs as in the
 # relayed ones, so the ratio is what the hop costs the server, not the proxy's CPU taken from it.
+# TLS=1: every pgbench connection uses TLS (sslmode=require), to PostgreSQL directly (ssl = on), to
+# the proxy (--tls-cert) and to pgbouncer (client_tls_sslmode); the proxies reach the server in the
+# clear, as before. A throwaway self-signed certificate (the openssl program makes it).
 # Needs: postgresql, pgbouncer (scripts/setup.sh installs both), a built dtx-sql-proxy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,8 +44,26 @@ svc_cleanup_hook() {  # pgbouncer may have forked away from the pid we started
   [ ! -f "$dir/pgbouncer.pid" ] || kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
 }
 
+tls=${TLS:-0}
+pg_tls=() proxy_tls=()
+case $tls in
+  0) ;;
+  1)
+    command -v openssl >/dev/null || { echo "TLS=1 needs the openssl program" >&2; exit 2; }
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/tls.key" \
+      -out "$dir/tls.crt" -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+    chmod 600 "$dir/tls.key"
+    [ -z "$PG_OWNER" ] || chown "$PG_OWNER:" "$dir/tls.key" "$dir/tls.crt"
+    pg_tls=("ssl = on" "ssl_cert_file = '$dir/tls.crt'" "ssl_key_file = '$dir/tls.key'")
+    proxy_tls=(--tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key")
+    export BOUNCER_EXTRA="client_tls_sslmode = require
+client_tls_cert_file = $dir/tls.crt
+client_tls_key_file = $dir/tls.key"
+    ;;
+  *) echo "TLS is 0 or 1" >&2; exit 2 ;;
+esac
 start_postgres "$dir" "shared_buffers = 256MB" "synchronous_commit = $sync" "max_connections = 100" \
-  "log_min_messages = warning"
+  "log_min_messages = warning" "${pg_tls[@]}"
 pg_port=$PG_PORT
 "$bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 
@@ -53,7 +74,7 @@ case $backend in
   *) echo "BACKEND is unix or tcp" >&2; exit 2 ;;
 esac
 start_proxy "$dir/proxy.out" "$proxy_bin" --admin "" --server "$server_addr" --workers "$workers" \
-  --log-level warn ${PROXY_FLAGS:-}
+  --log-level warn "${proxy_tls[@]}" ${PROXY_FLAGS:-}
 proxy_port=$port
 [ "$cpus" = split ] && taskset -a -pc 1 "$SVC_LAST_PID" >/dev/null
 
@@ -61,6 +82,7 @@ start_pgbouncer "$dir" "$bouncer_host" "$pg_port"
 bouncer_port=$BOUNCER_PORT
 [ "$cpus" = split ] && [ -n "$BOUNCER_PID" ] && taskset -a -pc 1 "$BOUNCER_PID" >/dev/null
 
+[ "$tls" = 1 ] && export PGSSLMODE=require
 tps() {  # port, pgbench flags...
   local port=$1
   shift
@@ -68,7 +90,7 @@ tps() {  # port, pgbench flags...
     awk '/^tps = / {printf "%.0f", $3}'
 }
 
-echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10, synchronous_commit = $sync; proxies reach the server by $backend; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode; cpus $cpus"
+echo "pgbench -n -c 8 -j 2 -T $seconds, scale 10, synchronous_commit = $sync; proxies reach the server by $backend; dtx-sql-proxy --workers $workers; pgbouncer $("$pgbouncer_bin" --version | head -1 | awk '{print $2}') session mode; cpus $cpus; $([ "$tls" = 1 ] && echo "clients over TLS" || echo "no TLS")"
 [ "$cpus" = split ] && echo "cpus split: PostgreSQL and pgbench on cpu 0, dtx-sql-proxy and pgbouncer on cpu 1"
 echo "$(nproc --all) cores, $(date -u +%Y-%m-%dT%H:%MZ), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-22s %10s %10s %10s %8s %8s\n' workload direct dtx-proxy pgbouncer proxy/d bouncer/d

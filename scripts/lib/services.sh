@@ -140,7 +140,8 @@ start_proxy() {
 # start_pgbouncer DIR SERVER_HOST SERVER_PORT: Debian's pgbouncer in session mode (one server
 # connection per client, as dtx-sql-proxy), auth_type trust, listening on 127.0.0.1 at a free
 # port, its files in DIR; run as the PostgreSQL user when we are root. SERVER_HOST may be a socket
-# folder. Sets BOUNCER_PORT and BOUNCER_PID (stopped at exit).
+# folder. BOUNCER_EXTRA: more lines for its [pgbouncer] section. Sets BOUNCER_PORT and BOUNCER_PID
+# (stopped at exit).
 start_pgbouncer() {
   local dir=$1 bin
   bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
@@ -160,6 +161,7 @@ max_client_conn = 100
 default_pool_size = 20
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
+${BOUNCER_EXTRA:-}
 CONF
   echo '"postgres" ""' >"$dir/userlist.txt"
   [ -z "$PG_OWNER" ] || chown "$PG_OWNER:" "$dir/pgbouncer.ini" "$dir/userlist.txt"

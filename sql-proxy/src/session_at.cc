@@ -782,15 +782,25 @@ asio::awaitable<bool> Session::CheckedCopy(std::string message, bool copy_in) {
     if (!c) co_return false;
     co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(r->to_client));
   }
-  // COPY ... FROM: the server's first answer is CopyInResponse, or the error that stopped it.
+  // COPY ... FROM STDIN: the server's first answer is CopyInResponse, or the error that stopped it.
   std::string out, m;
+  bool failed = false;
   while (true) {
     if (!co_await NextServerMessage(m)) co_return false;
     if (m[0] == 'G') break;
     if (m[0] == 'Z') {
-      if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-      co_return co_await ReplyToClient(std::move(out));
+      if (failed) {
+        if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+        co_return co_await ReplyToClient(std::move(out));
+      }
+      // Done without the client's data after all: checked and committed like the rest.
+      Status checked = co_await CheckTables(false, false);
+      if (!checked.ok()) co_return co_await FailStatement(checked, true);
+      auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
+      if (!c) co_return false;
+      co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(out));
     }
+    failed = failed || m[0] == 'E';
     out += m;
   }
   out += m;
@@ -801,6 +811,13 @@ asio::awaitable<bool> Session::CheckedCopy(std::string message, bool copy_in) {
 }
 
 asio::awaitable<bool> Session::FinishCheckedCopy(std::string message) {
+  if (message[0] != 'c' && message[0] != 'f') {
+    // PostgreSQL would fail the COPY and go on; the proxy cannot tell the client's next request
+    // apart from the copy it holds back, so the session ends (the server rolls the COPY back).
+    EndWithFatal("08P01", std::string("dtx-sql-proxy: unexpected message type '") + message[0] +
+                              "' during a checked COPY FROM STDIN");
+    co_return false;
+  }
   if (!co_await AcquireBackend()) co_return false;
   std::string held = std::move(copy_check_->held);
   copy_check_.reset();

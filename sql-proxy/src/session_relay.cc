@@ -62,6 +62,8 @@ size_t Session::ClientNeed(char type, size_t size) const {
     case 'D':
     case 'E':
       return std::min(size, kPrefixBytes);
+    case 'f':  // a checked COPY's CopyFail is diverted: whole
+      return copy_check_ ? std::min(size, kBufferSize) : 5;
     default:
       return 5;
   }
@@ -95,7 +97,7 @@ asio::awaitable<void> Session::FrontLoop() {
       if (f.size == 0) break;  // not even a whole header yet
       const size_t available = clen_ - i;
       if (available < ClientNeed(f.type, f.size)) break;
-      if (f.size > available && context_.at && (f.type == 'Q' || f.type == 'P' || f.type == 'B')) {
+      if (f.size > available && context_.at && (f.type == 'Q' || f.type == 'P' || f.type == 'B' || (copy_check_ && f.type == 'f'))) {
         // AT mode looks into these whole: larger than the buffer (which it fills from its start,
         // since ClientNeed asked for that much), the message is read on into a string of its own.
         if (i > forward_from && !co_await WriteServer(buf.substr(forward_from, i - forward_from))) {
@@ -190,9 +192,12 @@ asio::awaitable<void> Session::FrontLoop() {
   }
   if (phase_ != Phase::kRelay) co_return;
   if (!client_gone) {
-    // A write to the server failed: the back loop sees the connection end and tells the client.
+    // A write to the server failed (or a handler did, the backend maybe still acquired): the back
+    // loop, woken if parked, sees the connection end and tells the client.
     boost::system::error_code ignored;
     server_.shutdown(Socket::shutdown_both, ignored);
+    pause_requested_ = false;
+    back_wake_.cancel();
     co_return;
   }
   // The client went away. Between messages, tell the server so it ends the session quietly.
@@ -457,13 +462,11 @@ void Session::TrackParse(std::string_view seen, size_t size, bool quiet) {
 
 bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
   if (copy_check_) {
-    // Inside a checked COPY FROM: its data goes on; its end comes to FinishCheckedCopy. (The
-    // server ignores a Flush or Sync in copy mode, so they count for nothing.)
-    if (type == 'c' || type == 'f') {
-      divert_ = Divert::kCheckedCopyEnd;
-      return true;
-    }
-    return false;
+    // Inside a checked COPY FROM: its data goes on (the server ignores a Flush or Sync in copy
+    // mode, so they count for nothing); its end, or anything else, comes to FinishCheckedCopy.
+    if (type == 'd' || type == 'H' || type == 'S') return false;
+    divert_ = Divert::kCheckedCopyEnd;
+    return true;
   }
   // Nothing owed and no failed block: a Parse of a BEGIN now cannot fail.
   const bool quiet = outstanding_ == 0 && !ext_unsynced_ && tx_status_ != 'E';

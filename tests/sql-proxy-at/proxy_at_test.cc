@@ -3,6 +3,9 @@
 // back exactly; lock conflicts, dirty writes, refusals and a coordinator that is down.
 #include "proxy_at_harness.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <thread>
 
 namespace dtx::at::testing {
@@ -385,6 +388,9 @@ TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
   Sql("CREATE PROCEDURE touch_acct(k int) LANGUAGE sql AS $$ UPDATE acct SET owner = 'proc' WHERE id = k $$");
   Sql("CREATE PROCEDURE commit_acct(k int) LANGUAGE plpgsql AS $$ BEGIN UPDATE acct SET owner = 'c' WHERE id = k; "
       "COMMIT; END $$");
+  // A file on the server's side, for COPY ... FROM a file (the server writes it as its own user).
+  const std::string file = "/tmp/dtx_copy_" + std::to_string(::getpid()) + ".tsv";
+  Sql("COPY (SELECT 4000 + g, 1, 'file' FROM generate_series(1, 3) g) TO '" + file + "'");
   auto g = Connect();
   auto local = Connect();
   const std::string xid = Begin(*g);
@@ -422,6 +428,9 @@ TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
   EXPECT_EQ(call_commit.sqlstate, "55P03") << call_commit.error;
   EXPECT_EQ(local->TxStatus(), 'I');
   EXPECT_EQ(Sql("SELECT owner FROM acct WHERE id = 6").Value(), "owner 6");
+  Answer from_file = local->Exec("COPY acct FROM '" + file + "'");
+  EXPECT_EQ(from_file.sqlstate, "55P03") << from_file.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
   // A COPY FROM outside a block runs in a transaction of the proxy's, checked once its data is in;
   // so does a COPY of a write. In a block the check waits for the block's COMMIT.
   Answer copy_alone = local->CopyIn("COPY acct FROM STDIN", "20\t1\tcopied\n");
@@ -487,10 +496,26 @@ TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
   Answer failed = local->CopyIn("COPY acct FROM STDIN", "3001\t1\tx\n", "the client gave up");
   EXPECT_EQ(failed.sqlstate, "57014") << failed.error;
   EXPECT_EQ(local->TxStatus(), 'I');
+  // A CopyFail that straddles the proxy's reads (behind 60 kB of data; PostgreSQL takes at most
+  // 10 kB for it), with and without an earlier error of the server's.
+  std::string filler;
+  for (int id = 5000; filler.size() < 60'000; ++id) filler += std::to_string(id) + "\t1\tfiller row\n";
+  const std::string long_reason(9'000, 'r');
+  Answer long_fail = local->CopyIn("COPY acct FROM STDIN", filler, long_reason.c_str());
+  EXPECT_EQ(long_fail.sqlstate, "57014") << long_fail.error.substr(0, 200);
+  Answer bad_then_fail = local->CopyIn("COPY acct FROM STDIN", "not a number\t1\tx\n" + filler, long_reason.c_str());
+  EXPECT_EQ(bad_then_fail.sqlstate, "22P02") << bad_then_fail.error.substr(0, 200);
+  EXPECT_EQ(local->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id >= 5000").Value(), "0");
+  Answer by_file = local->Exec("COPY acct FROM '" + file + "'");
+  EXPECT_TRUE(by_file.ok) << by_file.error;
+  EXPECT_EQ(by_file.tag, "COPY 3");
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE owner = 'file'").Value(), "3");
+  std::remove(file.c_str());
   Answer duplicate = local->CopyIn("COPY acct FROM STDIN", "3002\t1\tx\n100\t1\tagain\n");
   EXPECT_EQ(duplicate.sqlstate, "23505") << duplicate.error;
   EXPECT_EQ(local->TxStatus(), 'I');
-  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id >= 3000").Value(), "0");
+  EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id BETWEEN 3000 AND 3999").Value(), "0");
   Answer written = local->CopyOut("COPY (UPDATE acct SET owner = 'out' WHERE id = 9 RETURNING id) TO STDOUT");
   EXPECT_TRUE(written.ok) << written.error;
   EXPECT_EQ(written.Value(), "9\n");

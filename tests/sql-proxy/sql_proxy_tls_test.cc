@@ -214,7 +214,8 @@ TEST_F(SqlProxyTlsTest, VerifiedSessionsCarryQueriesCopyAndCancel) {
   EXPECT_FALSE(other_name.ok());
   EXPECT_NE(std::string(PQerrorMessage(other_name.c)).find("does not match host name"), std::string::npos)
       << PQerrorMessage(other_name.c);
-  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_sessions_tls_total"), 3);
+  // (The refused name may or may not count: libpq checks it after the handshake.)
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_sessions_tls_total"), 2);
 }
 
 TEST_F(SqlProxyTlsTest, ClientsWithoutTlsAreServedUnlessItIsRequired) {

@@ -441,8 +441,10 @@ LocalWrite LocalWriteOf(const pq::ParseResult& tree, std::string_view text) {
     case pq::Node::kMergeStmt: return refuse("MERGE (it cannot return the keys of the rows it writes)");
     case pq::Node::kCopyStmt: {
       const auto& copy = n.copy_stmt();
-      out.copies = true;
-      out.copies_in = copy.is_from();
+      // A file or program on the server's side (no filename: the client's STDIN or STDOUT) sends
+      // the client no data: it runs as any other statement.
+      out.copies = copy.filename().empty();
+      out.copies_in = out.copies && copy.is_from();
       bool writes = copy.is_from();
       if (copy.has_query()) {
         const pq::Node& q = copy.query();

@@ -137,8 +137,8 @@ struct LocalWrite {
   int returning_items = 0;     // kKeys: the client's own RETURNING items
   size_t tail = 0;             // kKeys: bytes after the statement's own text (';', blanks, comments)
   std::optional<Status> refusal;  // kRefuse: the SQL error
-  bool copies = false;            // a COPY (its data flows outside the Query's answer)
-  bool copies_in = false;         // a COPY ... FROM: the client sends its data
+  bool copies = false;            // a COPY of the client's data (STDIN/STDOUT): it flows outside the Query's answer
+  bool copies_in = false;         // a COPY ... FROM STDIN: the client sends its data
   bool truncates = false;         // kTables: a TRUNCATE, which takes its tables' ACCESS EXCLUSIVE lock
   bool procedure = false;         // kTables: CALL or DO, whose code may COMMIT outside a transaction block
 };
