@@ -417,11 +417,12 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class DeferredTables : uint8_t { kNone, kTruncated, kWritten };
   DeferredTables deferred_tables_ = DeferredTables::kNone;
   // A checked COPY ... FROM outside a block is under way (CheckedCopy): the client's CopyDone or
-  // CopyFail is diverted, and what the server sends meanwhile (an early error, notices) is held
-  // here by the back loop rather than relayed, since the answer the client gets depends on the
-  // check.
+  // CopyFail is diverted. The back loop relays notices and the like, but holds an early error,
+  // the ReadyForQuery and whatever follows them (`holding`), since the answer the client gets
+  // depends on the check.
   struct CopyCheck {
     std::string held;
+    bool holding = false;
   };
   std::optional<CopyCheck> copy_check_;
   // An extended batch's answers to the client are gathered and written when the front loop has

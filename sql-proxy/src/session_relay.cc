@@ -830,6 +830,7 @@ asio::awaitable<void> Session::BackLoop() {
       sscan_.skip -= i;
     }
     bool bad = false, dropped_fatal = false;
+    size_t hold_at = std::string_view::npos;  // a checked COPY's first ErrorResponse or ReadyForQuery
     while (i < slen_) {
       Frame f = ReadMessage(buf.substr(i), SIZE_MAX);
       if (f.status == FrameStatus::kError) {
@@ -847,6 +848,7 @@ asio::awaitable<void> Session::BackLoop() {
       if (begin_answers_ > 0 && std::strchr("123nCE", f.type)) need = f.size;  // maybe a held BEGIN's: whole
       if (available < std::min(need, f.size)) break;
       ++messages;
+      if (copy_check_ && hold_at == std::string_view::npos && (f.type == 'E' || f.type == 'Z')) hold_at = i;
       OnServerMessage(f.type, buf.substr(i, std::min(available, f.size)), sbuf_.get() + i);
       if (begin_answers_ > 0 && f.size <= available) {
         bool refused = false;
@@ -870,7 +872,16 @@ asio::awaitable<void> Session::BackLoop() {
     }
     metrics.messages_server_to_client.fetch_add(messages, std::memory_order_relaxed);
     if (copy_check_ && i > 0) {
-      copy_check_->held.append(buf.substr(0, i));
+      // Notices and the like go on; from the server's error (or ReadyForQuery) on, all is held.
+      const size_t cut = copy_check_->holding ? 0 : std::min(hold_at, i);
+      if (cut > 0 && !co_await WriteClient(buf.substr(0, cut))) {
+        phase_ = Phase::kEnding;  // the client is gone
+        break;
+      }
+      if (cut < i) {
+        copy_check_->holding = true;
+        copy_check_->held.append(buf.substr(cut, i - cut));
+      }
     } else if (i > 0 && !co_await WriteClient(buf.substr(0, i))) {
       phase_ = Phase::kEnding;  // the client is gone
       break;

@@ -10,7 +10,7 @@ namespace dtx::at::testing {
 
 Client::Client(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
   EXPECT_EQ(PQstatus(conn_), CONNECTION_OK) << conninfo << ": " << PQerrorMessage(conn_);
-  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(conn_, [](void* notices, const char*) { ++*static_cast<int*>(notices); }, &notices_);
 }
 
 Client::~Client() { PQfinish(conn_); }

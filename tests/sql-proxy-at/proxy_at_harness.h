@@ -60,10 +60,13 @@ class Client {
   Answer CopyOut(const std::string& sql);
   // Transaction status from libpq: 'I', 'T', 'E', or '?'.
   char TxStatus() const;
+  // Notices (and warnings) received so far.
+  int notices() const { return notices_; }
 
  private:
   Answer Take(PGresult* r);
   PGconn* conn_ = nullptr;
+  int notices_ = 0;
 };
 
 class ProxyAtTest : public ::testing::Test {

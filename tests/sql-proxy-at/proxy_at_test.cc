@@ -507,6 +507,22 @@ TEST_F(ProxyAt, UnboundTruncateCallDoAndCopyAreCheckedWholeTables) {
   EXPECT_EQ(bad_then_fail.sqlstate, "22P02") << bad_then_fail.error.substr(0, 200);
   EXPECT_EQ(local->TxStatus(), 'I');
   EXPECT_EQ(Sql("SELECT count(*) FROM acct WHERE id >= 5000").Value(), "0");
+  // A trigger that says something for every row: its notices go on during the copy.
+  Sql("CREATE TABLE chatty (id int PRIMARY KEY)");
+  Sql("CREATE FUNCTION chatty_notice() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+      "RAISE NOTICE 'row % in', NEW.id; RETURN NEW; END $$");
+  Sql("CREATE TRIGGER chatty_rows BEFORE INSERT ON chatty FOR EACH ROW EXECUTE FUNCTION chatty_notice()");
+  std::string ids;
+  for (int id = 1; id <= 20000; ++id) ids += std::to_string(id) + "\n";
+  const int notices_before = local->notices();
+  Answer chatty = local->CopyIn("COPY chatty FROM STDIN", ids);
+  EXPECT_TRUE(chatty.ok) << chatty.error;
+  EXPECT_EQ(chatty.tag, "COPY 20000");
+  EXPECT_EQ(local->notices() - notices_before, 20000);
+  Answer chatty_bad = local->CopyIn("COPY chatty FROM STDIN", "30001\n30002\nx\n");
+  EXPECT_EQ(chatty_bad.sqlstate, "22P02") << chatty_bad.error;
+  EXPECT_EQ(local->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT count(*) FROM chatty").Value(), "20000");
   Answer by_file = local->Exec("COPY acct FROM '" + file + "'");
   EXPECT_TRUE(by_file.ok) << by_file.error;
   EXPECT_EQ(by_file.tag, "COPY 3");
