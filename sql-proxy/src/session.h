@@ -245,6 +245,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // carries it (copy_check_), and the client's CopyDone or CopyFail comes to FinishCheckedCopy.
   asio::awaitable<bool> CheckedCopy(std::string message, bool copy_in);
   asio::awaitable<bool> FinishCheckedCopy(std::string message);
+  // The end of a checked COPY whose `answer` (to the client, without ReadyForQuery) is in: rolled
+  // back if it `failed`, else checked and committed; then the client gets its answer.
+  asio::awaitable<bool> EndCheckedCopy(bool failed, std::string answer);
   asio::awaitable<bool> RunSteps(std::shared_ptr<at::AtBranch> branch, at::AtStatement& st, bool implicit);
   // AT branches need row images in UTF-8: an error for a session whose client_encoding is other.
   std::optional<Status> EncodingRefusal() const;

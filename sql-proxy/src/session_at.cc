@@ -772,15 +772,8 @@ asio::awaitable<bool> Session::CheckedCopy(std::string message, bool copy_in) {
     // COPY (a write ... RETURNING) TO STDOUT: its rows come whole with its answer.
     auto r = co_await ReadReply(0);
     if (!r) co_return false;
-    if (r->failed) {
-      if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-      co_return co_await ReplyToClient(std::move(r->to_client));
-    }
-    Status checked = co_await CheckTables(false, false);
-    if (!checked.ok()) co_return co_await FailStatement(checked, true);
-    auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
-    if (!c) co_return false;
-    co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(r->to_client));
+    const bool failed = r->failed;
+    co_return co_await EndCheckedCopy(failed, std::move(r->to_client));
   }
   // COPY ... FROM STDIN: the server's first answer is CopyInResponse, or the error that stopped it.
   std::string out, m;
@@ -788,25 +781,14 @@ asio::awaitable<bool> Session::CheckedCopy(std::string message, bool copy_in) {
   while (true) {
     if (!co_await NextServerMessage(m)) co_return false;
     if (m[0] == 'G') break;
-    if (m[0] == 'Z') {
-      if (failed) {
-        if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-        co_return co_await ReplyToClient(std::move(out));
-      }
-      // Done without the client's data after all: checked and committed like the rest.
-      Status checked = co_await CheckTables(false, false);
-      if (!checked.ok()) co_return co_await FailStatement(checked, true);
-      auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
-      if (!c) co_return false;
-      co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(out));
-    }
+    if (m[0] == 'Z') co_return co_await EndCheckedCopy(failed, std::move(out));  // done without the client's data
     failed = failed || m[0] == 'E';
     out += m;
   }
   out += m;
   copy_check_.emplace();
   if (!co_await WriteClient(out)) co_return false;
-  ReleaseBackend();  // the relay carries the data; the back loop holds what the server says
+  ReleaseBackend();  // the relay carries the data; the back loop holds an error of the server's
   co_return true;
 }
 
@@ -842,15 +824,19 @@ asio::awaitable<bool> Session::FinishCheckedCopy(std::string message) {
     out += r->to_client;
     failed = failed || r->failed;
   }
-  if (failed || message[0] == 'f') {
+  co_return co_await EndCheckedCopy(failed || message[0] == 'f', std::move(out));
+}
+
+asio::awaitable<bool> Session::EndCheckedCopy(bool failed, std::string answer) {
+  if (failed) {
     if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
-    co_return co_await ReplyToClient(std::move(out));
+    co_return co_await ReplyToClient(std::move(answer));
   }
   Status checked = co_await CheckTables(false, false);
   if (!checked.ok()) co_return co_await FailStatement(checked, true);
   auto c = co_await Exchange(QueryMessage("COMMIT"), 0);
   if (!c) co_return false;
-  co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(out));
+  co_return co_await ReplyToClient(c->failed ? std::move(c->to_client) : std::move(answer));
 }
 
 asio::awaitable<bool> Session::HandleUnboundWrite(std::string message) {
