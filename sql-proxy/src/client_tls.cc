@@ -42,6 +42,8 @@ Result<std::shared_ptr<TlsServerContext>> LoadTlsServerContext(const std::string
                       asio::ssl::context::single_dh_use,
                   ec);
   if (ec) return Internal("TLS options: " + ec.message());
+  // An encrypted key would make OpenSSL ask for its pass phrase on the terminal: it fails instead.
+  ssl.set_password_callback([](size_t, asio::ssl::context::password_purpose) { return std::string(); }, ec);
   ERR_clear_error();
   if (ssl.use_certificate_chain_file(cert_file, ec); ec) {
     return InvalidArgument(OpenSslError("TLS certificate " + cert_file + ": " + ec.message()));
@@ -51,7 +53,8 @@ Result<std::shared_ptr<TlsServerContext>> LoadTlsServerContext(const std::string
         ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH) {
       return InvalidArgument(OpenSslError("TLS private key " + key_file + " does not match the certificate " + cert_file));
     }
-    return InvalidArgument(OpenSslError("TLS private key " + key_file + ": " + ec.message()));
+    return InvalidArgument(OpenSslError("TLS private key " + key_file + ": " + ec.message() +
+                                        " (an encrypted key is not read: decrypt it, e.g. openssl pkey -in KEY -out KEY2)"));
   }
   if (SSL_CTX_check_private_key(ssl.native_handle()) != 1) {
     return InvalidArgument(OpenSslError("TLS private key " + key_file + " does not match the certificate " + cert_file));

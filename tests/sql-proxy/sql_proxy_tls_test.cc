@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -27,17 +28,20 @@ namespace {
 // it with sslrootcert), and its key, as PEM files in a temp folder; a second key that matches
 // nothing.
 struct TlsFiles {
-  std::string dir, cert, key, other_key;
+  std::string dir, cert, key, other_key, encrypted_key;
   ~TlsFiles() {
     std::error_code ignored;
     if (!dir.empty()) std::filesystem::remove_all(dir, ignored);
   }
 };
 
-bool WriteKey(EVP_PKEY* key, const std::string& path) {
+// `pass`: the key encrypted with it (AES-256), else in the clear.
+bool WriteKey(EVP_PKEY* key, const std::string& path, const char* pass = nullptr) {
   FILE* f = std::fopen(path.c_str(), "w");
   if (!f) return false;
-  const bool ok = PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  const bool ok = PEM_write_PrivateKey(f, key, pass ? EVP_aes_256_cbc() : nullptr,
+                                       reinterpret_cast<const unsigned char*>(pass), pass ? static_cast<int>(std::strlen(pass)) : 0,
+                                       nullptr, nullptr) == 1;
   std::fclose(f);
   return ok;
 }
@@ -61,6 +65,7 @@ std::unique_ptr<TlsFiles> MakeTlsFiles() {
   files->cert = files->dir + "/proxy.crt";
   files->key = files->dir + "/proxy.key";
   files->other_key = files->dir + "/other.key";
+  files->encrypted_key = files->dir + "/encrypted.key";
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> other(EVP_EC_gen("P-256"), EVP_PKEY_free);
   std::unique_ptr<X509, decltype(&X509_free)> x(X509_new(), X509_free);
@@ -83,7 +88,10 @@ std::unique_ptr<TlsFiles> MakeTlsFiles() {
   if (!f) return nullptr;
   const bool written = PEM_write_X509(f, x.get()) == 1;
   std::fclose(f);
-  if (!written || !WriteKey(key.get(), files->key) || !WriteKey(other.get(), files->other_key)) return nullptr;
+  if (!written || !WriteKey(key.get(), files->key) || !WriteKey(other.get(), files->other_key) ||
+      !WriteKey(key.get(), files->encrypted_key, "secret pass phrase")) {
+    return nullptr;
+  }
   return files;
 }
 
@@ -269,6 +277,7 @@ TEST(SqlProxyTlsStart, BadCertificateFilesStopTheProxyWithAReason) {
       {{"--tls-cert", files->dir + "/missing.crt", "--tls-key", files->key}, "missing.crt"},
       {{"--tls-cert", files->cert, "--tls-key", files->other_key}, "does not match"},
       {{"--tls-cert", files->cert}, "both a certificate and a private key"},
+      {{"--tls-cert", files->cert, "--tls-key", files->encrypted_key}, "an encrypted key is not read"},
       {{"--tls-required", "true"}, "--tls-required needs"},
   };
   for (const auto& [flags, reason] : cases) {
