@@ -94,6 +94,12 @@ idle_pct() { awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, 
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15 + $16 + $17) * 1000 / hz)}' "/proc/$1/stat"; }
 postmaster=$(head -1 "$dir/data/postmaster.pid")
 
+# The coordinator log's commits, batches and fsyncs so far.
+log_counters() {
+  curl -sf "http://127.0.0.1:$tc_admin/metrics" | awk '/^dtx_log_commits_total / {c = $2}
+    /^dtx_log_batches_total / {b = $2} /^dtx_log_syncs_total / {s = $2} END {print c + 0, b + 0, s + 0}'
+}
+
 # pgbench on a port with a script, the proxy's pid; prints
 # "tps failed aborted latency_ms cpu_us_per_tx(proxy coordinator postgres)".
 bench() {
@@ -149,8 +155,10 @@ for round in $(seq 1 "$rounds"); do
     perf_pid=$!
   fi
   [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || psql_pg -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
+  log0=$(log_counters)
   read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g global_idle \
     < <(bench "$at_port" "$here/tpcb-global.sql" "$at_pid")
+  log1=$(log_counters)
   if [ -n "${PGSTAT:-}" ] && [ "$round" = 1 ]; then  # before the next run adds to the counts
     pgstat=$(psql_pg -P pager=off -c "SELECT calls, round((total_plan_time + total_exec_time)::numeric * 1000 / NULLIF(calls, 0)) AS us_per_call,
         round((total_plan_time + total_exec_time)::numeric * 1000 / $((global_tps > 0 ? global_tps * seconds : 1))) AS us_per_tx,
@@ -173,6 +181,9 @@ for round in $(seq 1 "$rounds"); do
     perf report -i "${PERF_DATA:-$dir/perf.data}" ${PERF_REPORT_FLAGS:-} --sort dso,symbol --stdio 2>/dev/null | grep "%" | cut -c1-110 | head -n "$PROFILE"
   fi
   [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || echo "$pgstat"
+  awk -v a="$log0" -v b="$log1" -v n="$((global_tps * seconds))" 'BEGIN { split(a, x, " "); split(b, y, " "); if (n > 0)
+    printf "coordinator log per global transaction: %.2f commits, %.2f batches, %.2f fsyncs\n",
+      (y[1] - x[1]) / n, (y[2] - x[2]) / n, (y[3] - x[3]) / n }'
   [ -z "${SYSCALLS:-}" ] || { sed "s|$here/||" "$dir/syscalls.log"; : >"$dir/syscalls.log"; }
   echo "(cpu_us/tx: CPU microseconds per transaction of the proxy / the coordinator / PostgreSQL's processes;" \
     "idle%: the machine's idle share during the run, all cores)"

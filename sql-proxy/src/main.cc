@@ -95,6 +95,12 @@ int main(int argc, char** argv) {
                  "AT mode: run a bound simple-protocol write whose literals are plain numbers as one prepared "
                  "statement per shape and session, its numbers as parameters")
       ->capture_default_str();
+  std::vector<std::string> untracked_tables;
+  app.add_option("--untracked-tables", untracked_tables,
+                 "AT mode: tables (comma-separated SQL names) that triggers, rules or functions of a bound "
+                 "session may write although a global rollback leaves those writes in place (an audit log); "
+                 "a bound transaction's writes to any other table its statements did not name fail its COMMIT")
+      ->delimiter(',');
   app.add_option("--report-phase-one-done", report_phase_one_done,
                  "A branch whose local COMMIT succeeded reports PhaseOneDone to the coordinator (one more call; "
                  "the coordinator treats a Registered branch the same)")
@@ -176,6 +182,7 @@ int main(int argc, char** argv) {
       resource.options.lock_retry_for = std::chrono::milliseconds(lock_retry_ms);
       resource.options.report_phase_one_done = report_phase_one_done;
       resource.options.keep_prepared = at_keep_prepared;
+      resource.options.untracked_tables = untracked_tables;
       at_services->resources[database] = std::move(resource);
       rm_options.databases[database] = entry.substr(eq + 1);
     }

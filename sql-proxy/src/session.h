@@ -216,6 +216,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // batch (ExtRun) rather than as a Query.
   asio::awaitable<Status> CheckTables(bool exclusive_only, bool extended, std::vector<std::string> keys);
   asio::awaitable<Status> CheckTables(bool exclusive_only, bool extended);
+  // Before a branch that may have written elsewhere (AtBranch::MayWriteElsewhere) registers: an
+  // error when the local transaction wrote a table its statements did not name. In the extended
+  // protocol (`extended`) a server error has gone to the client already and the batch failed.
+  asio::awaitable<Status> CheckWritesElsewhere(const at::AtBranch& branch, bool extended);
   // The keys of unbound writes made in the client's block (simple protocol), checked once, before
   // anything may commit the block (deferred_keys_); then cleared.
   asio::awaitable<Status> CheckDeferredKeys(bool extended = false);
@@ -311,6 +315,7 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> ExtRegister(std::shared_ptr<at::AtBranch> branch, std::optional<std::string> execute,
                                     bool& committed);
   asio::awaitable<bool> ExtCommit(std::shared_ptr<at::AtBranch> branch, std::string execute);
+  asio::awaitable<std::optional<bool>> ExtBeginImplicit(std::shared_ptr<at::AtBranch> branch);
   asio::awaitable<bool> ExtSync();
   // Registers and commits the batch's implicit transaction (ext_implicit_) as one branch.
   asio::awaitable<bool> ExtEndImplicit();
@@ -319,6 +324,10 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> ExtCloseOnServer();
   void ExtEnd();
 
+  // A statement of a bound session outside a block that may write elsewhere
+  // (AtBranch::MayWriteElsewhere) and is no write of its own: in a transaction of the proxy's,
+  // checked before it commits.
+  asio::awaitable<bool> RunCheckedRead(std::shared_ptr<at::AtBranch> branch, std::string message);
   asio::awaitable<bool> CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
                                      std::string output, bool implicit);
   asio::awaitable<bool> CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error);

@@ -186,6 +186,29 @@ asio::awaitable<Status> Session::CheckTables(bool exclusive_only, bool extended,
   co_return co_await CheckKeys(*local_branch_, keys, prefixes);
 }
 
+asio::awaitable<Status> Session::CheckWritesElsewhere(const at::AtBranch& branch, bool extended) {
+  const at::AtQuery q = branch.WritesElsewhereQuery();
+  std::optional<BackendReply> r;
+  if (extended) {
+    const std::vector<int16_t> text_results;
+    r = co_await ExtRun(q, 0, text_results);
+  } else {
+    r = co_await Exchange(Request(q), 0);
+  }
+  if (!r) co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the PostgreSQL server");
+  if (r->failed) {
+    if (extended && !ext_failed_ && !co_await WriteClient(r->to_client)) {
+      co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the client");
+    }
+    co_return at::SqlError(r->sqlstate.empty() ? "XX000" : r->sqlstate,
+                           "dtx-sql-proxy could not list the tables this transaction wrote: " + r->message);
+  }
+  at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
+  Status s = branch.OnWritesElsewhere(result);
+  if (!s.ok()) context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
+  co_return s;
+}
+
 asio::awaitable<Result<std::optional<at::AtQuery>>> Session::RegisterBranch(at::AtBranch& branch) {
   if (!branch.has_writes()) co_return std::optional<at::AtQuery>();
   auto& coordinator = *coordinator_;
@@ -551,7 +574,7 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
     case at::StatementKind::kTransactionControl:
       switch ((*st)->transaction_op()) {
         case at::TransactionOp::kCommit:
-          if (in_block && branch->has_writes()) {
+          if (in_block && (branch->has_writes() || branch->MayWriteElsewhere())) {
             branch_.reset();
             co_return co_await CommitBranch(branch, message, "", false);
           }
@@ -575,6 +598,9 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
     case at::StatementKind::kSelectForUpdate:
       co_return co_await RunSteps(branch, **st, false);
     default:
+      // A function it calls may write: outside a block it runs in a transaction of the proxy's,
+      // checked before that commits (CommitBranch).
+      if (!in_block && branch->MayWriteElsewhere()) co_return co_await RunCheckedRead(branch, std::move(message));
       co_return co_await ForwardAcquired(message);
   }
 }
@@ -685,14 +711,35 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
     if (statement) output = std::move(r->to_client);
   }
   if (!implicit || begin_pending) co_return co_await ReplyToClient(std::move(output));
-  if (branch->has_writes()) co_return co_await CommitBranch(branch, QueryMessage("COMMIT"), std::move(output), true);
+  if (branch->has_writes() || branch->MayWriteElsewhere()) {
+    co_return co_await CommitBranch(branch, QueryMessage("COMMIT"), std::move(output), true);
+  }
   auto r = co_await Exchange(QueryMessage("COMMIT"), 0);
   if (!r) co_return false;
   co_return co_await ReplyToClient(r->failed ? std::move(r->to_client) : std::move(output));
 }
 
+asio::awaitable<bool> Session::RunCheckedRead(std::shared_ptr<at::AtBranch> branch, std::string message) {
+  // BEGIN and the statement in one write.
+  message.insert(0, QueryMessage("BEGIN"));
+  auto b = co_await Exchange(message, 0);
+  if (!b) co_return false;
+  auto r = co_await ReadReply(0);
+  if (!r) co_return false;
+  if (b->failed) co_return co_await ReplyToClient(std::move(b->to_client));
+  if (r->failed) {
+    if (!co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
+    co_return co_await ReplyToClient(std::move(r->to_client));
+  }
+  co_return co_await CommitBranch(branch, QueryMessage("COMMIT"), std::move(r->to_client), true);
+}
+
 asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
                                             std::string output, bool implicit) {
+  if (branch->MayWriteElsewhere()) {
+    Status elsewhere = co_await CheckWritesElsewhere(*branch, false);
+    if (!elsewhere.ok()) co_return co_await CommitFailed(branch, elsewhere);
+  }
   Result<std::optional<at::AtQuery>> undo = co_await RegisterBranch(*branch);
   if (!undo.ok()) co_return co_await CommitFailed(branch, undo.status());
   std::optional<BackendReply> c;
@@ -717,8 +764,10 @@ asio::awaitable<bool> Session::CommitBranch(std::shared_ptr<at::AtBranch> branch
   }
   const bool committed = !c->failed && c->command_tag.starts_with("COMMIT");
   FinishLater(branch, committed);
-  (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
-      .fetch_add(1, std::memory_order_relaxed);
+  if (branch->has_writes()) {
+    (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
   if (implicit && committed) co_return co_await ReplyToClient(std::move(output));
   co_return co_await ReplyToClient(std::move(c->to_client));
 }
@@ -744,7 +793,7 @@ void Session::FinishLater(std::shared_ptr<at::AtBranch> branch, bool committed) 
 
 // The local transaction is rolled back; the client gets the error and an idle session.
 asio::awaitable<bool> Session::CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error) {
-  context_.metrics.at_branches_failed.fetch_add(1, std::memory_order_relaxed);
+  if (branch->has_writes()) context_.metrics.at_branches_failed.fetch_add(1, std::memory_order_relaxed);
   if (tx_status_ != 'I' && !co_await Exchange(QueryMessage("ROLLBACK"), 0)) co_return false;
   FinishLater(branch, false);
   std::string out;

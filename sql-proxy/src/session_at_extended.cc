@@ -569,7 +569,7 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
             if (ext_failed_) co_return true;
             co_return co_await ExtAnswer('C', "COMMIT");
           }
-          if (in_block && branch->has_writes()) {
+          if (in_block && (branch->has_writes() || branch->MayWriteElsewhere())) {
             branch_.reset();
             co_return co_await ExtCommit(branch, message);
           }
@@ -612,29 +612,56 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
       }
     case at::StatementKind::kInsert:
     case at::StatementKind::kUpdate:
-    case at::StatementKind::kDelete:
+    case at::StatementKind::kDelete: {
       context_.metrics.at_statements.fetch_add(1, std::memory_order_relaxed);
       if (!in_block && !ext_implicit_) {
-        // Outside a block: the batch's writes run in a transaction of the proxy's, committed at
-        // the Sync as one branch.
-        auto r = co_await ExtRun(Plain("BEGIN"), 0, {});
-        if (!r) co_return false;
-        if (r->failed) co_return co_await WriteClient(r->to_client);
-        if (r->to_client.find("25001") != std::string::npos) {
-          // The server was in a block after all: the proxy's view of the pipeline is wrong, so
-          // the write is refused (and the block fails) rather than left out of the branch.
-          ext_block_ = 'T';
-          co_return co_await ExtFail(at::SqlError("XX000", "dtx-sql-proxy lost track of the transaction block in this pipeline"));
-        }
-        ext_implicit_ = true;
-        ext_branch_ = branch;
+        const std::optional<bool> begun = co_await ExtBeginImplicit(branch);
+        if (!begun) co_return false;
+        if (!*begun) co_return true;
       }
       co_return co_await ExtSteps(*branch, **st, message, bound, false);
+    }
     case at::StatementKind::kSelectForUpdate:
       co_return co_await ExtSteps(*branch, **st, message, bound, false);
     default:
+      if (!in_block && branch->MayWriteElsewhere()) {
+        // A function it calls may write: it runs in the batch's transaction, whose writes are
+        // checked before it commits (ExtRegister).
+        if (!ext_implicit_) {
+          const std::optional<bool> begun = co_await ExtBeginImplicit(branch);
+          if (!begun) co_return false;
+          if (!*begun) co_return true;
+        } else if (ext_branch_ != branch) {
+          co_return co_await ExtFail(at::SqlError(at::sqlstate::kFeatureNotSupported,
+                                                  "dtx.xid changed inside a pipeline's implicit transaction"));
+        }
+      }
       co_return co_await ExtForward(message, 1);
   }
+}
+
+// Outside a block: the batch's writes run in a transaction of the proxy's (ext_implicit_),
+// committed at the Sync as one branch. nullopt: the session is lost; false: the BEGIN failed and
+// the client has its answer.
+asio::awaitable<std::optional<bool>> Session::ExtBeginImplicit(std::shared_ptr<at::AtBranch> branch) {
+  auto r = co_await ExtRun(Plain("BEGIN"), 0, {});
+  if (!r) co_return std::nullopt;
+  if (r->failed) {
+    if (!co_await WriteClient(r->to_client)) co_return std::nullopt;
+    co_return false;
+  }
+  if (r->to_client.find("25001") != std::string::npos) {
+    // The server was in a block after all: the proxy's view of the pipeline is wrong, so
+    // the write is refused (and the block fails) rather than left out of the branch.
+    ext_block_ = 'T';
+    if (!co_await ExtFail(at::SqlError("XX000", "dtx-sql-proxy lost track of the transaction block in this pipeline"))) {
+      co_return std::nullopt;
+    }
+    co_return false;
+  }
+  ext_implicit_ = true;
+  ext_branch_ = std::move(branch);
+  co_return true;
 }
 
 asio::awaitable<bool> Session::ExtAnswer(char type, std::string_view tag) {
@@ -735,6 +762,22 @@ asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch,
                                            bool& committed) {
   committed = false;
   if (ext_failed_) co_return true;
+  if (branch->MayWriteElsewhere()) {
+    Status elsewhere = co_await CheckWritesElsewhere(*branch, true);
+    if (!elsewhere.ok() && ext_failed_) {
+      // The server failed the check query (its error went to the client): rolled back at the Sync.
+      FinishLater(branch, false);
+      ext_rollback_at_sync_ = true;
+      co_return true;
+    }
+    if (!elsewhere.ok()) {
+      ext_failed_ = true;
+      ext_rollback_at_sync_ = true;
+      std::string out;
+      AppendErrorResponse(out, "ERROR", at::SqlStateOf(elsewhere), ProxyText(elsewhere));
+      co_return co_await WriteClient(out);
+    }
+  }
   // The client's pending messages (the Bind of its COMMIT) go with the undo row below.
   Result<std::optional<at::AtQuery>> undo = co_await RegisterBranch(*branch);
   Status error = undo.status();
@@ -809,8 +852,10 @@ asio::awaitable<bool> Session::ExtRegister(std::shared_ptr<at::AtBranch> branch,
     if (!r) co_return false;
   }
   FinishLater(branch, committed);
-  (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
-      .fetch_add(1, std::memory_order_relaxed);
+  if (branch->has_writes()) {
+    (committed ? context_.metrics.at_branches_committed : context_.metrics.at_branches_failed)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
   if (!error.ok()) {
     context_.metrics.at_refusals.fetch_add(1, std::memory_order_relaxed);
     ext_failed_ = true;
@@ -832,7 +877,7 @@ asio::awaitable<bool> Session::ExtEndImplicit() {
   auto branch = std::move(ext_branch_);
   ext_implicit_ = false;
   if (!ext_failed_) {
-    if (branch->has_writes()) {
+    if (branch->has_writes() || branch->MayWriteElsewhere()) {
       bool committed = false;
       if (!co_await ExtRegister(branch, std::nullopt, committed)) co_return false;
     } else {

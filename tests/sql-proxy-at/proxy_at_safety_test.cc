@@ -319,5 +319,94 @@ TEST_F(ProxyAtSafety, BeforeImageIsTheRowTheUpdateWaitedFor) {
   }
 }
 
+// Writes a trigger, rule or function makes beside a bound statement's own rows are not in the
+// undo log: a transaction that made any (to a table its statements did not name) is refused at
+// its COMMIT and rolled back, in both protocols, in a block and outside one, unless the table is
+// listed in --untracked-tables. Triggers that only change the row itself, and functions that
+// only read, pass.
+TEST_F(ProxyAtSafety, WritesOfTriggersAndFunctionsBesideTheBranchAreRefused) {
+  Sql("CREATE TABLE audit (id bigserial PRIMARY KEY, acct int, delta numeric)");
+  Sql("CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS "
+      "$$BEGIN INSERT INTO audit (acct, delta) VALUES (NEW.id, NEW.balance - OLD.balance); RETURN NEW; END$$");
+  Sql("CREATE TABLE audited (id int PRIMARY KEY, balance numeric NOT NULL)");
+  Sql("INSERT INTO audited SELECT g, 100 FROM generate_series(1, 5) g");
+  Sql("CREATE TRIGGER audited_audit AFTER UPDATE ON audited FOR EACH ROW EXECUTE FUNCTION audit_row()");
+  Sql("CREATE FUNCTION log_it(t text) RETURNS int LANGUAGE sql AS "
+      "$$INSERT INTO audit (acct, delta) VALUES (0, 0) RETURNING 1$$");
+  Sql("CREATE FUNCTION balance_of(i int) RETURNS numeric LANGUAGE sql AS $$SELECT balance FROM acct WHERE id = i$$");
+  Sql("CREATE TABLE stamped (id int PRIMARY KEY, v int NOT NULL, changed timestamptz)");
+  Sql("INSERT INTO stamped VALUES (1, 1, NULL)");
+  Sql("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.changed = now(); RETURN NEW; END$$");
+  Sql("CREATE TRIGGER stamped_stamp BEFORE UPDATE ON stamped FOR EACH ROW EXECUTE FUNCTION stamp()");
+  const auto audited = Snapshot("audited");
+  auto refused = [](const Answer& a, const std::string& what) {
+    EXPECT_FALSE(a.ok) << what;
+    EXPECT_EQ(a.sqlstate, "0A000") << what << ": " << a.error;
+    EXPECT_NE(a.error.find(".\"audit\" beside"), std::string::npos) << what << ": " << a.error;
+    EXPECT_NE(a.error.find("--untracked-tables"), std::string::npos) << what << ": " << a.error;
+  };
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+
+  // A trigger's write: at the block's COMMIT, and outside a block at once.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE audited SET balance = balance - 1 WHERE id = 1").ok);
+  refused(c->Exec("COMMIT"), "trigger, in a block");
+  EXPECT_EQ(c->TxStatus(), 'I');
+  refused(c->Exec("UPDATE audited SET balance = balance - 1 WHERE id = 2"), "trigger, outside a block");
+  EXPECT_EQ(c->TxStatus(), 'I');
+  // A function's write, from a SELECT.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_EQ(c->Exec("SELECT log_it('in a block')").Value(), "1");
+  refused(c->Exec("COMMIT"), "function, in a block");
+  refused(c->Exec("SELECT log_it('outside')"), "function, outside a block");
+  // The same through the extended protocol.
+  refused(c->Params("SELECT log_it($1)", {"extended"}), "function, extended, outside a block");
+  refused(c->Params("UPDATE audited SET balance = balance - 1 WHERE id = $1", {"3"}), "trigger, extended");
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_EQ(c->Params("SELECT log_it($1)", {"extended block"}).Value(), "1");
+  refused(c->Params("COMMIT", {}), "function, extended, in a block");
+  EXPECT_EQ(c->TxStatus(), 'I');
+  EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "0");
+  EXPECT_EQ(Snapshot("audited"), audited);
+
+  // What passes: a function that only reads, a trigger that only changes its own row, and a
+  // write of a table with a trigger that touched no row.
+  Answer read = c->Exec("SELECT balance_of(4)");
+  EXPECT_EQ(read.Value(), "100.00") << read.ok << " " << read.tag << " " << read.error;
+  EXPECT_EQ(c->Params("SELECT balance_of($1)", {"4"}).Value(), "100.00");
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_EQ(c->Exec("SELECT balance_of(5)").Value(), "100.00");
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = balance - 5 WHERE id = 5").ok);
+  Answer committed = c->Exec("COMMIT");
+  EXPECT_TRUE(committed.ok) << committed.error;
+  Answer stamp = c->Exec("UPDATE stamped SET v = 2 WHERE id = 1");
+  EXPECT_TRUE(stamp.ok) << stamp.error;
+  EXPECT_EQ(Sql("SELECT changed IS NOT NULL FROM stamped").Value(), "t");
+  Answer none = c->Exec("UPDATE audited SET balance = 0 WHERE id = 99");
+  EXPECT_TRUE(none.ok) << none.error;
+  EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "0");
+  ExpectRolledBackToStart(*c, xid);
+  // (The undo's own UPDATE fires the trigger again: `changed` is stamped anew.)
+  EXPECT_EQ(Sql("SELECT v FROM stamped").Value(), "1");
+
+  // With the audit table untracked, its rows stay after the global rollback; the rest is undone.
+  StartProxy({"--untracked-tables", "other_table,audit"});
+  auto u = Connect();
+  const std::string xid2 = Begin(*u);
+  Answer audited_write = u->Exec("UPDATE audited SET balance = balance - 1 WHERE id = 1");
+  EXPECT_TRUE(audited_write.ok) << audited_write.error;
+  Answer untracked = u->Exec("SELECT log_it('untracked')");
+  EXPECT_TRUE(untracked.ok) << untracked.sqlstate << " " << untracked.error;
+  EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "2");
+  Answer rb = u->Exec("SELECT dtx.rollback('" + xid2 + "')");
+  ASSERT_TRUE(rb.ok) << rb.error;
+  EXPECT_TRUE(WaitStatus(xid2, "Rollbacked"));
+  EXPECT_TRUE(WaitUndoEmpty());
+  EXPECT_EQ(Snapshot("audited"), audited);
+  // The two rows stay, and the undo's own UPDATE of `audited` was audited too.
+  EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "3");
+}
+
 }  // namespace
 }  // namespace dtx::at::testing

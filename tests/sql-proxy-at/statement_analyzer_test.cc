@@ -60,6 +60,35 @@ TEST(StatementAnalyzer, ClassifiesStatementKinds) {
   }
 }
 
+// A call of a function PostgreSQL does not own may write tables the undo log never sees
+// (AtBranch::MayWriteElsewhere); PostgreSQL's well-known functions write none.
+TEST(StatementAnalyzer, FlagsCallsOfFunctionsItDoesNotKnow) {
+  const std::pair<std::string, bool> cases[] = {
+      {"SELECT balance FROM acct WHERE id = 1", false},
+      {"SELECT count(*), max(balance), now(), lower(note) FROM acct", false},
+      {"SELECT pg_catalog.now(), extract(year from current_date), coalesce(note, '')", false},
+      {"UPDATE acct SET note = concat(note, 'x'), changed = clock_timestamp() WHERE id = 2", false},
+      {"INSERT INTO acct (id, balance) VALUES (nextval('s'), round(1.5))", false},
+      {"SELECT audit_it(1)", true},
+      {"SELECT public.now()", true},
+      {"SELECT * FROM acct WHERE id = (SELECT pick())", true},
+      {"UPDATE acct SET balance = fee(balance) WHERE id = 3", true},
+      {"INSERT INTO acct (id, balance) SELECT id, my.fn(balance) FROM acct", true},
+      {"DELETE FROM acct WHERE id IN (SELECT id FROM expired())", true},
+      {"BEGIN", false},
+  };
+  for (const auto& [sql, calls] : cases) {
+    auto r = Analyze(sql);
+    ASSERT_TRUE(r.ok()) << sql << ": " << r.status().ToString();
+    EXPECT_EQ(r->calls_unknown_functions, calls) << sql;
+  }
+  // A statement of a cached shape (another literal) carries the flag too.
+  auto first = Analyze("SELECT audit_it(41)");
+  auto again = Analyze("SELECT audit_it(42)");
+  ASSERT_TRUE(first.ok() && again.ok());
+  EXPECT_TRUE(again->calls_unknown_functions);
+}
+
 TEST(StatementAnalyzer, NamesTransactionControl) {
   struct Case {
     const char* sql;

@@ -51,6 +51,12 @@ Status AtStatement::Planned(const TableInfo& table) {
   }
   table_ = table;
   plan_ = std::move(*plan);
+  if (Writes(parsed_.kind)) branch_.written_tables_.insert(table.QualifiedName());
+  if (Writes(parsed_.kind) && table.side_effects && !branch_.may_write_elsewhere_) {
+    branch_.may_write_elsewhere_ = true;
+    branch_.elsewhere_cause_ = "a write of " + table.QualifiedName() +
+                               ", which has triggers, rules or ON UPDATE foreign-key actions";
+  }
   if (parsed_.kind == StatementKind::kUpdate && !plan_.before_image_sql.empty()) SetState(State::kBeforeImage);
   else if (parsed_.kind == StatementKind::kSelectForUpdate) SetState(State::kLockKeys);
   else SetState(State::kStatement);
@@ -239,6 +245,11 @@ Result<std::unique_ptr<AtStatement>> AtBranch::Prepare(std::string_view sql, Que
   auto parsed = Analyze(sql);
   if (!parsed.ok()) return parsed.status();
   const StatementKind kind = parsed->kind;
+  if (parsed->calls_unknown_functions && !may_write_elsewhere_) {
+    may_write_elsewhere_ = true;
+    elsewhere_cause_ = "a statement that calls a function (" + std::string(sql.substr(0, 80)) +
+                       (sql.size() > 80 ? "...)" : ")");
+  }
   std::unique_ptr<AtStatement> st(new AtStatement(*this, std::move(*parsed), std::move(params), std::string(sql), false));
   if (Writes(kind) || kind == StatementKind::kSelectForUpdate) {
     if (auto info = catalog_->Find(st->parsed_.table)) {
@@ -370,6 +381,45 @@ Status AtBranch::Finish(sdk::CoordinatorClient& client, bool committed) {
   if (!Reports(committed)) return Status::Ok();
   return client.ReportBranch(xid_, branch_id_,
                              committed ? sdk::BranchStatus::kPhaseOneDone : sdk::BranchStatus::kPhaseOneFailed);
+}
+
+AtQuery AtBranch::WritesElsewhereQuery() const {
+  // The tables the local transaction holds write locks on (pg_locks lists the fast-path ones
+  // too), less those the branch's own writes named or options_.untracked_tables lists, itself or through a
+  // table it inherits from (a partition written through its parent). Temporary tables are the
+  // session's own scratch space and do not count.
+  AtQuery q;
+  q.sql =
+      "WITH RECURSIVE locked(relid) AS (SELECT DISTINCT l.relation FROM pg_catalog.pg_locks l WHERE l.locktype = "
+      "'relation' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.mode IN ('RowExclusiveLock', "
+      "'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')), "
+      "covered(relid) AS (SELECT pg_catalog.to_regclass(x)::oid FROM pg_catalog.json_array_elements_text($1::json) x), "
+      "up(relid, anc) AS (SELECT relid, relid FROM locked UNION SELECT u.relid, i.inhparent FROM up u "
+      "JOIN pg_catalog.pg_inherits i ON i.inhrelid = u.anc) "
+      "SELECT n.nspname::text, c.relname::text FROM locked k JOIN pg_catalog.pg_class c ON c.oid = k.relid "
+      "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND "
+      "c.relpersistence <> 't' AND NOT EXISTS (SELECT 1 FROM up u JOIN covered v ON v.relid = u.anc "
+      "WHERE u.relid = k.relid) ORDER BY 1, 2";
+  nlohmann::json names = nlohmann::json::array();
+  for (const auto& t : written_tables_) names.push_back(t);
+  for (const auto& t : options_.untracked_tables) names.push_back(t);
+  q.params.values = {names.dump()};
+  return q;
+}
+
+Status AtBranch::OnWritesElsewhere(const QueryResult& result) const {
+  std::string tables;
+  for (const auto& row : result.rows) {
+    if (row.size() != 2 || !row[0] || !row[1]) continue;
+    if (!tables.empty()) tables += ", ";
+    tables += TableInfo{*row[0], *row[1], {}, {}, {}, false, false}.QualifiedName();
+  }
+  if (tables.empty()) return Status::Ok();
+  return SqlError(sqlstate::kFeatureNotSupported,
+                  "this transaction wrote to " + tables + " beside its own statements' rows (after " + elsewhere_cause_ +
+                      "): a trigger, rule or function wrote there, and a rollback of global transaction " + xid_ +
+                      " could not undo it, so the local transaction is rolled back. Tables whose writes may stay "
+                      "after a global rollback can be listed in dtx-sql-proxy's --untracked-tables");
 }
 
 }  // namespace dtx::at

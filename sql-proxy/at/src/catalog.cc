@@ -30,7 +30,13 @@ AtQuery Catalog::LookupQuery(const TableRef& table) {
       " coalesce((SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid"
       " AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'), '[]')::text,"
       " EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f'"
-      " AND f.confdeltype IN ('c', 'n', 'd'))::text"
+      " AND f.confdeltype IN ('c', 'n', 'd'))::text,"
+      // Writes beyond the statement's own rows: triggers of the table's own (not the internal
+      // ones of foreign keys; on its partitions too), rules, ON UPDATE actions of foreign keys.
+      " (c.relhasrules OR EXISTS (SELECT 1 FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'"
+      " AND (t.tgrelid = c.oid OR t.tgrelid IN (SELECT p.relid FROM pg_partition_tree(c.oid) p)))"
+      " OR EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f'"
+      " AND f.confupdtype IN ('c', 'n', 'd')))::text"
       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
   q.params.values = {table.Spelling()};
   return q;
@@ -52,7 +58,7 @@ Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& looku
     return SqlError(sqlstate::kUndefinedTable, "relation " + table.Spelling() + " does not exist");
   }
   const auto& row = lookup.rows.front();
-  if (row.size() < 7 || !row[0] || !row[1] || !row[2]) return SqlError(sqlstate::kInternal, "unexpected catalog answer");
+  if (row.size() < 8 || !row[0] || !row[1] || !row[2]) return SqlError(sqlstate::kInternal, "unexpected catalog answer");
   if (*row[2] != "r" && *row[2] != "p") {
     return SqlError(sqlstate::kFeatureNotSupported,
                     "AT mode writes plain tables only; " + table.Spelling() + " is a view or another kind of relation");
@@ -64,6 +70,7 @@ Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& looku
   info.columns = Names(row[4]);
   info.identity_always = Names(row[5]);
   info.delete_cascades = row[6] == std::optional<std::string>("true");
+  info.side_effects = row[7] == std::optional<std::string>("true");
   std::lock_guard lock(mu_);
   tables_[table.Spelling()] = info;
   return info;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "dtx/at/statement_shape.h"
 #include "pg_query.pb.h"
@@ -101,9 +102,10 @@ Result<pq::SelectStmt> Template(const std::string& sql) {
   return *stmt;
 }
 
-// Whether `m` holds a ParamRef numbered 0 (only walked when the text contains "$0").
-bool HasParamZero(const google::protobuf::Message& m) {
-  if (const auto* p = dynamic_cast<const pq::ParamRef*>(&m)) return p->number() == 0;
+// Whether `found` holds for `m` or any message within it (a walk by reflection).
+template <class Found>
+bool AnyWithin(const google::protobuf::Message& m, const Found& found) {
+  if (found(m)) return true;
   const auto* refl = m.GetReflection();
   std::vector<const google::protobuf::FieldDescriptor*> fields;
   refl->ListFields(m, &fields);
@@ -111,13 +113,92 @@ bool HasParamZero(const google::protobuf::Message& m) {
     if (f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
     if (f->is_repeated()) {
       for (int i = 0; i < refl->FieldSize(m, f); ++i) {
-        if (HasParamZero(refl->GetRepeatedMessage(m, f, i))) return true;
+        if (AnyWithin(refl->GetRepeatedMessage(m, f, i), found)) return true;
       }
-    } else if (HasParamZero(refl->GetMessage(m, f))) {
+    } else if (AnyWithin(refl->GetMessage(m, f), found)) {
       return true;
     }
   }
   return false;
+}
+
+// Whether `m` holds a ParamRef numbered 0 (only walked when the text contains "$0").
+bool HasParamZero(const google::protobuf::Message& m) {
+  return AnyWithin(m, [](const google::protobuf::Message& n) {
+    const auto* p = dynamic_cast<const pq::ParamRef*>(&n);
+    return p && p->number() == 0;
+  });
+}
+
+// Functions of PostgreSQL's own (and of common extensions) that write no table, by name: a call
+// of any other function may write tables behind the statement's back.
+bool KnownFunction(std::string_view name) {
+  static const std::set<std::string_view> kKnown = {
+      // aggregates and window functions
+      "count", "sum", "avg", "min", "max", "array_agg", "string_agg", "json_agg", "jsonb_agg", "json_object_agg",
+      "jsonb_object_agg", "bool_and", "bool_or", "every", "bit_and", "bit_or", "bit_xor", "stddev", "stddev_pop",
+      "stddev_samp", "variance", "var_pop", "var_samp", "percentile_cont", "percentile_disc", "mode", "corr",
+      "covar_pop", "covar_samp", "regr_avgx", "regr_avgy", "regr_count", "regr_intercept", "regr_r2", "regr_slope",
+      "regr_sxx", "regr_sxy", "regr_syy", "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile",
+      "lag", "lead", "first_value", "last_value", "nth_value",
+      // strings and bytes
+      "lower", "upper", "initcap", "length", "char_length", "character_length", "octet_length", "bit_length",
+      "substr", "substring", "trim", "btrim", "ltrim", "rtrim", "lpad", "rpad", "left", "right", "concat",
+      "concat_ws", "replace", "split_part", "strpos", "position", "reverse", "repeat", "format", "md5", "sha224",
+      "sha256", "sha384", "sha512", "encode", "decode", "to_hex", "ascii", "chr", "quote_ident", "quote_literal",
+      "quote_nullable", "regexp_replace", "regexp_match", "regexp_matches", "regexp_split_to_array",
+      "regexp_split_to_table", "regexp_like", "regexp_count", "regexp_instr", "regexp_substr", "starts_with",
+      "translate", "string_to_array", "string_to_table", "array_to_string", "overlay", "convert_from", "convert_to",
+      "normalize", "unistr", "like_escape", "get_byte", "set_byte", "get_bit", "set_bit",
+      // numbers
+      "abs", "ceil", "ceiling", "floor", "round", "trunc", "mod", "div", "power", "pow", "sqrt", "cbrt", "exp", "ln",
+      "log", "log10", "sign", "pi", "degrees", "radians", "sin", "cos", "tan", "asin", "acos", "atan", "atan2",
+      "width_bucket", "gcd", "lcm", "scale", "min_scale", "trim_scale", "random", "setseed", "factorial",
+      // dates and times
+      "now", "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "date_trunc",
+      "date_part", "extract", "date_bin", "age", "make_date", "make_time", "make_timestamp", "make_timestamptz",
+      "make_interval", "to_char", "to_date", "to_timestamp", "to_number", "justify_days", "justify_hours",
+      "justify_interval", "isfinite", "timezone", "overlaps",
+      // json
+      "to_json", "to_jsonb", "row_to_json", "array_to_json", "json_build_object", "jsonb_build_object",
+      "json_build_array", "jsonb_build_array", "json_object", "jsonb_object", "json_extract_path",
+      "json_extract_path_text", "jsonb_extract_path", "jsonb_extract_path_text", "jsonb_set", "jsonb_set_lax",
+      "jsonb_insert", "json_strip_nulls", "jsonb_strip_nulls", "jsonb_pretty", "json_typeof", "jsonb_typeof",
+      "json_array_length", "jsonb_array_length", "json_each", "jsonb_each", "json_each_text", "jsonb_each_text",
+      "json_array_elements", "jsonb_array_elements", "json_array_elements_text", "jsonb_array_elements_text",
+      "json_object_keys", "jsonb_object_keys", "json_populate_record", "jsonb_populate_record",
+      "json_populate_recordset", "jsonb_populate_recordset", "json_to_record", "jsonb_to_record",
+      "json_to_recordset", "jsonb_to_recordset", "jsonb_path_query", "jsonb_path_exists", "jsonb_path_match",
+      "jsonb_path_query_array", "jsonb_path_query_first",
+      // arrays and sets
+      "array_length", "cardinality", "array_append", "array_prepend", "array_cat", "array_remove", "array_replace",
+      "array_position", "array_positions", "array_dims", "array_lower", "array_upper", "array_ndims", "array_fill",
+      "unnest", "generate_series", "generate_subscripts", "num_nulls", "num_nonnulls",
+      // identifiers, sessions, sequences (a sequence is not undone anyway: docs/undo-log.md)
+      "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v4", "nextval", "currval", "lastval", "setval",
+      "current_setting", "set_config", "pg_backend_pid", "version", "current_database", "current_schema",
+      "txid_current", "txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned",
+      "pg_typeof", "format_type", "to_regclass", "to_regtype", "hashtext", "pg_sleep", "pg_notify",
+      "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared", "pg_try_advisory_xact_lock",
+      "pg_try_advisory_xact_lock_shared", "pg_advisory_lock", "pg_advisory_unlock", "pg_try_advisory_lock",
+      "host", "masklen", "netmask", "network", "inet_same_family", "digest", "hmac", "crypt", "gen_salt",
+      "gen_random_bytes",
+  };
+  return kKnown.contains(name);
+}
+
+// Whether `m` calls a function KnownFunction does not know (unqualified or in pg_catalog).
+bool CallsUnknownFunction(const google::protobuf::Message& m) {
+  return AnyWithin(m, [](const google::protobuf::Message& n) {
+    const auto* f = dynamic_cast<const pq::FuncCall*>(&n);
+    if (!f) return false;
+    const auto& name = f->funcname();
+    const bool known =
+        (name.size() == 1 && name[0].has_string() && KnownFunction(name[0].string().sval())) ||
+        (name.size() == 2 && name[0].has_string() && name[0].string().sval() == "pg_catalog" && name[1].has_string() &&
+         KnownFunction(name[1].string().sval()));
+    return !known;
+  });
 }
 
 // Renumbers the $n parameters of `m` densely in order of first use; returns the original
@@ -518,6 +599,10 @@ Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey k
     a.table = result->table;
     a.set_columns = result->set_columns;
     a.returning_items = result->returning_items;
+    // Once per shape: a walk of the tree (literals never name a function).
+    a.calls_unknown_functions = a.kind != StatementKind::kTransactionControl && a.kind != StatementKind::kEmpty &&
+                                CallsUnknownFunction(*tree);
+    result->calls_unknown_functions = a.calls_unknown_functions;
     if (result->tree) {
       shape->tree = result->tree;
       // An estimate (a walk of the tree by reflection would cost a tenth of the parse).

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,9 @@ struct AtOptions {
   // prepared text with its literals as parameters (StatementPlan::prepared_sql), kept prepared by
   // the session, so that the server plans it once per session instead of once per statement.
   bool keep_prepared = true;
+  // Tables (SQL names, resolved by the search_path) whose writes by triggers, rules or functions
+  // a global rollback may leave in place (an audit log, say): MayWriteElsewhere's check lets them be.
+  std::vector<std::string> untracked_tables;
 };
 
 class AtBranch;
@@ -142,6 +146,16 @@ class AtBranch {
                                                     std::optional<LocalWrite> analyzed = std::nullopt);
 
   bool has_writes() const { return !entries_.empty(); }
+  // Whether a statement of this branch may have written rows the undo log does not hold: it
+  // called a function PostgreSQL does not own (ParsedStatement::calls_unknown_functions), or
+  // wrote a table with triggers, rules or ON UPDATE foreign-key actions (TableInfo::side_effects).
+  // Then, before the branch registers (even with no writes of its own), the session runs
+  // WritesElsewhereQuery() in the local transaction and gives its answer to OnWritesElsewhere():
+  // a write-locked table that none of its own writes named (nor options.untracked_tables) fails the
+  // COMMIT (0A000), and the session rolls the local transaction back.
+  bool MayWriteElsewhere() const { return may_write_elsewhere_; }
+  AtQuery WritesElsewhereQuery() const;
+  Status OnWritesElsewhere(const QueryResult& result) const;
   const std::vector<UndoEntry>& entries() const { return entries_; }
   // "resource:schema.table:pk" of every row written so far, each once.
   std::vector<std::string> LockKeys() const;
@@ -184,6 +198,9 @@ class AtBranch {
   void OnSavepoint(TransactionOp op, const std::string& name);
 
   std::vector<UndoEntry> entries_;
+  std::set<std::string> written_tables_;  // the tables its writes named (QualifiedName), rows or not
+  bool may_write_elsewhere_ = false;
+  std::string elsewhere_cause_;  // what set may_write_elsewhere_ first, for the error
   std::vector<std::pair<std::string, size_t>> savepoints_;  // name, entries_.size() when set
   int64_t branch_id_ = 0;
 };

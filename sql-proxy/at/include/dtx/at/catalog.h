@@ -36,6 +36,10 @@ struct TableInfo {
   // A foreign key of another table deletes or changes its rows when a row here is deleted
   // (ON DELETE CASCADE / SET NULL / SET DEFAULT): those changes would escape the undo log.
   bool delete_cascades = false;
+  // A write here may write elsewhere too: the table (or a partition of it) has triggers of its
+  // own or rules, or a foreign key of another table changes its rows when a key here changes
+  // (ON UPDATE CASCADE / SET NULL / SET DEFAULT). See AtBranch::MayWriteElsewhere.
+  bool side_effects = false;
   std::string QualifiedName() const;     // "schema"."name"
 };
 

@@ -80,6 +80,9 @@ struct ParsedStatement {
   TableRef table;                       // the written (or locked) table: kInsert..kSelectForUpdate
   std::vector<std::string> set_columns;  // kUpdate: the columns it assigns
   int returning_items = 0;              // the client's own RETURNING items
+  // The statement calls a function other than PostgreSQL's own well-known ones (which write no
+  // table): a user's function may write tables the undo log never sees (AtBranch::MayWriteElsewhere).
+  bool calls_unknown_functions = false;
   // The parse tree, set by Analyze for every statement that parsed to one. From the shape cache
   // it is the tree of the first statement of the shape: the same tree but for the values of the
   // abstracted literals (Plan() takes those from `sql`; it reads the tree only for a shape without
