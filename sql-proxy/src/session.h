@@ -328,6 +328,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // (AtBranch::MayWriteElsewhere) and is no write of its own: in a transaction of the proxy's,
   // checked before it commits.
   asio::awaitable<bool> RunCheckedRead(std::shared_ptr<at::AtBranch> branch, std::string message);
+  // The refusal of such a statement that is neither a read nor a write (a cursor, say).
+  static Status WritesElsewhereOutsideABlock();
   asio::awaitable<bool> CommitBranch(std::shared_ptr<at::AtBranch> branch, std::string commit_request,
                                      std::string output, bool implicit);
   asio::awaitable<bool> CommitFailed(std::shared_ptr<at::AtBranch> branch, Status error);

@@ -187,21 +187,34 @@ asio::awaitable<Status> Session::CheckTables(bool exclusive_only, bool extended,
 }
 
 asio::awaitable<Status> Session::CheckWritesElsewhere(const at::AtBranch& branch, bool extended) {
+  // Deferred triggers (constraint triggers, deferred foreign keys) would fire at the COMMIT,
+  // after the check: they fire now, in the same write.
+  static const at::AtQuery kImmediate = [] {
+    at::AtQuery q;
+    q.sql = "SET CONSTRAINTS ALL IMMEDIATE";
+    return q;
+  }();
   const at::AtQuery q = branch.WritesElsewhereQuery();
-  std::optional<BackendReply> r;
+  std::optional<BackendReply> first, r;
   if (extended) {
     const std::vector<int16_t> text_results;
-    r = co_await ExtRun(q, 0, text_results);
+    if (!co_await ExtRunPair(kImmediate, q, 0, text_results, true, first, r)) {
+      co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the PostgreSQL server");
+    }
+    if (first && first->failed) r = std::move(first);
   } else {
-    r = co_await Exchange(Request(q), 0);
+    const std::vector<const at::AtQuery*> queries{&kImmediate, &q};
+    const std::vector<int> hidden(2, 0);
+    auto replies = co_await Pipeline(queries, hidden);
+    if (replies) r = std::move((*replies)[(*replies)[0].failed ? 0 : 1]);
   }
   if (!r) co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the PostgreSQL server");
   if (r->failed) {
-    if (extended && !ext_failed_ && !co_await WriteClient(r->to_client)) {
+    // In a batch the server's error is the answer (the batch has failed).
+    if (extended && !co_await WriteClient(r->to_client)) {
       co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the client");
     }
-    co_return at::SqlError(r->sqlstate.empty() ? "XX000" : r->sqlstate,
-                           "dtx-sql-proxy could not list the tables this transaction wrote: " + r->message);
+    co_return at::SqlError(r->sqlstate.empty() ? "XX000" : r->sqlstate, r->message.empty() ? "the server failed the check of the tables this transaction wrote" : r->message);
   }
   at::QueryResult result{std::move(r->rows), std::move(r->command_tag)};
   Status s = branch.OnWritesElsewhere(result);
@@ -554,7 +567,7 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
   std::shared_ptr<at::AtBranch> branch;
   if (in_block) {
     if (branch_ && branch_->xid() != xid) {
-      if (branch_->has_writes()) {
+      if (branch_->has_writes() || branch_->MayWriteElsewhere()) {
         co_return co_await FailStatement(
             at::SqlError(at::sqlstate::kFeatureNotSupported,
                          "dtx.xid changed to " + xid + " inside a transaction block that wrote for " + branch_->xid()),
@@ -596,11 +609,14 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
       context_.metrics.at_statements.fetch_add(1, std::memory_order_relaxed);
       co_return co_await RunSteps(branch, **st, !in_block);
     case at::StatementKind::kSelectForUpdate:
-      co_return co_await RunSteps(branch, **st, false);
-    default:
       // A function it calls may write: outside a block it runs in a transaction of the proxy's,
       // checked before that commits (CommitBranch).
-      if (!in_block && branch->MayWriteElsewhere()) co_return co_await RunCheckedRead(branch, std::move(message));
+      co_return co_await RunSteps(branch, **st, !in_block && branch->MayWriteElsewhere());
+    default:
+      if (!in_block && branch->MayWriteElsewhere()) {
+        if (kind == at::StatementKind::kReadOnly) co_return co_await RunCheckedRead(branch, std::move(message));
+        co_return co_await FailStatement(WritesElsewhereOutsideABlock(), false);
+      }
       co_return co_await ForwardAcquired(message);
   }
 }
@@ -717,6 +733,12 @@ asio::awaitable<bool> Session::RunSteps(std::shared_ptr<at::AtBranch> branch, at
   auto r = co_await Exchange(QueryMessage("COMMIT"), 0);
   if (!r) co_return false;
   co_return co_await ReplyToClient(r->failed ? std::move(r->to_client) : std::move(output));
+}
+
+Status Session::WritesElsewhereOutsideABlock() {
+  return at::SqlError(at::sqlstate::kFeatureNotSupported,
+                      "this statement of a session bound to a global transaction calls a function that may write "
+                      "tables, and dtx-sql-proxy checks such writes at a COMMIT: send it between BEGIN and COMMIT");
 }
 
 asio::awaitable<bool> Session::RunCheckedRead(std::shared_ptr<at::AtBranch> branch, std::string message) {

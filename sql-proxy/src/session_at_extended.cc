@@ -533,7 +533,7 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
   std::shared_ptr<at::AtBranch> branch;
   if (in_block) {
     if (branch_ && branch_->xid() != xid) {
-      if (branch_->has_writes()) {
+      if (branch_->has_writes() || branch_->MayWriteElsewhere()) {
         co_return co_await ExtFail(at::SqlError(at::sqlstate::kFeatureNotSupported,
                                                 "dtx.xid changed to " + xid + " inside a transaction block that wrote for " + branch_->xid()));
       }
@@ -550,7 +550,7 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
   if (!st.ok()) co_return co_await ExtFail(st.status());
   const at::StatementKind kind = (*st)->kind();
   if (ext_block_ == '?' && (kind == at::StatementKind::kTransactionControl || Writes(kind) ||
-                            kind == at::StatementKind::kSelectForUpdate)) {
+                            kind == at::StatementKind::kSelectForUpdate || branch->MayWriteElsewhere())) {
     co_return co_await ExtFail(at::SqlError(
         at::sqlstate::kFeatureNotSupported,
         "dtx-sql-proxy cannot tell the transaction state of this pipeline: statements ran before the session "
@@ -622,8 +622,16 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
       co_return co_await ExtSteps(*branch, **st, message, bound, false);
     }
     case at::StatementKind::kSelectForUpdate:
+      if (!in_block && branch->MayWriteElsewhere() && !ext_implicit_) {
+        const std::optional<bool> begun = co_await ExtBeginImplicit(branch);
+        if (!begun) co_return false;
+        if (!*begun) co_return true;
+      }
       co_return co_await ExtSteps(*branch, **st, message, bound, false);
     default:
+      if (!in_block && branch->MayWriteElsewhere() && kind != at::StatementKind::kReadOnly) {
+        co_return co_await ExtFail(WritesElsewhereOutsideABlock());
+      }
       if (!in_block && branch->MayWriteElsewhere()) {
         // A function it calls may write: it runs in the batch's transaction, whose writes are
         // checked before it commits (ExtRegister).

@@ -712,7 +712,7 @@ std::optional<Status> Session::XidChangeRefusal(const XidCommand& command) const
   const at::AtBranch* open = nullptr;
   if (ext_implicit_ && ext_branch_) {
     open = ext_branch_.get();
-  } else if (branch_ && branch_->has_writes()) {
+  } else if (branch_ && (branch_->has_writes() || branch_->MayWriteElsewhere())) {
     open = branch_.get();
   }
   if (!open) return std::nullopt;

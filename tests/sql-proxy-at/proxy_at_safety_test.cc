@@ -367,7 +367,32 @@ TEST_F(ProxyAtSafety, WritesOfTriggersAndFunctionsBesideTheBranchAreRefused) {
   EXPECT_EQ(c->Params("SELECT log_it($1)", {"extended block"}).Value(), "1");
   refused(c->Params("COMMIT", {}), "function, extended, in a block");
   EXPECT_EQ(c->TxStatus(), 'I');
+  // A SELECT ... FOR UPDATE that calls one, outside a block; a cursor over one outside a block
+  // (refused: the check comes at a COMMIT); unbinding a block that called one.
+  Answer locking = c->Exec("SELECT log_it('locking') FROM acct WHERE id = 1 FOR UPDATE");
+  refused(locking, "function, SELECT FOR UPDATE");
+  EXPECT_NE(locking.error.find("log_it()"), std::string::npos) << locking.error;
+  Answer cursor = c->Exec("DECLARE cur CURSOR WITH HOLD FOR SELECT log_it('cursor')");
+  EXPECT_EQ(cursor.sqlstate, "0A000") << cursor.error;
+  EXPECT_NE(cursor.error.find("between BEGIN and COMMIT"), std::string::npos) << cursor.error;
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  EXPECT_TRUE(c->Exec("SELECT log_it('then unbind')").ok);
+  EXPECT_EQ(c->Exec("RESET dtx.xid").sqlstate, "0A000");
+  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+  // A deferred constraint trigger would fire at the COMMIT, after the check: it fires before.
+  Sql("CREATE TABLE deferred (id int PRIMARY KEY, balance numeric NOT NULL)");
+  Sql("INSERT INTO deferred VALUES (1, 100)");
+  Sql("CREATE CONSTRAINT TRIGGER deferred_audit AFTER UPDATE ON deferred DEFERRABLE INITIALLY DEFERRED "
+      "FOR EACH ROW EXECUTE FUNCTION audit_row()");
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  ASSERT_TRUE(c->Exec("UPDATE deferred SET balance = 1 WHERE id = 1").ok);
+  refused(c->Exec("COMMIT"), "deferred trigger");
+  // A column default that calls a function.
+  Sql("CREATE TABLE numbered (id int PRIMARY KEY, n int DEFAULT log_it('default'))");
+  refused(c->Exec("INSERT INTO numbered (id) VALUES (1)"), "column default");
   EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "0");
+  EXPECT_EQ(Sql("SELECT count(*) FROM numbered").Value(), "0");
+  EXPECT_EQ(Sql("SELECT balance FROM deferred").Value(), "100");
   EXPECT_EQ(Snapshot("audited"), audited);
 
   // What passes: a function that only reads, a trigger that only changes its own row, and a

@@ -87,6 +87,8 @@ TEST(StatementAnalyzer, FlagsCallsOfFunctionsItDoesNotKnow) {
   auto again = Analyze("SELECT audit_it(42)");
   ASSERT_TRUE(first.ok() && again.ok());
   EXPECT_TRUE(again->calls_unknown_functions);
+  EXPECT_EQ(again->unknown_function, "audit_it");
+  EXPECT_EQ(Analyze("SELECT lower(note), my.fn(1) FROM acct")->unknown_function, "my.fn");
 }
 
 TEST(StatementAnalyzer, NamesTransactionControl) {

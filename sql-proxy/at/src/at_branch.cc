@@ -247,8 +247,7 @@ Result<std::unique_ptr<AtStatement>> AtBranch::Prepare(std::string_view sql, Que
   const StatementKind kind = parsed->kind;
   if (parsed->calls_unknown_functions && !may_write_elsewhere_) {
     may_write_elsewhere_ = true;
-    elsewhere_cause_ = "a statement that calls a function (" + std::string(sql.substr(0, 80)) +
-                       (sql.size() > 80 ? "...)" : ")");
+    elsewhere_cause_ = "a call of " + parsed->unknown_function + "()";
   }
   std::unique_ptr<AtStatement> st(new AtStatement(*this, std::move(*parsed), std::move(params), std::string(sql), false));
   if (Writes(kind) || kind == StatementKind::kSelectForUpdate) {

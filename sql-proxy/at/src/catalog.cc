@@ -32,11 +32,20 @@ AtQuery Catalog::LookupQuery(const TableRef& table) {
       " EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f'"
       " AND f.confdeltype IN ('c', 'n', 'd'))::text,"
       // Writes beyond the statement's own rows: triggers of the table's own (not the internal
-      // ones of foreign keys; on its partitions too), rules, ON UPDATE actions of foreign keys.
+      // ones of foreign keys; on its partitions too), rules, ON UPDATE actions of foreign keys,
+      // column defaults and CHECK constraints that call functions of no extension outside
+      // pg_catalog.
       " (c.relhasrules OR EXISTS (SELECT 1 FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'"
       " AND (t.tgrelid = c.oid OR t.tgrelid IN (SELECT p.relid FROM pg_partition_tree(c.oid) p)))"
       " OR EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f'"
-      " AND f.confupdtype IN ('c', 'n', 'd')))::text"
+      " AND f.confupdtype IN ('c', 'n', 'd'))"
+      " OR EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid"
+      " WHERE d.refclassid = 'pg_proc'::regclass AND p.pronamespace <> 'pg_catalog'::regnamespace"
+      " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid"
+      " AND e.deptype = 'e')"
+      " AND ((d.classid = 'pg_attrdef'::regclass AND d.objid IN (SELECT a.oid FROM pg_attrdef a WHERE a.adrelid = c.oid))"
+      " OR (d.classid = 'pg_constraint'::regclass"
+      " AND d.objid IN (SELECT k.oid FROM pg_constraint k WHERE k.conrelid = c.oid)))))::text"
       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
   q.params.values = {table.Spelling()};
   return q;

@@ -158,7 +158,13 @@ bool KnownFunction(std::string_view name) {
       "now", "clock_timestamp", "statement_timestamp", "transaction_timestamp", "timeofday", "date_trunc",
       "date_part", "extract", "date_bin", "age", "make_date", "make_time", "make_timestamp", "make_timestamptz",
       "make_interval", "to_char", "to_date", "to_timestamp", "to_number", "justify_days", "justify_hours",
-      "justify_interval", "isfinite", "timezone", "overlaps",
+      "justify_interval", "isfinite", "timezone", "overlaps", "date", "time", "timestamp", "timestamptz", "interval",
+      // full-text search, ranges, similarity
+      "to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery", "ts_rank",
+      "ts_rank_cd", "ts_headline", "setweight", "strip", "numnode", "querytree", "array_to_tsvector", "tsvector_to_array",
+      "int4range", "int8range", "numrange", "tsrange", "tstzrange", "daterange", "isempty", "lower_inc", "upper_inc",
+      "lower_inf", "upper_inf", "range_merge", "similar_to_escape", "unaccent", "similarity", "word_similarity",
+      "strict_word_similarity", "levenshtein", "soundex", "difference", "metaphone", "dmetaphone",
       // json
       "to_json", "to_jsonb", "row_to_json", "array_to_json", "json_build_object", "jsonb_build_object",
       "json_build_array", "jsonb_build_array", "json_object", "jsonb_object", "json_extract_path",
@@ -181,15 +187,26 @@ bool KnownFunction(std::string_view name) {
       "pg_typeof", "format_type", "to_regclass", "to_regtype", "hashtext", "pg_sleep", "pg_notify",
       "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared", "pg_try_advisory_xact_lock",
       "pg_try_advisory_xact_lock_shared", "pg_advisory_lock", "pg_advisory_unlock", "pg_try_advisory_lock",
+      "pg_advisory_lock_shared", "pg_advisory_unlock_shared", "pg_try_advisory_lock_shared", "pg_advisory_unlock_all",
+      // catalog introspection (ORMs, drivers)
+      "pg_get_expr", "pg_get_serial_sequence", "pg_get_indexdef", "pg_get_constraintdef", "pg_get_viewdef",
+      "pg_get_triggerdef", "pg_get_functiondef", "col_description", "obj_description", "shobj_description",
+      "pg_table_is_visible", "pg_type_is_visible", "pg_function_is_visible", "has_table_privilege",
+      "has_schema_privilege", "has_column_privilege", "has_database_privilege", "has_sequence_privilege",
+      "has_function_privilege", "pg_has_role", "pg_relation_size", "pg_total_relation_size", "pg_size_pretty",
+      "pg_encoding_to_char", "to_regproc", "to_regprocedure", "to_regnamespace", "pg_postmaster_start_time",
+      "inet_client_addr", "inet_server_addr", "pg_is_in_recovery",
       "host", "masklen", "netmask", "network", "inet_same_family", "digest", "hmac", "crypt", "gen_salt",
       "gen_random_bytes",
   };
   return kKnown.contains(name);
 }
 
-// Whether `m` calls a function KnownFunction does not know (unqualified or in pg_catalog).
-bool CallsUnknownFunction(const google::protobuf::Message& m) {
-  return AnyWithin(m, [](const google::protobuf::Message& n) {
+// The name of the first function `m` calls that KnownFunction does not know (unqualified or in
+// pg_catalog), or "" when there is none.
+std::string UnknownFunctionCalled(const google::protobuf::Message& m) {
+  std::string called;
+  AnyWithin(m, [&called](const google::protobuf::Message& n) {
     const auto* f = dynamic_cast<const pq::FuncCall*>(&n);
     if (!f) return false;
     const auto& name = f->funcname();
@@ -197,8 +214,14 @@ bool CallsUnknownFunction(const google::protobuf::Message& m) {
         (name.size() == 1 && name[0].has_string() && KnownFunction(name[0].string().sval())) ||
         (name.size() == 2 && name[0].has_string() && name[0].string().sval() == "pg_catalog" && name[1].has_string() &&
          KnownFunction(name[1].string().sval()));
-    return !known;
+    if (known) return false;
+    for (const auto& part : name) {
+      if (!called.empty()) called += '.';
+      called += part.has_string() ? part.string().sval() : "?";
+    }
+    return true;
   });
+  return called;
 }
 
 // Renumbers the $n parameters of `m` densely in order of first use; returns the original
@@ -600,9 +623,12 @@ Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey k
     a.set_columns = result->set_columns;
     a.returning_items = result->returning_items;
     // Once per shape: a walk of the tree (literals never name a function).
-    a.calls_unknown_functions = a.kind != StatementKind::kTransactionControl && a.kind != StatementKind::kEmpty &&
-                                CallsUnknownFunction(*tree);
+    if (a.kind != StatementKind::kTransactionControl && a.kind != StatementKind::kEmpty) {
+      a.unknown_function = UnknownFunctionCalled(*tree);
+    }
+    a.calls_unknown_functions = !a.unknown_function.empty();
     result->calls_unknown_functions = a.calls_unknown_functions;
+    result->unknown_function = a.unknown_function;
     if (result->tree) {
       shape->tree = result->tree;
       // An estimate (a walk of the tree by reflection would cost a tenth of the parse).

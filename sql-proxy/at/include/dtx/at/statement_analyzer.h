@@ -83,6 +83,7 @@ struct ParsedStatement {
   // The statement calls a function other than PostgreSQL's own well-known ones (which write no
   // table): a user's function may write tables the undo log never sees (AtBranch::MayWriteElsewhere).
   bool calls_unknown_functions = false;
+  std::string unknown_function;  // the first such function's name, as written
   // The parse tree, set by Analyze for every statement that parsed to one. From the shape cache
   // it is the tree of the first statement of the shape: the same tree but for the values of the
   // abstracted literals (Plan() takes those from `sql`; it reads the tree only for a shape without
