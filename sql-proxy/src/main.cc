@@ -95,6 +95,12 @@ int main(int argc, char** argv) {
                  "AT mode: run a bound simple-protocol write whose literals are plain numbers as one prepared "
                  "statement per shape and session, its numbers as parameters")
       ->capture_default_str();
+  int64_t catalog_max_age_ms = at::Catalog::kDefaultMaxAge.count();
+  app.add_option("--catalog-max-age-ms", catalog_max_age_ms,
+                 "AT mode: how long a table's description (primary key, columns, triggers) read from the catalog "
+                 "is used before it is read again, so that DDL made past the proxy is seen")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{86'400'000}));
   std::vector<std::string> untracked_tables;
   app.add_option("--untracked-tables", untracked_tables,
                  "AT mode: tables (comma-separated SQL names) that triggers, rules or functions of a bound "
@@ -168,6 +174,7 @@ int main(int argc, char** argv) {
     at_services = std::make_shared<AtServices>();
     at_services->check_unbound_writes = check_unbound_writes;
     at::AtResourceManagerOptions rm_options;
+    rm_options.untracked_tables = untracked_tables;
     rm_options.sweep.interval = std::chrono::milliseconds(std::max<int64_t>(1, undo_sweep_interval_ms));
     rm_options.sweep.marker_age = std::chrono::milliseconds(std::max<int64_t>(0, undo_marker_age_ms));
     for (const auto& entry : resources) {
@@ -183,6 +190,7 @@ int main(int argc, char** argv) {
       resource.options.report_phase_one_done = report_phase_one_done;
       resource.options.keep_prepared = at_keep_prepared;
       resource.options.untracked_tables = untracked_tables;
+      resource.catalog = std::make_shared<at::Catalog>(std::chrono::milliseconds(catalog_max_age_ms));
       at_services->resources[database] = std::move(resource);
       rm_options.databases[database] = entry.substr(eq + 1);
     }

@@ -382,7 +382,9 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t prepared_epoch_ = 0;
   bool begin_statements_ = false;
   std::optional<std::pair<std::string, std::string>> fatal_;  // SQLSTATE and message to end with
-  enum class Divert { kXid, kDtxFunction, kBound, kUnboundWrite, kExtended, kCheckedCopyEnd };
+  enum class Divert { kXid, kDtxFunction, kBound, kUnboundWrite, kExtended, kCheckedCopyEnd, kFunctionCall };
+  // A FunctionCall message of a bound AT session: refused (0A000).
+  asio::awaitable<bool> RefuseFunctionCall();
   Divert divert_ = Divert::kXid;     // what OnClientMessage diverted
   XidCommand diverted_;              // kXid: the statement
   DtxFunction dtx_function_;         // kDtxFunction: the call

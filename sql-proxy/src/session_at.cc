@@ -615,7 +615,8 @@ asio::awaitable<bool> Session::HandleBoundQuery(std::string message) {
     default:
       if (!in_block && branch->MayWriteElsewhere()) {
         if (kind == at::StatementKind::kReadOnly) co_return co_await RunCheckedRead(branch, std::move(message));
-        co_return co_await FailStatement(WritesElsewhereOutsideABlock(), false);
+        const Status refusal = WritesElsewhereOutsideABlock();
+        co_return co_await FailStatement(refusal, false);
       }
       co_return co_await ForwardAcquired(message);
   }

@@ -630,7 +630,8 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
       co_return co_await ExtSteps(*branch, **st, message, bound, false);
     default:
       if (!in_block && branch->MayWriteElsewhere() && kind != at::StatementKind::kReadOnly) {
-        co_return co_await ExtFail(WritesElsewhereOutsideABlock());
+        const Status refusal = WritesElsewhereOutsideABlock();
+        co_return co_await ExtFail(refusal);
       }
       if (!in_block && branch->MayWriteElsewhere()) {
         // A function it calls may write: it runs in the batch's transaction, whose writes are
@@ -640,8 +641,9 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
           if (!begun) co_return false;
           if (!*begun) co_return true;
         } else if (ext_branch_ != branch) {
-          co_return co_await ExtFail(at::SqlError(at::sqlstate::kFeatureNotSupported,
-                                                  "dtx.xid changed inside a pipeline's implicit transaction"));
+          const Status refusal =
+              at::SqlError(at::sqlstate::kFeatureNotSupported, "dtx.xid changed inside a pipeline's implicit transaction");
+          co_return co_await ExtFail(refusal);
         }
       }
       co_return co_await ExtForward(message, 1);

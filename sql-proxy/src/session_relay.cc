@@ -544,6 +544,10 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
         divert_ = Divert::kExtended;
         return true;
       }
+      if (authenticated_ && context_.at && context_.at->coordinator && at_resource_ && !EffectiveXid().empty()) {
+        divert_ = Divert::kFunctionCall;  // refused: its function may write anything
+        return true;
+      }
       ++outstanding_;
       return false;
     case 'P':
@@ -663,6 +667,15 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
   return true;
 }
 
+asio::awaitable<bool> Session::RefuseFunctionCall() {
+  if (!co_await AcquireBackend()) co_return false;
+  const Status refusal =
+      at::SqlError(at::sqlstate::kFeatureNotSupported,
+                   "a session bound to a global transaction cannot use the FunctionCall message: the function may "
+                   "write rows dtx-sql-proxy cannot undo; call it with SELECT inside a transaction block");
+  co_return co_await FailStatement(refusal, false);
+}
+
 asio::awaitable<bool> Session::HandleDiverted(std::string message) {
   switch (divert_) {
     case Divert::kXid:
@@ -677,6 +690,8 @@ asio::awaitable<bool> Session::HandleDiverted(std::string message) {
       co_return co_await HandleExtended(std::move(message));
     case Divert::kCheckedCopyEnd:
       co_return co_await FinishCheckedCopy(std::move(message));
+    case Divert::kFunctionCall:
+      co_return co_await RefuseFunctionCall();
   }
   co_return false;
 }

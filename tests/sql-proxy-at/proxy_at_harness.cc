@@ -17,6 +17,19 @@ Client::~Client() { PQfinish(conn_); }
 
 bool Client::ok() const { return PQstatus(conn_) == CONNECTION_OK; }
 
+Answer Client::FunctionCall(unsigned oid, const std::string& text_arg) {
+  PQArgBlock arg;
+  arg.len = static_cast<int>(text_arg.size());
+  arg.isint = 0;
+  arg.u.ptr = reinterpret_cast<int*>(const_cast<char*>(text_arg.data()));
+  int result = 0, result_len = 0;
+  PGresult* r = PQfn(conn_, static_cast<int>(oid), &result, &result_len, 1, &arg, 1);
+  const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  Answer a = Take(r);
+  if (ok && result_len > 0) a.rows.push_back({std::to_string(result)});
+  return a;
+}
+
 Answer Client::Take(PGresult* r) {
   Answer a;
   const auto status = PQresultStatus(r);

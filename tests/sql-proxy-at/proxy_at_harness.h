@@ -58,6 +58,9 @@ class Client {
   Answer CopyIn(const std::string& sql, const std::string& data, const char* fail = nullptr);
   // COPY ... TO STDOUT (`sql`): all its data as the one value of the answer, or its error.
   Answer CopyOut(const std::string& sql);
+  // The legacy FunctionCall message (libpq PQfn) of function `oid` with one text argument and an
+  // int4 result: ok with the result as its value, or the error.
+  Answer FunctionCall(unsigned oid, const std::string& text_arg);
   // Transaction status from libpq: 'I', 'T', 'E', or '?'.
   char TxStatus() const;
   // Notices (and warnings) received so far.

@@ -3,6 +3,7 @@
 // between one Sync and the next, statements larger than the proxy's buffer, databases without
 // --resource, and a client encoding the undo log cannot hold. Each test ends with a global
 // rollback and checks that every row is back, or that the statement was refused before it ran.
+#include <chrono>
 #include <string>
 #include <thread>
 
@@ -379,6 +380,11 @@ TEST_F(ProxyAtSafety, WritesOfTriggersAndFunctionsBesideTheBranchAreRefused) {
   EXPECT_TRUE(c->Exec("SELECT log_it('then unbind')").ok);
   EXPECT_EQ(c->Exec("RESET dtx.xid").sqlstate, "0A000");
   EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
+  // The legacy FunctionCall message (libpq PQfn) of a bound session.
+  const unsigned log_it = static_cast<unsigned>(std::stoul(Sql("SELECT 'log_it'::regproc::oid").Value()));
+  Answer fastpath = c->FunctionCall(log_it, "fastpath");
+  EXPECT_EQ(fastpath.sqlstate, "0A000") << fastpath.error;
+  EXPECT_EQ(c->TxStatus(), 'I');
   // A deferred constraint trigger would fire at the COMMIT, after the check: it fires before.
   Sql("CREATE TABLE deferred (id int PRIMARY KEY, balance numeric NOT NULL)");
   Sql("INSERT INTO deferred VALUES (1, 100)");
@@ -431,6 +437,41 @@ TEST_F(ProxyAtSafety, WritesOfTriggersAndFunctionsBesideTheBranchAreRefused) {
   EXPECT_EQ(Snapshot("audited"), audited);
   // The two rows stay, and the undo's own UPDATE of `audited` was audited too.
   EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "3");
+}
+
+// A table's description is read again once older than --catalog-max-age-ms: a trigger created
+// past the proxy after its first lookup is seen.
+TEST_F(ProxyAtSafety, TriggersCreatedLaterAreSeenOnceTheCatalogEntryAges) {
+  StartProxy({"--catalog-max-age-ms", "100"});
+  Sql("CREATE TABLE audit (id bigserial PRIMARY KEY, acct int, delta numeric)");
+  Sql("CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS "
+      "$$BEGIN INSERT INTO audit (acct, delta) VALUES (NEW.id, NEW.balance - OLD.balance); RETURN NEW; END$$");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = balance - 1 WHERE id = 1").ok);  // looked up: no trigger
+  Sql("CREATE TRIGGER acct_audit AFTER UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION audit_row()");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Answer r = c->Exec("UPDATE acct SET balance = balance - 1 WHERE id = 2");
+  EXPECT_EQ(r.sqlstate, "0A000") << r.error;
+  EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "0");
+  Sql("DROP TRIGGER acct_audit ON acct");
+  ExpectRolledBackToStart(*c, xid);
+}
+
+// --untracked-tables is read by the database at start: a malformed name stops the proxy with the
+// reason; a name of no table is only logged.
+TEST_F(ProxyAtSafety, UntrackedTablesAreCheckedAtStart) {
+  const std::vector<std::string> base = {DTX_SQL_PROXY_BIN, "--port", "0", "--admin", "", "--server",
+                                         pg_.host + ":" + std::to_string(pg_.port), "--coordinator",
+                                         coordinator_->address(), "--resource", pg_.database + "=" + schema_->uri()};
+  auto args = base;
+  args.insert(args.end(), {"--untracked-tables", "audit,not a name.x.y.z"});
+  ::dtx::testing::RunResult bad = ::dtx::testing::RunProgram(args, "", {}, std::chrono::seconds(20));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("--untracked-tables"), std::string::npos) << bad.output;
+  StartProxy({"--untracked-tables", "no_such_table"});
+  auto c = Connect();
+  EXPECT_TRUE(c->Exec("SELECT 1").ok);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "dtx/at/at_resource_manager.h"
 
+#include <spdlog/spdlog.h>
+
 namespace dtx::at {
 
 AtResourceManager::AtResourceManager(AtResourceManagerOptions options) : options_(std::move(options)) {
@@ -14,6 +16,11 @@ Status AtResourceManager::Start() {
   for (auto& [resource, ex] : executors_) {
     Status s = ex->EnsureUndoTable();
     if (!s.ok()) return s.WithContext("undo log of " + resource);
+    auto missing = ex->MissingTables(options_.untracked_tables);
+    if (!missing.ok()) return missing.status().WithContext("--untracked-tables in " + resource);
+    for (const auto& name : *missing) {
+      spdlog::warn("--untracked-tables: {} names no table in {} (yet)", name, resource);
+    }
   }
   if (!worker_.joinable()) worker_ = std::thread([this] { Run(); });
   return Status::Ok();

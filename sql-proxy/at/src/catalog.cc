@@ -13,8 +13,8 @@ std::string TableInfo::QualifiedName() const { return QuoteIdent(schema) + "." +
 std::optional<TableInfo> Catalog::Find(const TableRef& table) const {
   std::lock_guard lock(mu_);
   auto it = tables_.find(table.Spelling());
-  if (it == tables_.end()) return std::nullopt;
-  return it->second;
+  if (it == tables_.end() || std::chrono::steady_clock::now() - it->second.stored > max_age_) return std::nullopt;
+  return it->second.info;
 }
 
 AtQuery Catalog::LookupQuery(const TableRef& table) {
@@ -81,7 +81,7 @@ Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& looku
   info.delete_cascades = row[6] == std::optional<std::string>("true");
   info.side_effects = row[7] == std::optional<std::string>("true");
   std::lock_guard lock(mu_);
-  tables_[table.Spelling()] = info;
+  tables_[table.Spelling()] = Entry{info, std::chrono::steady_clock::now()};
   return info;
 }
 

@@ -54,6 +54,19 @@ Status UndoExecutor::EnsureUndoTable() {
   return r.status();
 }
 
+Result<std::vector<std::string>> UndoExecutor::MissingTables(const std::vector<std::string>& names) {
+  std::vector<std::string> missing;
+  if (names.empty()) return missing;
+  DTX_RETURN_IF_ERROR(Connect());
+  auto r = conn_->Run("SELECT x FROM json_array_elements_text($1::json) x WHERE to_regclass(x) IS NULL",
+                      {nlohmann::json(names).dump()});
+  if (!r.ok()) return r.status();
+  for (const auto& row : r->rows) {
+    if (!row.empty() && row[0]) missing.push_back(*row[0]);
+  }
+  return missing;
+}
+
 Status UndoExecutor::DeleteUndo(const std::vector<std::pair<std::string, int64_t>>& branches) {
   if (branches.empty()) return Status::Ok();
   DTX_RETURN_IF_ERROR(Connect());

@@ -38,6 +38,9 @@ struct AtResourceManagerOptions {
   size_t commit_batch = 256;                      // undo rows deleted per statement at most
   std::chrono::milliseconds commit_delay{20};     // a commit waits this long for company
   UndoSweepOptions sweep;                         // see StartSweeping()
+  // AtOptions::untracked_tables: checked by Start (a malformed name fails it; a table missing
+  // from a database is logged).
+  std::vector<std::string> untracked_tables;
 };
 
 class AtResourceManager {

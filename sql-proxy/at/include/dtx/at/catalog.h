@@ -9,6 +9,7 @@
 // database, shared by its sessions through shared_ptr.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -45,6 +46,11 @@ struct TableInfo {
 
 class Catalog {
  public:
+  // Entries older than `max_age` are looked up again (Find misses), so that DDL made past the
+  // proxy (a new trigger, a changed primary key) is seen within that time.
+  explicit Catalog(std::chrono::milliseconds max_age = kDefaultMaxAge) : max_age_(max_age) {}
+  static constexpr std::chrono::milliseconds kDefaultMaxAge{10'000};
+
   std::optional<TableInfo> Find(const TableRef& table) const;
   // The lookup; its one row (or none when the table does not exist) goes to Store().
   static AtQuery LookupQuery(const TableRef& table);
@@ -54,8 +60,13 @@ class Catalog {
   void Invalidate();
 
  private:
+  struct Entry {
+    TableInfo info;
+    std::chrono::steady_clock::time_point stored;
+  };
+  const std::chrono::milliseconds max_age_;
   mutable std::mutex mu_;
-  std::map<std::string, TableInfo> tables_;  // by TableRef::Spelling()
+  std::map<std::string, Entry> tables_;  // by TableRef::Spelling()
 };
 
 }  // namespace dtx::at

@@ -41,6 +41,9 @@ class UndoExecutor {
   UndoExecutor(std::string conninfo, std::string undo_table);
 
   Status EnsureUndoTable();
+  // `names` (SQL table names) as the database reads them: an error for a malformed one; the ones
+  // it has no table of.
+  Result<std::vector<std::string>> MissingTables(const std::vector<std::string>& names);
   // An error is retryable (connection lost, lock timeout, ...).
   Result<RollbackResult> Rollback(const std::string& xid, int64_t branch_id);
   Status DeleteUndo(const std::vector<std::pair<std::string, int64_t>>& branches);
