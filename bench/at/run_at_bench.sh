@@ -32,6 +32,8 @@
 # CPUS=shared (the default) lets every process use both cores; CPUS=split pins PostgreSQL and
 # pgbench to cpu 0 and the proxies and the coordinator to cpu 1, the layout of dtx on cores of its
 # own: PostgreSQL gets the same core in the plain run as in the global one.
+# GLOBAL_SCRIPT=tpcb-global-fn.sql runs the global transactions with a function call in the
+# account UPDATE, so that each COMMIT is checked for writes beside the branch's own rows.
 # (pg_stat_statements: parse and plan plus execution, per call). Everything on 127.0.0.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -62,6 +64,9 @@ psql_pg <<'SQL'
 INSERT INTO pgbench_branches (bid, bbalance) SELECT g, 0 FROM generate_series(11, 1000) g;
 INSERT INTO pgbench_tellers (tid, bid, tbalance) SELECT g, (g - 1) / 10 + 1, 0 FROM generate_series(101, 10000) g;
 ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY;
+-- For tpcb-global-fn.sql: a function of no extension, so its transactions get the proxy's check of
+-- writes beside their own rows (docs/undo-log.md).
+CREATE FUNCTION bench_same(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';
 VACUUM ANALYZE;
 SQL
 
@@ -157,7 +162,7 @@ for round in $(seq 1 "$rounds"); do
   [ -z "${PGSTAT:-}" ] || [ "$round" != 1 ] || psql_pg -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
   log0=$(log_counters)
   read -r global_tps global_failed global_aborted global_lat global_cpu_p global_cpu_c global_cpu_g global_idle \
-    < <(bench "$at_port" "$here/tpcb-global.sql" "$at_pid")
+    < <(bench "$at_port" "$here/${GLOBAL_SCRIPT:-tpcb-global.sql}" "$at_pid")
   log1=$(log_counters)
   if [ -n "${PGSTAT:-}" ] && [ "$round" = 1 ]; then  # before the next run adds to the counts
     pgstat=$(psql_pg -P pager=off -c "SELECT calls, round((total_plan_time + total_exec_time)::numeric * 1000 / NULLIF(calls, 0)) AS us_per_call,

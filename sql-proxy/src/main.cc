@@ -101,6 +101,12 @@ int main(int argc, char** argv) {
                  "is used before it is read again, so that DDL made past the proxy is seen")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{86'400'000}));
+  bool check_writes_elsewhere = true;
+  app.add_option("--check-writes-elsewhere", check_writes_elsewhere,
+                 "AT mode: a bound transaction that called a function PostgreSQL does not own, or wrote a table with "
+                 "triggers, rules or ON UPDATE foreign-key actions, is checked at its COMMIT for writes to tables its "
+                 "statements did not name (which a global rollback could not undo); false skips that check")
+      ->capture_default_str();
   std::vector<std::string> untracked_tables;
   app.add_option("--untracked-tables", untracked_tables,
                  "AT mode: tables (comma-separated SQL names) that triggers, rules or functions of a bound "
@@ -190,6 +196,7 @@ int main(int argc, char** argv) {
       resource.options.report_phase_one_done = report_phase_one_done;
       resource.options.keep_prepared = at_keep_prepared;
       resource.options.untracked_tables = untracked_tables;
+      resource.options.check_writes_elsewhere = check_writes_elsewhere;
       resource.catalog = std::make_shared<at::Catalog>(std::chrono::milliseconds(catalog_max_age_ms));
       at_services->resources[database] = std::move(resource);
       rm_options.databases[database] = entry.substr(eq + 1);

@@ -189,12 +189,15 @@ asio::awaitable<Status> Session::CheckTables(bool exclusive_only, bool extended,
 asio::awaitable<Status> Session::CheckWritesElsewhere(const at::AtBranch& branch, bool extended) {
   // Deferred triggers (constraint triggers, deferred foreign keys) would fire at the COMMIT,
   // after the check: they fire now, in the same write.
+  // Both stay prepared on the server (one text each, for every branch): planned once per session.
   static const at::AtQuery kImmediate = [] {
     at::AtQuery q;
     q.sql = "SET CONSTRAINTS ALL IMMEDIATE";
+    q.keep = true;
     return q;
   }();
-  const at::AtQuery q = branch.WritesElsewhereQuery();
+  at::AtQuery q = branch.WritesElsewhereQuery();
+  q.keep = true;
   std::optional<BackendReply> first, r;
   if (extended) {
     const std::vector<int16_t> text_results;

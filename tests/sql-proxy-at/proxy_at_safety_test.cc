@@ -474,5 +474,19 @@ TEST_F(ProxyAtSafety, UntrackedTablesAreCheckedAtStart) {
   EXPECT_TRUE(c->Exec("SELECT 1").ok);
 }
 
+// --check-writes-elsewhere false: no check, and a function's writes stay after a global rollback.
+TEST_F(ProxyAtSafety, WritesElsewhereGoUncheckedWhenTurnedOff) {
+  StartProxy({"--check-writes-elsewhere", "false"});
+  Sql("CREATE TABLE audit (id bigserial PRIMARY KEY, note text)");
+  Sql("CREATE FUNCTION log_it(t text) RETURNS int LANGUAGE sql AS $$INSERT INTO audit (note) VALUES (t) RETURNING 1$$");
+  auto c = Connect();
+  const std::string xid = Begin(*c);
+  Answer logged = c->Exec("SELECT log_it('unchecked')");
+  EXPECT_TRUE(logged.ok) << logged.error;
+  ASSERT_TRUE(c->Exec("UPDATE acct SET balance = 0 WHERE id = 1").ok);
+  ExpectRolledBackToStart(*c, xid);
+  EXPECT_EQ(Sql("SELECT count(*) FROM audit").Value(), "1");
+}
+
 }  // namespace
 }  // namespace dtx::at::testing

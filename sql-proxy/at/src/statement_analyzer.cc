@@ -159,6 +159,9 @@ bool KnownFunction(std::string_view name) {
       "date_part", "extract", "date_bin", "age", "make_date", "make_time", "make_timestamp", "make_timestamptz",
       "make_interval", "to_char", "to_date", "to_timestamp", "to_number", "justify_days", "justify_hours",
       "justify_interval", "isfinite", "timezone", "overlaps", "date", "time", "timestamp", "timestamptz", "interval",
+      // casts written as calls
+      "text", "varchar", "bpchar", "int2", "int4", "int8", "float4", "float8", "numeric", "bool", "uuid", "json",
+      "jsonb", "bytea",
       // full-text search, ranges, similarity
       "to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery", "ts_rank",
       "ts_rank_cd", "ts_headline", "setweight", "strip", "numnode", "querytree", "array_to_tsvector", "tsvector_to_array",

@@ -57,6 +57,9 @@ struct AtOptions {
   // Tables (SQL names, resolved by the search_path) whose writes by triggers, rules or functions
   // a global rollback may leave in place (an audit log, say): MayWriteElsewhere's check lets them be.
   std::vector<std::string> untracked_tables;
+  // Whether branches are checked for writes beside their own rows at all (MayWriteElsewhere).
+  // Off, such writes escape the undo log unseen, and no COMMIT pays the check.
+  bool check_writes_elsewhere = true;
 };
 
 class AtBranch;
@@ -153,7 +156,7 @@ class AtBranch {
   // WritesElsewhereQuery() in the local transaction and gives its answer to OnWritesElsewhere():
   // a write-locked table that none of its own writes named (nor options.untracked_tables) fails the
   // COMMIT (0A000), and the session rolls the local transaction back.
-  bool MayWriteElsewhere() const { return may_write_elsewhere_; }
+  bool MayWriteElsewhere() const { return may_write_elsewhere_ && options_.check_writes_elsewhere; }
   AtQuery WritesElsewhereQuery() const;
   Status OnWritesElsewhere(const QueryResult& result) const;
   const std::vector<UndoEntry>& entries() const { return entries_; }
