@@ -383,7 +383,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool begin_statements_ = false;
   std::optional<std::pair<std::string, std::string>> fatal_;  // SQLSTATE and message to end with
   enum class Divert { kXid, kDtxFunction, kBound, kUnboundWrite, kExtended, kCheckedCopyEnd, kFunctionCall };
-  // A FunctionCall message of a bound AT session: refused (0A000).
+  // A FunctionCall message of a bound AT session (unless --check-writes-elsewhere false): refused
+  // (0A000), also when it ends an extended batch.
+  bool RefusesFunctionCall() const;
   asio::awaitable<bool> RefuseFunctionCall();
   Divert divert_ = Divert::kXid;     // what OnClientMessage diverted
   XidCommand diverted_;              // kXid: the statement

@@ -193,20 +193,21 @@ asio::awaitable<Status> Session::CheckWritesElsewhere(const at::AtBranch& branch
   static const at::AtQuery kImmediate = [] {
     at::AtQuery q;
     q.sql = "SET CONSTRAINTS ALL IMMEDIATE";
-    q.keep = true;
     return q;
   }();
+  at::AtQuery immediate = kImmediate;
+  immediate.keep = branch.options().keep_prepared;
   at::AtQuery q = branch.WritesElsewhereQuery();
-  q.keep = true;
+  q.keep = branch.options().keep_prepared;
   std::optional<BackendReply> first, r;
   if (extended) {
     const std::vector<int16_t> text_results;
-    if (!co_await ExtRunPair(kImmediate, q, 0, text_results, true, first, r)) {
+    if (!co_await ExtRunPair(immediate, q, 0, text_results, branch.options().keep_prepared, first, r)) {
       co_return at::SqlError(at::sqlstate::kConnectionFailure, "dtx-sql-proxy lost the PostgreSQL server");
     }
     if (first && first->failed) r = std::move(first);
   } else {
-    const std::vector<const at::AtQuery*> queries{&kImmediate, &q};
+    const std::vector<const at::AtQuery*> queries{&immediate, &q};
     const std::vector<int> hidden(2, 0);
     auto replies = co_await Pipeline(queries, hidden);
     if (replies) r = std::move((*replies)[(*replies)[0].failed ? 0 : 1]);

@@ -404,6 +404,7 @@ asio::awaitable<bool> Session::HandleExtended(std::string message) {
         ReleaseBackend();
         co_return true;
       }
+      if (message[0] == 'F' && RefusesFunctionCall()) co_return co_await RefuseFunctionCall();
       co_return co_await ForwardAcquired(message);
     }
   }
@@ -550,7 +551,8 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
   if (!st.ok()) co_return co_await ExtFail(st.status());
   const at::StatementKind kind = (*st)->kind();
   if (ext_block_ == '?' && (kind == at::StatementKind::kTransactionControl || Writes(kind) ||
-                            kind == at::StatementKind::kSelectForUpdate || branch->MayWriteElsewhere())) {
+                            kind == at::StatementKind::kSelectForUpdate ||
+                            ((*st)->CallsUnknownFunctions() && branch->MayWriteElsewhere()))) {
     co_return co_await ExtFail(at::SqlError(
         at::sqlstate::kFeatureNotSupported,
         "dtx-sql-proxy cannot tell the transaction state of this pipeline: statements ran before the session "
@@ -629,7 +631,8 @@ asio::awaitable<bool> Session::ExtExecuteStatement(std::string message, PortalMa
       }
       co_return co_await ExtSteps(*branch, **st, message, bound, false);
     default:
-      if (!in_block && branch->MayWriteElsewhere() && kind != at::StatementKind::kReadOnly) {
+      if (!in_block && branch->MayWriteElsewhere() && (*st)->CallsUnknownFunctions() &&
+          kind != at::StatementKind::kReadOnly) {
         const Status refusal = WritesElsewhereOutsideABlock();
         co_return co_await ExtFail(refusal);
       }

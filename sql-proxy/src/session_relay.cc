@@ -544,7 +544,7 @@ bool Session::OnClientMessage(char type, std::string_view seen, size_t size) {
         divert_ = Divert::kExtended;
         return true;
       }
-      if (authenticated_ && context_.at && context_.at->coordinator && at_resource_ && !EffectiveXid().empty()) {
+      if (RefusesFunctionCall()) {
         divert_ = Divert::kFunctionCall;  // refused: its function may write anything
         return true;
       }
@@ -665,6 +665,11 @@ bool Session::DivertExtended(char type, std::string_view seen, size_t size) {
   ext_batch_ = true;
   divert_ = Divert::kExtended;
   return true;
+}
+
+bool Session::RefusesFunctionCall() const {
+  return authenticated_ && context_.at && context_.at->coordinator && at_resource_ &&
+         at_resource_->options.check_writes_elsewhere && !EffectiveXid().empty();
 }
 
 asio::awaitable<bool> Session::RefuseFunctionCall() {

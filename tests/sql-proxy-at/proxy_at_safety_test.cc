@@ -373,9 +373,15 @@ TEST_F(ProxyAtSafety, WritesOfTriggersAndFunctionsBesideTheBranchAreRefused) {
   Answer locking = c->Exec("SELECT log_it('locking') FROM acct WHERE id = 1 FOR UPDATE");
   refused(locking, "function, SELECT FOR UPDATE");
   EXPECT_NE(locking.error.find("log_it()"), std::string::npos) << locking.error;
-  Answer cursor = c->Exec("DECLARE cur CURSOR WITH HOLD FOR SELECT log_it('cursor')");
+  Answer cursor = c->Exec("DECLARE cur CURSOR FOR SELECT log_it('cursor')");
   EXPECT_EQ(cursor.sqlstate, "0A000") << cursor.error;
   EXPECT_NE(cursor.error.find("between BEGIN and COMMIT"), std::string::npos) << cursor.error;
+  // A WITH HOLD cursor would run the rest of its query inside the COMMIT, after the check.
+  ASSERT_TRUE(c->Exec("BEGIN").ok);
+  Answer held = c->Exec("DECLARE held CURSOR WITH HOLD FOR SELECT log_it('held') FROM generate_series(1, 3)");
+  EXPECT_EQ(held.sqlstate, "0A000") << held.error;
+  EXPECT_NE(held.error.find("WITH HOLD"), std::string::npos) << held.error;
+  EXPECT_EQ(c->Exec("COMMIT").tag, "ROLLBACK");
   ASSERT_TRUE(c->Exec("BEGIN").ok);
   EXPECT_TRUE(c->Exec("SELECT log_it('then unbind')").ok);
   EXPECT_EQ(c->Exec("RESET dtx.xid").sqlstate, "0A000");

@@ -88,6 +88,9 @@ TEST(StatementAnalyzer, FlagsCallsOfFunctionsItDoesNotKnow) {
   ASSERT_TRUE(first.ok() && again.ok());
   EXPECT_TRUE(again->calls_unknown_functions);
   EXPECT_EQ(again->unknown_function, "audit_it");
+  EXPECT_EQ(SqlStateOf(Analyze("DECLARE c CURSOR WITH HOLD FOR SELECT audit_it(1)").status()), "0A000");
+  EXPECT_TRUE(Analyze("DECLARE c CURSOR WITH HOLD FOR SELECT lower(note) FROM acct").ok());
+  EXPECT_TRUE(Analyze("DECLARE c CURSOR FOR SELECT audit_it(1)").ok());
   EXPECT_EQ(Analyze("SELECT lower(note), my.fn(1) FROM acct")->unknown_function, "my.fn");
 }
 

@@ -39,13 +39,12 @@ AtQuery Catalog::LookupQuery(const TableRef& table) {
       " AND (t.tgrelid = c.oid OR t.tgrelid IN (SELECT p.relid FROM pg_partition_tree(c.oid) p)))"
       " OR EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f'"
       " AND f.confupdtype IN ('c', 'n', 'd'))"
-      " OR EXISTS (SELECT 1 FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid"
-      " WHERE d.refclassid = 'pg_proc'::regclass AND p.pronamespace <> 'pg_catalog'::regnamespace"
+      " OR EXISTS (SELECT 1 FROM (SELECT 'pg_attrdef'::regclass AS cls, a.oid FROM pg_attrdef a WHERE a.adrelid = c.oid"
+      " UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k WHERE k.conrelid = c.oid) o"
+      " JOIN pg_depend d ON d.classid = o.cls AND d.objid = o.oid AND d.refclassid = 'pg_proc'::regclass"
+      " JOIN pg_proc p ON p.oid = d.refobjid WHERE p.pronamespace <> 'pg_catalog'::regnamespace"
       " AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid"
-      " AND e.deptype = 'e')"
-      " AND ((d.classid = 'pg_attrdef'::regclass AND d.objid IN (SELECT a.oid FROM pg_attrdef a WHERE a.adrelid = c.oid))"
-      " OR (d.classid = 'pg_constraint'::regclass"
-      " AND d.objid IN (SELECT k.oid FROM pg_constraint k WHERE k.conrelid = c.oid)))))::text"
+      " AND e.deptype = 'e')))::text"
       " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)";
   q.params.values = {table.Spelling()};
   return q;

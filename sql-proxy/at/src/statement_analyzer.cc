@@ -611,6 +611,18 @@ Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey k
   // The text the grammar saw (it stops at a NUL byte).
   std::string text = sql.substr(0, std::strlen(sql.c_str()));
   auto result = Classify(tree, sql);
+  // Once per shape: a walk of the tree (literals never name a function).
+  std::string unknown_function;
+  if (result.ok() && result->kind != StatementKind::kTransactionControl && result->kind != StatementKind::kEmpty) {
+    unknown_function = UnknownFunctionCalled(*tree);
+    const pq::Node& n = tree->stmts(0).stmt();
+    constexpr int kCursorOptHold = 0x0020;  // CURSOR_OPT_HOLD
+    if (!unknown_function.empty() && n.has_declare_cursor_stmt() && (n.declare_cursor_stmt().options() & kCursorOptHold)) {
+      // The rest of its query runs inside the COMMIT, after any check of what it wrote.
+      result = Refuse("a WITH HOLD cursor over a query that calls " + unknown_function +
+                      "(): the function would run during the COMMIT, where its writes cannot be checked");
+    }
+  }
   auto shape = std::make_shared<StatementShape>();
   shape->local = LocalWriteOf(*tree, text);
   if (shape_out) *shape_out = shape;
@@ -625,10 +637,7 @@ Result<ParsedStatement> AnalyzeWithGrammar(std::string_view sql_view, ShapeKey k
     a.table = result->table;
     a.set_columns = result->set_columns;
     a.returning_items = result->returning_items;
-    // Once per shape: a walk of the tree (literals never name a function).
-    if (a.kind != StatementKind::kTransactionControl && a.kind != StatementKind::kEmpty) {
-      a.unknown_function = UnknownFunctionCalled(*tree);
-    }
+    a.unknown_function = unknown_function;
     a.calls_unknown_functions = !a.unknown_function.empty();
     result->calls_unknown_functions = a.calls_unknown_functions;
     result->unknown_function = a.unknown_function;

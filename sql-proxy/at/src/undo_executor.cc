@@ -58,11 +58,16 @@ Result<std::vector<std::string>> UndoExecutor::MissingTables(const std::vector<s
   std::vector<std::string> missing;
   if (names.empty()) return missing;
   DTX_RETURN_IF_ERROR(Connect());
-  auto r = conn_->Run("SELECT x FROM json_array_elements_text($1::json) x WHERE to_regclass(x) IS NULL",
-                      {nlohmann::json(names).dump()});
+  // parse_ident fails on a malformed name; more than three parts is no table name either.
+  auto r = conn_->Run(
+      "SELECT x, cardinality(parse_ident(x)) <= 3, CASE WHEN cardinality(parse_ident(x)) <= 3 THEN "
+      "to_regclass(x) IS NULL END FROM json_array_elements_text($1::json) x",
+      {nlohmann::json(names).dump()});
   if (!r.ok()) return r.status();
   for (const auto& row : r->rows) {
-    if (!row.empty() && row[0]) missing.push_back(*row[0]);
+    if (row.size() < 3 || !row[0]) continue;
+    if (row[1] != std::optional<std::string>("t")) return InvalidArgument("\"" + *row[0] + "\" is not a table name");
+    if (row[2] == std::optional<std::string>("t")) missing.push_back(*row[0]);
   }
   return missing;
 }

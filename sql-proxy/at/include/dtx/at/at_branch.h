@@ -74,6 +74,8 @@ struct AtStep {
 class AtStatement {
  public:
   StatementKind kind() const { return parsed_.kind; }
+  // It calls a function PostgreSQL does not own (ParsedStatement::calls_unknown_functions).
+  bool CallsUnknownFunctions() const { return parsed_.calls_unknown_functions; }
   // kTransactionControl: which one (COMMIT is the session's cue to call AtBranch::Register).
   TransactionOp transaction_op() const { return parsed_.transaction_op; }
   // The next step, or nullopt when the statement is done (or failed).
