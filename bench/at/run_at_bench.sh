@@ -165,7 +165,8 @@ for round in $(seq 1 "$rounds"); do
     < <(bench "$at_port" "$here/${GLOBAL_SCRIPT:-tpcb-global.sql}" "$at_pid")
   log1=$(log_counters)
   if [ -n "${PGSTAT:-}" ] && [ "$round" = 1 ]; then  # before the next run adds to the counts
-    pgstat=$(psql_pg -P pager=off -c "SELECT calls, round((total_plan_time + total_exec_time)::numeric * 1000 / NULLIF(calls, 0)) AS us_per_call,
+    pgstat=$(psql_pg -P pager=off -c "SELECT calls, plans, round((total_plan_time + total_exec_time)::numeric * 1000 / NULLIF(calls, 0)) AS us_per_call,
+        round(total_plan_time::numeric * 1000 / NULLIF(calls, 0)) AS plan_us_per_call,
         round((total_plan_time + total_exec_time)::numeric * 1000 / $((global_tps > 0 ? global_tps * seconds : 1))) AS us_per_tx,
         left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
       FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_plan_time + total_exec_time DESC LIMIT $PGSTAT")

@@ -10,11 +10,17 @@ std::string TableRef::Spelling() const {
 
 std::string TableInfo::QualifiedName() const { return QuoteIdent(schema) + "." + QuoteIdent(name); }
 
-std::optional<TableInfo> Catalog::Find(const TableRef& table) const {
+std::optional<TableInfo> Catalog::Find(const TableRef& table) {
+  const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mu_);
   auto it = tables_.find(table.Spelling());
-  if (it == tables_.end() || std::chrono::steady_clock::now() - it->second.stored > max_age_) return std::nullopt;
-  return it->second.info;
+  if (it == tables_.end()) return std::nullopt;
+  Entry& e = it->second;
+  if (now - e.stored > max_age_ && now >= e.refresh_claimed_until) {
+    e.refresh_claimed_until = now + refresh_claim_;  // this caller looks it up again
+    return std::nullopt;
+  }
+  return e.info;
 }
 
 AtQuery Catalog::LookupQuery(const TableRef& table) {
@@ -63,11 +69,13 @@ static std::vector<std::string> Names(const std::optional<std::string>& json_tex
 
 Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& lookup) {
   if (lookup.rows.empty()) {
+    Forget(table);
     return SqlError(sqlstate::kUndefinedTable, "relation " + table.Spelling() + " does not exist");
   }
   const auto& row = lookup.rows.front();
   if (row.size() < 8 || !row[0] || !row[1] || !row[2]) return SqlError(sqlstate::kInternal, "unexpected catalog answer");
   if (*row[2] != "r" && *row[2] != "p") {
+    Forget(table);
     return SqlError(sqlstate::kFeatureNotSupported,
                     "AT mode writes plain tables only; " + table.Spelling() + " is a view or another kind of relation");
   }
@@ -82,6 +90,11 @@ Result<TableInfo> Catalog::Store(const TableRef& table, const QueryResult& looku
   std::lock_guard lock(mu_);
   tables_[table.Spelling()] = Entry{info, std::chrono::steady_clock::now()};
   return info;
+}
+
+void Catalog::Forget(const TableRef& table) {
+  std::lock_guard lock(mu_);
+  tables_.erase(table.Spelling());
 }
 
 void Catalog::Invalidate() {

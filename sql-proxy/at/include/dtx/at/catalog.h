@@ -46,25 +46,35 @@ struct TableInfo {
 
 class Catalog {
  public:
-  // Entries older than `max_age` are looked up again (Find misses), so that DDL made past the
-  // proxy (a new trigger, a changed primary key) is seen within that time.
-  explicit Catalog(std::chrono::milliseconds max_age = kDefaultMaxAge) : max_age_(max_age) {}
+  // Entries older than `max_age` are looked up again, so that DDL made past the proxy (a new
+  // trigger, a changed primary key) is seen within about that time. Once an entry is older, the
+  // first Find misses and its caller looks the table up; until its Store() (or for at most
+  // `refresh_claim`, should that lookup never end) the others get the old entry rather than all
+  // running the same lookup at once.
+  explicit Catalog(std::chrono::milliseconds max_age = kDefaultMaxAge,
+                   std::chrono::milliseconds refresh_claim = kDefaultRefreshClaim)
+      : max_age_(max_age), refresh_claim_(refresh_claim) {}
   static constexpr std::chrono::milliseconds kDefaultMaxAge{10'000};
+  static constexpr std::chrono::milliseconds kDefaultRefreshClaim{2'000};
 
-  std::optional<TableInfo> Find(const TableRef& table) const;
+  std::optional<TableInfo> Find(const TableRef& table);
   // The lookup; its one row (or none when the table does not exist) goes to Store().
   static AtQuery LookupQuery(const TableRef& table);
   // Caches and returns the table's description; 42P01 when the lookup found no table, 0A000
-  // when the relation is not a plain or partitioned table.
+  // when the relation is not a plain or partitioned table (both drop what was cached for it).
   Result<TableInfo> Store(const TableRef& table, const QueryResult& lookup);
   void Invalidate();
 
  private:
+  void Forget(const TableRef& table);
   struct Entry {
     TableInfo info;
     std::chrono::steady_clock::time_point stored;
+    // While a caller looks the aged entry up again (set by the Find that missed).
+    std::chrono::steady_clock::time_point refresh_claimed_until;
   };
   const std::chrono::milliseconds max_age_;
+  const std::chrono::milliseconds refresh_claim_;
   mutable std::mutex mu_;
   std::map<std::string, Entry> tables_;  // by TableRef::Spelling()
 };
