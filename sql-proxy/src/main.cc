@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   int64_t busy_poll_us = options.busy_poll.count();
   int64_t shutdown_grace_ms = 30'000;
   std::string tls_cert, tls_key;
+  std::string server_tls = "disable", server_tls_ca;
   // AT mode.
   std::string coordinator;
   std::string coordinator_token;
@@ -74,6 +75,14 @@ int main(int argc, char** argv) {
   app.add_option("--tls-required", options.tls_required,
                  "Refuse sessions that did not set up TLS (FATAL 28000); needs --tls-cert")
       ->capture_default_str();
+  app.add_option("--server-tls", server_tls,
+                 "TLS toward the PostgreSQL servers, as libpq's sslmode: disable, prefer (when the server offers it), "
+                 "require, verify-ca (its certificate signed by a trusted CA), verify-full (and issued for the host "
+                 "the proxy connects to)")
+      ->capture_default_str();
+  app.add_option("--server-tls-ca", server_tls_ca,
+                 "PEM certificates of the CAs trusted by --server-tls verify-ca and verify-full (default: the "
+                 "system's)");
   app.add_option("--shutdown-grace-ms", shutdown_grace_ms,
                  "How long SIGTERM waits for open sessions to end before ending them")
       ->capture_default_str();
@@ -160,6 +169,17 @@ int main(int argc, char** argv) {
   } else if (options.tls_required) {
     std::cerr << "--tls-required needs --tls-cert and --tls-key\n";
     return 2;
+  }
+  if (auto mode = ParseServerTlsMode(server_tls); !mode.ok()) {
+    std::cerr << "--server-tls: " << mode.status().message() << "\n";
+    return 2;
+  } else if (*mode != ServerTlsMode::kDisable) {
+    auto context = LoadTlsClientContext(*mode, server_tls_ca);
+    if (!context.ok()) {
+      std::cerr << "--server-tls-ca: " << context.status().message() << "\n";
+      return 2;
+    }
+    options.server_tls = *context;
   }
   options.busy_poll = std::chrono::microseconds(busy_poll_us);
 

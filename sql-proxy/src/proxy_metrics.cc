@@ -34,6 +34,8 @@ std::string ProxyMetrics::Render() const {
   Sample(out, "dtx_sql_proxy_sessions_total", "", sessions_total);
   Metric(out, "dtx_sql_proxy_sessions_tls_total", "counter", "Client connections that set up TLS.");
   Sample(out, "dtx_sql_proxy_sessions_tls_total", "", sessions_tls);
+  Metric(out, "dtx_sql_proxy_server_sessions_tls_total", "counter", "Server connections that set up TLS (--server-tls).");
+  Sample(out, "dtx_sql_proxy_server_sessions_tls_total", "", sessions_server_tls);
   Metric(out, "dtx_sql_proxy_sessions_active", "gauge", "Client connections open now.");
   Sample(out, "dtx_sql_proxy_sessions_active", "", sessions_active);
   Metric(out, "dtx_sql_proxy_bytes_total", "counter", "Bytes relayed, by direction.");

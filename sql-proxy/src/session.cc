@@ -99,9 +99,9 @@ const std::string& Session::EffectiveXid() const {
 // nearly always enough for one read's worth of bytes; only the rest waits, and then the loop that
 // wrote has suspended (see ReadSome).
 asio::awaitable<bool> Session::Write(Socket& socket, std::string_view bytes, bool& fresh) {
-  if (tls_ && &socket == &client_) {
+  if (TlsStream* tls = TlsOf(socket)) {
     fresh = false;
-    auto tec = co_await tls_->Write(bytes);
+    auto tec = co_await tls->Write(bytes);
     co_return !tec;
   }
   boost::system::error_code ec;
@@ -149,9 +149,9 @@ asio::awaitable<bool> Session::WriteServerOwned(std::string bytes) {
 // receive. Otherwise (and after a read that filled the buffer) the read is tried at once.
 asio::awaitable<std::pair<boost::system::error_code, size_t>> Session::ReadSome(Socket& socket, char* data,
                                                                                size_t space, bool& fresh) {
-  if (tls_ && &socket == &client_) {
+  if (TlsStream* tls = TlsOf(socket)) {
     fresh = false;  // TLS records, not bytes, wake the reader: always a read of the stream
-    auto r = co_await tls_->ReadSome(data, space);
+    auto r = co_await tls->ReadSome(data, space);
     co_return r;
   }
   if (fresh) {
@@ -294,7 +294,7 @@ asio::awaitable<bool> Session::ReadStartup() {
 asio::awaitable<bool> Session::NegotiateTls(asio::steady_timer& deadline) {
   auto& metrics = context_.metrics;
   if (!co_await WriteClient("S")) co_return false;
-  tls_ = std::make_unique<ClientTls>(client_, *context_.options.tls);
+  tls_ = std::make_unique<TlsStream>(client_, *context_.options.tls);
   auto result = co_await (tls_->Handshake() || deadline.async_wait(kTuple));
   if (result.index() == 1) {
     metrics.errors_tls.fetch_add(1, std::memory_order_relaxed);
@@ -344,7 +344,50 @@ asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
   boost::system::error_code ec;
   const auto fd = server_.release(ec);
   if (!ec) server_.assign(protocol, fd, ec);
-  co_return !ec;
+  if (ec) co_return false;
+  if (const std::string why = co_await NegotiateServerTls(); !why.empty()) {
+    context_.metrics.errors_backend_connect.fetch_add(1, std::memory_order_relaxed);
+    const std::string message = "dtx-sql-proxy: no TLS with the PostgreSQL server for database \"" +
+                                Sanitize(database) + "\" at " + backend_.ToString() + " (--server-tls " +
+                                std::string(ServerTlsModeName(ModeOf(*options.server_tls))) + "): " + why;
+    spdlog::warn("{}", message);
+    std::string out;
+    AppendErrorResponse(out, "FATAL", "08006", message);
+    co_await WriteClient(out);
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<std::string> Session::NegotiateServerTls() {
+  const auto& context = context_.options.server_tls;
+  if (!context) co_return "";
+  const ServerTlsMode mode = ModeOf(*context);
+  if (backend_.unix_socket()) {
+    // PostgreSQL answers 'N' there: no need to ask.
+    if (mode == ServerTlsMode::kPrefer) co_return "";
+    co_return "a Unix-domain socket carries no TLS; give the server as host:port";
+  }
+  static constexpr char kSslRequest[] = {0, 0, 0, 8, 0x04, static_cast<char>(0xd2), 0x16, 0x2f};  // 80877103
+  asio::steady_timer timer(server_.get_executor(), kStartupTimeout);
+  auto [wec, written] = co_await asio::async_write(server_, asio::buffer(kSslRequest, sizeof kSslRequest), kTuple);
+  if (wec) co_return "sending SSLRequest: " + wec.message();
+  char answer = 0;
+  auto read = co_await (server_.async_read_some(asio::buffer(&answer, 1), kTuple) || timer.async_wait(kTuple));
+  if (read.index() == 1) co_return "no answer to SSLRequest within " + std::to_string(kStartupTimeout.count()) + " s";
+  if (auto [rec, n] = std::get<0>(read); rec || n != 1) co_return "reading the answer to SSLRequest: " + rec.message();
+  if (answer == 'N') {
+    if (mode == ServerTlsMode::kPrefer) co_return "";
+    co_return "the server does not accept TLS";
+  }
+  if (answer != 'S') co_return "the server answered SSLRequest with '" + Sanitize(std::string(1, answer)) + "'";
+  server_tls_ = std::make_unique<TlsStream>(server_, *context, backend_.host);
+  auto result = co_await (server_tls_->Handshake() || timer.async_wait(kTuple));
+  if (result.index() == 1) co_return "the TLS handshake did not finish within " + std::to_string(kStartupTimeout.count()) + " s";
+  if (auto ec = std::get<0>(result)) co_return "TLS handshake: " + server_tls_->HandshakeError(ec);
+  context_.metrics.sessions_server_tls.fetch_add(1, std::memory_order_relaxed);
+  spdlog::debug("TLS with the server {}: {}", backend_.ToString(), server_tls_->Describe());
+  co_return "";
 }
 
 asio::awaitable<std::string> Session::Connect(Socket& socket, const BackendAddress& address) {

@@ -44,7 +44,7 @@
 #include <vector>
 
 #include "cancel_registry.h"
-#include "client_tls.h"
+#include "tls_stream.h"
 #include "dtx/sql_proxy/at_services.h"
 #include "dtx/sql_proxy/dtx_function.h"
 #include "dtx/sql_proxy/pg_message.h"
@@ -116,6 +116,11 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::awaitable<bool> ConnectBackend(const std::string& database);
   // Connects `socket` to a server within the connect timeout; an empty string, or why not.
   asio::awaitable<std::string> Connect(Socket& socket, const BackendAddress& address);
+  // SSLRequest and the handshake on server_, as ProxyOptions::server_tls says; why not, or "".
+  asio::awaitable<std::string> NegotiateServerTls();
+  TlsStream* TlsOf(const Socket& socket) const {
+    return &socket == &client_ ? tls_.get() : &socket == &server_ ? server_tls_.get() : nullptr;
+  }
   asio::awaitable<void> FrontLoop();
   asio::awaitable<void> BackLoop();
 
@@ -353,7 +358,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Socket client_;
   Socket server_;
-  std::unique_ptr<ClientTls> tls_;  // the client asked for TLS (SSLRequest) and the handshake passed
+  std::unique_ptr<TlsStream> tls_;  // the client asked for TLS (SSLRequest) and the handshake passed
+  std::unique_ptr<TlsStream> server_tls_;  // TLS toward the server (ProxyOptions::server_tls)
   SessionContext& context_;
   sdk::CoordinatorClient* coordinator_;  // AT mode: the calls of this session go here
   std::function<void(Session*)> on_end_;

@@ -270,7 +270,8 @@ asio::awaitable<bool> Session::NextServerMessage(std::string& out) {
       abuf_.erase(0, abuf_at_);
       abuf_at_ = 0;
     }
-    auto [ec, n] = co_await server_.async_read_some(asio::buffer(sbuf_.get(), kBufferSize), kTuple);
+    bool fresh = false;  // a read at once: the answer is awaited
+    auto [ec, n] = co_await ReadSome(server_, sbuf_.get(), kBufferSize, fresh);
     if (ec || n == 0) co_return false;
     context_.metrics.bytes_server_to_client.fetch_add(n, std::memory_order_relaxed);
     abuf_.append(sbuf_.get(), n);

@@ -155,9 +155,14 @@ std::string HttpGet(int port, const std::string& path) {
 
 // ---- OwnPostgres ----
 
-OwnPostgres::OwnPostgres(std::vector<std::string> hba_lines) {
-  user_ = Env("DTX_TEST_PG_USER");
-  if (user_.empty() && geteuid() == 0) user_ = "postgres";
+std::string PgServerUser() {
+  std::string user = Env("DTX_TEST_PG_USER");
+  if (user.empty() && geteuid() == 0) user = "postgres";
+  return user;
+}
+
+OwnPostgres::OwnPostgres(std::vector<std::string> hba_lines, std::vector<std::string> conf_lines) {
+  user_ = PgServerUser();
   char tmpl[] = "/tmp/dtx-proxy-pg.XXXXXX";
   if (!mkdtemp(tmpl)) {
     error_ = "mkdtemp failed";
@@ -180,6 +185,7 @@ OwnPostgres::OwnPostgres(std::vector<std::string> hba_lines) {
     std::ofstream conf(data_ + "/postgresql.conf", std::ios::app);
     conf << "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '" << dir_
          << "'\nfsync = off\nshared_buffers = 16MB\nmax_connections = 50\nlog_min_messages = warning\n";
+    for (const auto& line : conf_lines) conf << line << "\n";
   }
   {
     std::ofstream hba(data_ + "/pg_hba.conf", std::ios::trunc);

@@ -74,11 +74,16 @@ class ProxyProcess {
 // GET path from 127.0.0.1:port; returns status line + body, or "" if no answer.
 std::string HttpGet(int port, const std::string& path);
 
+// The OS user a test's own PostgreSQL server runs as when it is not us (DTX_TEST_PG_USER, else
+// postgres when we are root), or "": files the server reads (a TLS key) must be its own.
+std::string PgServerUser();
+
 // A PostgreSQL server of the test's own, in a temp folder, on a free port, started with the given
-// pg_hba.conf lines (local connections are trusted for setup). Run as DTX_TEST_PG_USER when root.
+// pg_hba.conf lines (local connections are trusted for setup) and postgresql.conf lines (after the
+// harness's own, so they win). Run as DTX_TEST_PG_USER when root.
 class OwnPostgres {
  public:
-  explicit OwnPostgres(std::vector<std::string> hba_lines);
+  explicit OwnPostgres(std::vector<std::string> hba_lines, std::vector<std::string> conf_lines = {});
   ~OwnPostgres();
   bool ok() const { return ok_; }
   const std::string& error() const { return error_; }

@@ -1,13 +1,18 @@
 // TLS between clients and dtx-sql-proxy: libpq with sslmode=verify-full against a certificate
 // made for the test, large results and COPY through the encryption, a cancel, clients without
 // TLS (served, or refused with --tls-required), a broken handshake, and bad certificate files.
+// TLS between dtx-sql-proxy and PostgreSQL (--server-tls): a server of the test's own that
+// accepts TLS connections only, each mode against it and against a server without TLS.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <pwd.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -270,6 +275,180 @@ TEST_F(SqlProxyTlsTest, BrokenHandshakeEndsOnlyItsConnection) {
   EXPECT_GE(proxy_->Metric("dtx_sql_proxy_errors_total{kind=\"tls\"}"), 1);
 }
 
+// ---- TLS toward the PostgreSQL server ----
+
+// Gives the server's OS user the certificate and key: PostgreSQL reads a key only when it owns it
+// and nobody else may read it.
+bool HandTo(const std::string& user, const TlsFiles& files) {
+  if (chmod(files.key.c_str(), 0600) != 0) return false;
+  if (user.empty()) return true;
+  passwd* pw = getpwnam(user.c_str());
+  if (!pw) return false;
+  for (const std::string& path : {files.dir, files.cert, files.key}) {
+    if (chown(path.c_str(), pw->pw_uid, pw->pw_gid) != 0) return false;
+  }
+  return true;
+}
+
+class SqlProxyServerTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DTX_NEED_POSTGRES();
+    files_ = MakeTlsFiles();
+    other_ca_ = MakeTlsFiles();  // a CA that signed nothing of the server's
+    ASSERT_TRUE(files_ && other_ca_) << "could not make a test certificate";
+    ASSERT_TRUE(HandTo(PgServerUser(), *files_));
+    // TLS connections only, on two loopback addresses; the certificate names 127.0.0.1 and not
+    // 127.0.0.2.
+    pg_ = std::make_unique<OwnPostgres>(
+        std::vector<std::string>{"hostssl all all 127.0.0.0/8 trust", "hostnossl all all 127.0.0.0/8 reject"},
+        std::vector<std::string>{"ssl = on", "ssl_cert_file = '" + files_->cert + "'",
+                                 "ssl_key_file = '" + files_->key + "'", "listen_addresses = '127.0.0.1,127.0.0.2'"});
+    ASSERT_TRUE(pg_->ok()) << pg_->error();
+  }
+
+  void StartProxy(const std::string& server, std::vector<std::string> flags) {
+    std::vector<std::string> args{"--server", server};
+    args.insert(args.end(), flags.begin(), flags.end());
+    proxy_ = std::make_unique<ProxyProcess>(args);
+    ASSERT_GT(proxy_->port(), 0);
+  }
+  std::string Server(const std::string& host = "127.0.0.1") const { return host + ":" + std::to_string(pg_->port()); }
+  // The client's own connection to the proxy stays in the clear.
+  std::string Conninfo() const {
+    return "host=127.0.0.1 port=" + std::to_string(proxy_->port()) +
+           " user=postgres dbname=postgres sslmode=disable connect_timeout=10";
+  }
+  // How the server sees the session's connection: "true" over TLS.
+  static constexpr const char* kSsl = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+  std::unique_ptr<TlsFiles> files_, other_ca_;
+  std::unique_ptr<OwnPostgres> pg_;  // after files_: stopped before they go
+  std::unique_ptr<ProxyProcess> proxy_;
+};
+
+TEST_F(SqlProxyServerTlsTest, RequireCarriesSessionsToAServerThatAcceptsTlsOnly) {
+  // Without --server-tls the server refuses the proxy's connection, as it would any client's.
+  StartProxy(Server(), {});
+  {
+    Conn clear(Conninfo());
+    EXPECT_FALSE(clear.ok());
+    EXPECT_NE(std::string(PQerrorMessage(clear.c)).find("no encryption"), std::string::npos) << PQerrorMessage(clear.c);
+  }
+
+  StartProxy(Server(), {"--server-tls", "require"});
+  Conn c(Conninfo());
+  ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+  EXPECT_EQ(PQsslInUse(c.c), 0);
+  EXPECT_EQ(c.Value(kSsl), "true");
+  EXPECT_EQ(c.Value("SELECT upper($1::text)", "abc"), "ABC");  // extended protocol
+  // Larger than the proxy's buffers and than a TLS record, both ways.
+  EXPECT_EQ(c.Value("SELECT length(repeat('x', 3000000))"), "3000000");
+  EXPECT_EQ(c.Value("SELECT length($1::text)", std::string(2'000'000, 'z')), "2000000");
+  ASSERT_EQ(c.Value("CREATE TEMP TABLE tls_copy (id int)"), "");
+  PGresult* r = PQexec(c.c, "COPY tls_copy FROM STDIN");
+  ASSERT_EQ(PQresultStatus(r), PGRES_COPY_IN) << PQresultErrorMessage(r);
+  PQclear(r);
+  std::string data;
+  for (int i = 1; i <= 50000; ++i) data += std::to_string(i) + "\n";
+  ASSERT_EQ(PQputCopyData(c.c, data.data(), static_cast<int>(data.size())), 1);
+  ASSERT_EQ(PQputCopyEnd(c.c, nullptr), 1);
+  r = PQgetResult(c.c);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+  PQclear(r);
+  while ((r = PQgetResult(c.c))) PQclear(r);
+  EXPECT_EQ(c.Value("SELECT sum(id) FROM tls_copy"), "1250025000");
+
+  // A cancel reaches the server on a connection of its own, in the clear: PostgreSQL takes it
+  // before any pg_hba.conf rule.
+  ASSERT_EQ(PQsendQuery(c.c, "SELECT pg_sleep(30)"), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  PGcancel* cancel = PQgetCancel(c.c);
+  char err[256];
+  EXPECT_EQ(PQcancel(cancel, err, sizeof err), 1) << err;
+  PQfreeCancel(cancel);
+  r = PQgetResult(c.c);
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(r);
+  PQclear(r);
+  while ((r = PQgetResult(c.c))) PQclear(r);
+  EXPECT_EQ(c.Value("SELECT 'still here'"), "still here");
+  EXPECT_GE(proxy_->Metric("dtx_sql_proxy_server_sessions_tls_total"), 1);
+}
+
+TEST_F(SqlProxyServerTlsTest, VerifyModesCheckTheCertificateAndItsAddress) {
+  const std::string ca = "--server-tls-ca=" + files_->cert;
+  StartProxy(Server(), {"--server-tls", "verify-full", ca});
+  {
+    Conn c(Conninfo());
+    ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+    EXPECT_EQ(c.Value(kSsl), "true");
+  }
+  // Signed by another CA: refused, with the reason, and the proxy serves the next session.
+  StartProxy(Server(), {"--server-tls", "verify-ca", "--server-tls-ca=" + other_ca_->cert});
+  {
+    Conn c(Conninfo());
+    EXPECT_FALSE(c.ok());
+    const std::string m = PQerrorMessage(c.c);
+    EXPECT_NE(m.find("certificate verify failed"), std::string::npos) << m;
+    EXPECT_NE(m.find("--server-tls verify-ca"), std::string::npos) << m;
+  }
+  // The certificate does not name 127.0.0.2: verify-full refuses it there, verify-ca takes it.
+  StartProxy(Server("127.0.0.2"), {"--server-tls", "verify-full", ca});
+  {
+    Conn c(Conninfo());
+    EXPECT_FALSE(c.ok());
+    EXPECT_NE(std::string(PQerrorMessage(c.c)).find("IP address mismatch"), std::string::npos) << PQerrorMessage(c.c);
+  }
+  StartProxy(Server("127.0.0.2"), {"--server-tls", "verify-ca", ca});
+  {
+    Conn c(Conninfo());
+    ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+    EXPECT_EQ(c.Value(kSsl), "true");
+  }
+  // By name: localhost is in the certificate.
+  StartProxy("localhost:" + std::to_string(pg_->port()), {"--server-tls", "verify-full", ca});
+  Conn c(Conninfo());
+  ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+  EXPECT_EQ(c.Value(kSsl), "true");
+}
+
+TEST(SqlProxyServerTls, AServerWithoutTlsIsTakenInTheClearOnlyWhenPreferred) {
+  DTX_NEED_POSTGRES();
+  const PgTarget pg = *SharedPostgres();  // scripts/with-postgres.sh's server: no TLS
+  const std::string server = pg.host + ":" + std::to_string(pg.port);
+  auto conninfo = [&](const ProxyProcess& proxy) {
+    return "host=127.0.0.1 port=" + std::to_string(proxy.port()) + " user=" + pg.user + " dbname=" + pg.database +
+           " sslmode=disable connect_timeout=10";
+  };
+  {
+    ProxyProcess proxy({"--server", server, "--server-tls", "prefer"});
+    Conn c(conninfo(proxy));
+    ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+    EXPECT_EQ(c.Value("SELECT 1"), "1");
+  }
+  {
+    ProxyProcess proxy({"--server", server, "--server-tls", "require"});
+    Conn c(conninfo(proxy));
+    EXPECT_FALSE(c.ok());
+    EXPECT_NE(std::string(PQerrorMessage(c.c)).find("does not accept TLS"), std::string::npos) << PQerrorMessage(c.c);
+  }
+  if (pg.socket_dir.empty()) return;
+  // A Unix-domain socket: prefer goes on in the clear, require cannot be met.
+  const std::string socket = pg.socket_dir + ":" + std::to_string(pg.port);
+  {
+    ProxyProcess proxy({"--server", socket, "--server-tls", "prefer"});
+    Conn c(conninfo(proxy));
+    ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+    EXPECT_EQ(c.Value("SELECT 2"), "2");
+  }
+  ProxyProcess proxy({"--server", socket, "--server-tls", "require"});
+  Conn c(conninfo(proxy));
+  EXPECT_FALSE(c.ok());
+  EXPECT_NE(std::string(PQerrorMessage(c.c)).find("Unix-domain socket carries no TLS"), std::string::npos)
+      << PQerrorMessage(c.c);
+}
+
 TEST(SqlProxyTlsStart, BadCertificateFilesStopTheProxyWithAReason) {
   auto files = MakeTlsFiles();
   ASSERT_TRUE(files);
@@ -279,6 +458,8 @@ TEST(SqlProxyTlsStart, BadCertificateFilesStopTheProxyWithAReason) {
       {{"--tls-cert", files->cert}, "both a certificate and a private key"},
       {{"--tls-cert", files->cert, "--tls-key", files->encrypted_key}, "an encrypted key is not read"},
       {{"--tls-required", "true"}, "--tls-required needs"},
+      {{"--server-tls", "verify"}, "unknown TLS mode 'verify'"},
+      {{"--server-tls", "verify-full", "--server-tls-ca", files->dir + "/missing.pem"}, "missing.pem"},
   };
   for (const auto& [flags, reason] : cases) {
     std::vector<std::string> argv{DTX_SQL_PROXY_BIN, "--port", "0", "--admin", ""};

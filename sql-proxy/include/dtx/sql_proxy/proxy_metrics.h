@@ -14,6 +14,7 @@ struct ProxyMetrics {
   std::atomic<uint64_t> connections_total{0};      // TCP connections accepted (sessions and cancel requests)
   std::atomic<uint64_t> sessions_total{0};         // startup messages relayed to a server
   std::atomic<uint64_t> sessions_tls{0};           // client connections that set up TLS
+  std::atomic<uint64_t> sessions_server_tls{0};    // server connections that set up TLS (--server-tls)
   std::atomic<int64_t> sessions_active{0};         // client connections open now
   std::atomic<uint64_t> bytes_client_to_server{0};
   std::atomic<uint64_t> bytes_server_to_client{0};

@@ -64,6 +64,8 @@ struct ProxyOptions {
   // clear. tls_required: a session that did not set up TLS is refused (FATAL 28000).
   std::shared_ptr<TlsServerContext> tls;
   bool tls_required = false;
+  // TLS toward the PostgreSQL servers (LoadTlsClientContext); null: none (ServerTlsMode::kDisable).
+  std::shared_ptr<TlsClientContext> server_tls;
 };
 
 class ProxyServer {
