@@ -129,6 +129,35 @@ struct Conn {
   PGconn* c;
 };
 
+// COPY table FROM STDIN with `data`, checked to succeed.
+void CopyIn(Conn& c, const std::string& table, const std::string& data) {
+  PGresult* r = PQexec(c.c, ("COPY " + table + " FROM STDIN").c_str());
+  ASSERT_EQ(PQresultStatus(r), PGRES_COPY_IN) << PQresultErrorMessage(r);
+  PQclear(r);
+  ASSERT_EQ(PQputCopyData(c.c, data.data(), static_cast<int>(data.size())), 1);
+  ASSERT_EQ(PQputCopyEnd(c.c, nullptr), 1);
+  r = PQgetResult(c.c);
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+  PQclear(r);
+  while ((r = PQgetResult(c.c))) PQclear(r);
+}
+
+// A cancel request stops a long query of `c`, which then goes on.
+void ExpectCancelStopsALongQuery(Conn& c) {
+  ASSERT_EQ(PQsendQuery(c.c, "SELECT pg_sleep(30)"), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  PGcancel* cancel = PQgetCancel(c.c);
+  char err[256];
+  EXPECT_EQ(PQcancel(cancel, err, sizeof err), 1) << err;
+  PQfreeCancel(cancel);
+  PGresult* r = PQgetResult(c.c);
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(r);
+  PQclear(r);
+  while ((r = PQgetResult(c.c))) PQclear(r);
+  EXPECT_EQ(c.Value("SELECT 'still here'"), "still here");
+}
+
 class SqlProxyTlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -179,17 +208,9 @@ TEST_F(SqlProxyTlsTest, VerifiedSessionsCarryQueriesCopyAndCancel) {
 
   // COPY in, then out.
   ASSERT_EQ(c.Value("CREATE TEMP TABLE tls_copy (id int, v text)"), "");
-  r = PQexec(c.c, "COPY tls_copy FROM STDIN");
-  ASSERT_EQ(PQresultStatus(r), PGRES_COPY_IN) << PQresultErrorMessage(r);
-  PQclear(r);
   std::string data;
   for (int i = 1; i <= 20000; ++i) data += std::to_string(i) + "\trow " + std::to_string(i) + "\n";
-  ASSERT_EQ(PQputCopyData(c.c, data.data(), static_cast<int>(data.size())), 1);
-  ASSERT_EQ(PQputCopyEnd(c.c, nullptr), 1);
-  r = PQgetResult(c.c);
-  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
-  PQclear(r);
-  while ((r = PQgetResult(c.c))) PQclear(r);
+  CopyIn(c, "tls_copy", data);
   EXPECT_EQ(c.Value("SELECT count(*) || ' ' || sum(id) FROM tls_copy"), "20000 200010000");
   r = PQexec(c.c, "COPY tls_copy TO STDOUT");
   ASSERT_EQ(PQresultStatus(r), PGRES_COPY_OUT) << PQresultErrorMessage(r);
@@ -205,18 +226,7 @@ TEST_F(SqlProxyTlsTest, VerifiedSessionsCarryQueriesCopyAndCancel) {
   while ((r = PQgetResult(c.c))) PQclear(r);
 
   // A cancel (libpq sends it on a connection of its own, in the clear) stops a long query.
-  ASSERT_EQ(PQsendQuery(c.c, "SELECT pg_sleep(30)"), 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  PGcancel* cancel = PQgetCancel(c.c);
-  char err[256];
-  EXPECT_EQ(PQcancel(cancel, err, sizeof err), 1) << err;
-  PQfreeCancel(cancel);
-  r = PQgetResult(c.c);
-  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(r);
-  PQclear(r);
-  while ((r = PQgetResult(c.c))) PQclear(r);
-  EXPECT_EQ(c.Value("SELECT 'still here'"), "still here");
+  ExpectCancelStopsALongQuery(c);
 
   // The certificate names 127.0.0.1 and localhost: verify-full takes those and refuses another name.
   const std::string at_port = " hostaddr=127.0.0.1 port=" + std::to_string(proxy_->port()) + " user=" + pg_.user +
@@ -346,33 +356,14 @@ TEST_F(SqlProxyServerTlsTest, RequireCarriesSessionsToAServerThatAcceptsTlsOnly)
   EXPECT_EQ(c.Value("SELECT length(repeat('x', 3000000))"), "3000000");
   EXPECT_EQ(c.Value("SELECT length($1::text)", std::string(2'000'000, 'z')), "2000000");
   ASSERT_EQ(c.Value("CREATE TEMP TABLE tls_copy (id int)"), "");
-  PGresult* r = PQexec(c.c, "COPY tls_copy FROM STDIN");
-  ASSERT_EQ(PQresultStatus(r), PGRES_COPY_IN) << PQresultErrorMessage(r);
-  PQclear(r);
   std::string data;
   for (int i = 1; i <= 50000; ++i) data += std::to_string(i) + "\n";
-  ASSERT_EQ(PQputCopyData(c.c, data.data(), static_cast<int>(data.size())), 1);
-  ASSERT_EQ(PQputCopyEnd(c.c, nullptr), 1);
-  r = PQgetResult(c.c);
-  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
-  PQclear(r);
-  while ((r = PQgetResult(c.c))) PQclear(r);
+  CopyIn(c, "tls_copy", data);
   EXPECT_EQ(c.Value("SELECT sum(id) FROM tls_copy"), "1250025000");
 
   // A cancel reaches the server on a connection of its own, in the clear: PostgreSQL takes it
   // before any pg_hba.conf rule.
-  ASSERT_EQ(PQsendQuery(c.c, "SELECT pg_sleep(30)"), 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  PGcancel* cancel = PQgetCancel(c.c);
-  char err[256];
-  EXPECT_EQ(PQcancel(cancel, err, sizeof err), 1) << err;
-  PQfreeCancel(cancel);
-  r = PQgetResult(c.c);
-  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(r);
-  PQclear(r);
-  while ((r = PQgetResult(c.c))) PQclear(r);
-  EXPECT_EQ(c.Value("SELECT 'still here'"), "still here");
+  ExpectCancelStopsALongQuery(c);
   EXPECT_GE(proxy_->Metric("dtx_sql_proxy_server_sessions_tls_total"), 1);
 }
 
@@ -416,37 +407,25 @@ TEST_F(SqlProxyServerTlsTest, VerifyModesCheckTheCertificateAndItsAddress) {
 TEST(SqlProxyServerTls, AServerWithoutTlsIsTakenInTheClearOnlyWhenPreferred) {
   DTX_NEED_POSTGRES();
   const PgTarget pg = *SharedPostgres();  // scripts/with-postgres.sh's server: no TLS
-  const std::string server = pg.host + ":" + std::to_string(pg.port);
-  auto conninfo = [&](const ProxyProcess& proxy) {
-    return "host=127.0.0.1 port=" + std::to_string(proxy.port()) + " user=" + pg.user + " dbname=" + pg.database +
-           " sslmode=disable connect_timeout=10";
+  // A session through a proxy to `server` with `mode`: served, or refused for `refusal`.
+  auto expect = [&](const std::string& server, const std::string& mode, const std::string& refusal) {
+    ProxyProcess proxy({"--server", server + ":" + std::to_string(pg.port), "--server-tls", mode});
+    Conn c("host=127.0.0.1 port=" + std::to_string(proxy.port()) + " user=" + pg.user + " dbname=" + pg.database +
+           " sslmode=disable connect_timeout=10");
+    if (refusal.empty()) {
+      ASSERT_TRUE(c.ok()) << mode << " " << server << ": " << PQerrorMessage(c.c);
+      EXPECT_EQ(c.Value("SELECT 1"), "1");
+    } else {
+      EXPECT_FALSE(c.ok()) << mode << " " << server;
+      EXPECT_NE(std::string(PQerrorMessage(c.c)).find(refusal), std::string::npos) << PQerrorMessage(c.c);
+    }
   };
-  {
-    ProxyProcess proxy({"--server", server, "--server-tls", "prefer"});
-    Conn c(conninfo(proxy));
-    ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
-    EXPECT_EQ(c.Value("SELECT 1"), "1");
-  }
-  {
-    ProxyProcess proxy({"--server", server, "--server-tls", "require"});
-    Conn c(conninfo(proxy));
-    EXPECT_FALSE(c.ok());
-    EXPECT_NE(std::string(PQerrorMessage(c.c)).find("does not accept TLS"), std::string::npos) << PQerrorMessage(c.c);
-  }
+  expect(pg.host, "prefer", "");
+  expect(pg.host, "require", "the server does not accept TLS");
   if (pg.socket_dir.empty()) return;
   // A Unix-domain socket: prefer goes on in the clear, require cannot be met.
-  const std::string socket = pg.socket_dir + ":" + std::to_string(pg.port);
-  {
-    ProxyProcess proxy({"--server", socket, "--server-tls", "prefer"});
-    Conn c(conninfo(proxy));
-    ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
-    EXPECT_EQ(c.Value("SELECT 2"), "2");
-  }
-  ProxyProcess proxy({"--server", socket, "--server-tls", "require"});
-  Conn c(conninfo(proxy));
-  EXPECT_FALSE(c.ok());
-  EXPECT_NE(std::string(PQerrorMessage(c.c)).find("Unix-domain socket carries no TLS"), std::string::npos)
-      << PQerrorMessage(c.c);
+  expect(pg.socket_dir, "prefer", "");
+  expect(pg.socket_dir, "require", "Unix-domain socket carries no TLS");
 }
 
 TEST(SqlProxyTlsStart, BadCertificateFilesStopTheProxyWithAReason) {
