@@ -174,6 +174,10 @@ int main(int argc, char** argv) {
     std::cerr << "--server-tls: " << mode.status().message() << "\n";
     return 2;
   } else if (*mode != ServerTlsMode::kDisable) {
+    if (!server_tls_ca.empty() && *mode != ServerTlsMode::kVerifyCa && *mode != ServerTlsMode::kVerifyFull) {
+      spdlog::warn("--server-tls-ca is not used with --server-tls {}: the server's certificate is not checked",
+                   ServerTlsModeName(*mode));
+    }
     auto context = LoadTlsClientContext(*mode, server_tls_ca);
     if (!context.ok()) {
       std::cerr << "--server-tls-ca: " << context.status().message() << "\n";

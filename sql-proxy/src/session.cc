@@ -8,6 +8,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
 #include <cstring>
@@ -369,21 +370,36 @@ asio::awaitable<std::string> Session::NegotiateServerTls() {
     co_return "a Unix-domain socket carries no TLS; give the server as host:port";
   }
   static constexpr char kSslRequest[] = {0, 0, 0, 8, 0x04, static_cast<char>(0xd2), 0x16, 0x2f};  // 80877103
-  asio::steady_timer timer(server_.get_executor(), kStartupTimeout);
+  // The answer and the handshake get --connect-timeout-ms together, as libpq's connect_timeout.
+  const auto timeout = context_.options.connect_timeout;
+  const std::string timed_out = " within " + std::to_string(timeout.count()) + " ms";
+  asio::steady_timer timer(server_.get_executor(), timeout);
   auto [wec, written] = co_await asio::async_write(server_, asio::buffer(kSslRequest, sizeof kSslRequest), kTuple);
   if (wec) co_return "sending SSLRequest: " + wec.message();
+  // One byte only: whatever follows an 'S' belongs to the handshake.
   char answer = 0;
   auto read = co_await (server_.async_read_some(asio::buffer(&answer, 1), kTuple) || timer.async_wait(kTuple));
-  if (read.index() == 1) co_return "no answer to SSLRequest within " + std::to_string(kStartupTimeout.count()) + " s";
+  if (read.index() == 1) co_return "no answer to SSLRequest" + timed_out;
   if (auto [rec, n] = std::get<0>(read); rec || n != 1) co_return "reading the answer to SSLRequest: " + rec.message();
   if (answer == 'N') {
     if (mode == ServerTlsMode::kPrefer) co_return "";
     co_return "the server does not accept TLS";
   }
+  if (answer == 'E') {
+    // An error instead (the server could not start a backend): its text, as far as it came.
+    std::string rest(1024, '\0');
+    asio::steady_timer brief(server_.get_executor(), std::chrono::milliseconds(500));
+    auto more = co_await (asio::async_read(server_, asio::buffer(rest), kTuple) || brief.async_wait(kTuple));
+    rest.resize(more.index() == 0 ? std::get<1>(std::get<0>(more)) : 0);
+    std::optional<ErrorFields> fields;
+    if (rest.size() > 4) fields = ParseErrorFields(std::string_view(rest).substr(4));
+    co_return "the server answered SSLRequest with an error: " +
+              Sanitize(fields && !fields->message.empty() ? fields->message : rest);
+  }
   if (answer != 'S') co_return "the server answered SSLRequest with '" + Sanitize(std::string(1, answer)) + "'";
   server_tls_ = std::make_unique<TlsStream>(server_, *context, backend_.host);
   auto result = co_await (server_tls_->Handshake() || timer.async_wait(kTuple));
-  if (result.index() == 1) co_return "the TLS handshake did not finish within " + std::to_string(kStartupTimeout.count()) + " s";
+  if (result.index() == 1) co_return "the TLS handshake did not finish" + timed_out;
   if (auto ec = std::get<0>(result)) co_return "TLS handshake: " + server_tls_->HandshakeError(ec);
   context_.metrics.sessions_server_tls.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("TLS with the server {}: {}", backend_.ToString(), server_tls_->Describe());
@@ -457,7 +473,10 @@ asio::awaitable<bool> Session::AcquireBackend() {
       boost::system::error_code ignored;
       server_.cancel(ignored);  // the back loop sees operation_aborted and parks
     }
-    front_wake_.expires_at(asio::steady_timer::time_point::max());
+    // Over TLS a socket read that completed before the cancel may bring part of a record only,
+    // and the stream then reads the socket again: that read is cancelled on the next round.
+    front_wake_.expires_at(server_tls_ ? asio::steady_timer::clock_type::now() + std::chrono::milliseconds(5)
+                                       : asio::steady_timer::time_point::max());
     co_await front_wake_.async_wait(kTuple);
   }
   if (server_bytes_waiting_) {

@@ -131,6 +131,7 @@ struct TlsStream::Impl {
       : stream(socket, context), role(r) {}
   asio::ssl::stream<asio::generic::stream_protocol::socket&> stream;
   const asio::ssl::stream_base::handshake_type role;
+  bool verifies = false;    // the client side checks the server's certificate
   std::string setup_error;  // set up for the client side failed (OpenSSL out of memory, say)
 };
 
@@ -140,6 +141,8 @@ TlsStream::TlsStream(asio::generic::stream_protocol::socket& socket, TlsServerCo
 TlsStream::TlsStream(asio::generic::stream_protocol::socket& socket, TlsClientContext& context, const std::string& host)
     : impl_(std::make_unique<Impl>(socket, context.ssl, asio::ssl::stream_base::client)) {
   SSL* ssl = impl_->stream.native_handle();
+  impl_->verifies = context.mode == ServerTlsMode::kVerifyCa || context.mode == ServerTlsMode::kVerifyFull;
+  ERR_clear_error();
   boost::system::error_code not_ip;
   asio::ip::make_address(host, not_ip);
   bool ok = true;
@@ -162,8 +165,10 @@ asio::awaitable<boost::system::error_code> TlsStream::Handshake() {
 std::string TlsStream::HandshakeError(const boost::system::error_code& ec) const {
   if (!impl_->setup_error.empty()) return impl_->setup_error;
   std::string out = ec.message();
-  const long verify = SSL_get_verify_result(impl_->stream.native_handle());
-  if (verify != X509_V_OK) out += std::string(": ") + X509_verify_cert_error_string(verify);
+  if (impl_->verifies) {
+    const long verify = SSL_get_verify_result(impl_->stream.native_handle());
+    if (verify != X509_V_OK) out += std::string(": ") + X509_verify_cert_error_string(verify);
+  }
   return out;
 }
 
