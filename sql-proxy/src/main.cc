@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   int64_t busy_poll_us = options.busy_poll.count();
   int64_t shutdown_grace_ms = 30'000;
   std::string tls_cert, tls_key;
-  std::string server_tls = "disable", server_tls_ca;
+  std::string server_tls = "disable", server_tls_ca, server_tls_cert, server_tls_key;
   // AT mode.
   std::string coordinator;
   std::string coordinator_token;
@@ -83,6 +83,10 @@ int main(int argc, char** argv) {
   app.add_option("--server-tls-ca", server_tls_ca,
                  "PEM certificates of the CAs trusted by --server-tls verify-ca and verify-full (default: the "
                  "system's)");
+  app.add_option("--server-tls-cert", server_tls_cert,
+                 "PEM certificate chain the proxy presents to servers that ask for a client certificate; with "
+                 "--server-tls-key");
+  app.add_option("--server-tls-key", server_tls_key, "PEM private key of --server-tls-cert");
   app.add_option("--shutdown-grace-ms", shutdown_grace_ms,
                  "How long SIGTERM waits for open sessions to end before ending them")
       ->capture_default_str();
@@ -178,12 +182,15 @@ int main(int argc, char** argv) {
       spdlog::warn("--server-tls-ca is not used with --server-tls {}: the server's certificate is not checked",
                    ServerTlsModeName(*mode));
     }
-    auto context = LoadTlsClientContext(*mode, server_tls_ca);
+    auto context = LoadTlsClientContext(*mode, server_tls_ca, server_tls_cert, server_tls_key);
     if (!context.ok()) {
-      std::cerr << "--server-tls-ca: " << context.status().message() << "\n";
+      std::cerr << "--server-tls-ca/--server-tls-cert/--server-tls-key: " << context.status().message() << "\n";
       return 2;
     }
     options.server_tls = *context;
+  } else if (!server_tls_ca.empty() || !server_tls_cert.empty() || !server_tls_key.empty()) {
+    std::cerr << "--server-tls-ca, --server-tls-cert and --server-tls-key need --server-tls\n";
+    return 2;
   }
   options.busy_poll = std::chrono::microseconds(busy_poll_us);
 

@@ -26,23 +26,10 @@ std::string OpenSslError(const std::string& what) {
 }
 }  // namespace
 
-class TlsServerContext {
- public:
-  TlsServerContext() : ssl(asio::ssl::context::tls_server) {}
-  asio::ssl::context ssl;
-};
-
-Result<std::shared_ptr<TlsServerContext>> LoadTlsServerContext(const std::string& cert_file,
-                                                               const std::string& key_file) {
-  if (cert_file.empty() || key_file.empty()) return InvalidArgument("TLS needs both a certificate and a private key file");
-  auto context = std::make_shared<TlsServerContext>();
-  auto& ssl = context->ssl;
+namespace {
+// The certificate chain and private key a side of the handshake presents, checked to match.
+Status UseCertificate(asio::ssl::context& ssl, const std::string& cert_file, const std::string& key_file) {
   boost::system::error_code ec;
-  ssl.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
-                      asio::ssl::context::single_dh_use,
-                  ec);
-  if (ec) return Internal("TLS options: " + ec.message());
   // An encrypted key would make OpenSSL ask for its pass phrase on the terminal: it fails instead.
   ssl.set_password_callback([](size_t, asio::ssl::context::password_purpose) { return std::string(); }, ec);
   ERR_clear_error();
@@ -60,6 +47,28 @@ Result<std::shared_ptr<TlsServerContext>> LoadTlsServerContext(const std::string
   if (SSL_CTX_check_private_key(ssl.native_handle()) != 1) {
     return InvalidArgument(OpenSslError("TLS private key " + key_file + " does not match the certificate " + cert_file));
   }
+  return Status::Ok();
+}
+}  // namespace
+
+class TlsServerContext {
+ public:
+  TlsServerContext() : ssl(asio::ssl::context::tls_server) {}
+  asio::ssl::context ssl;
+};
+
+Result<std::shared_ptr<TlsServerContext>> LoadTlsServerContext(const std::string& cert_file,
+                                                               const std::string& key_file) {
+  if (cert_file.empty() || key_file.empty()) return InvalidArgument("TLS needs both a certificate and a private key file");
+  auto context = std::make_shared<TlsServerContext>();
+  auto& ssl = context->ssl;
+  boost::system::error_code ec;
+  ssl.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                      asio::ssl::context::single_dh_use,
+                  ec);
+  if (ec) return Internal("TLS options: " + ec.message());
+  DTX_RETURN_IF_ERROR(UseCertificate(ssl, cert_file, key_file));
   // No client certificates are asked for: the server authenticates the user, as without TLS.
   ssl.set_verify_mode(asio::ssl::verify_none, ec);
   return context;
@@ -97,8 +106,12 @@ std::string_view ServerTlsModeName(ServerTlsMode mode) {
 
 ServerTlsMode ModeOf(const TlsClientContext& context) { return context.mode; }
 
-Result<std::shared_ptr<TlsClientContext>> LoadTlsClientContext(ServerTlsMode mode, const std::string& ca_file) {
+Result<std::shared_ptr<TlsClientContext>> LoadTlsClientContext(ServerTlsMode mode, const std::string& ca_file,
+                                                               const std::string& cert_file, const std::string& key_file) {
   if (mode == ServerTlsMode::kDisable) return InvalidArgument("no TLS context for mode disable");
+  if (cert_file.empty() != key_file.empty()) {
+    return InvalidArgument("a client certificate needs both a certificate and a private key file");
+  }
   auto context = std::make_shared<TlsClientContext>(mode);
   auto& ssl = context->ssl;
   boost::system::error_code ec;
@@ -123,6 +136,7 @@ Result<std::shared_ptr<TlsClientContext>> LoadTlsClientContext(ServerTlsMode mod
     ssl.set_verify_mode(asio::ssl::verify_none, ec);
   }
   if (ec) return Internal("TLS verify mode: " + ec.message());
+  if (!cert_file.empty()) DTX_RETURN_IF_ERROR(UseCertificate(ssl, cert_file, key_file));
   return context;
 }
 

@@ -62,7 +62,8 @@ bool AddExtension(X509* x, int nid, const char* value) {
   return ok;
 }
 
-std::unique_ptr<TlsFiles> MakeTlsFiles() {
+// `common_name`: the certificate's subject CN (a user name, for a client certificate).
+std::unique_ptr<TlsFiles> MakeTlsFiles(const char* common_name = "dtx-sql-proxy test") {
   auto files = std::make_unique<TlsFiles>();
   char dir[] = "/tmp/dtx-tls-XXXXXX";
   if (!mkdtemp(dir)) return nullptr;
@@ -81,7 +82,7 @@ std::unique_ptr<TlsFiles> MakeTlsFiles() {
   X509_gmtime_adj(X509_getm_notAfter(x.get()), 24 * 3600);
   X509_set_pubkey(x.get(), key.get());
   X509_NAME* name = X509_get_subject_name(x.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("dtx-sql-proxy test"), -1,
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(common_name), -1,
                              -1, 0);
   X509_set_issuer_name(x.get(), name);
   if (!AddExtension(x.get(), NID_basic_constraints, "critical,CA:TRUE") ||
@@ -292,15 +293,16 @@ TEST_F(SqlProxyTlsTest, BrokenHandshakeEndsOnlyItsConnection) {
 
 // ---- TLS toward the PostgreSQL server ----
 
-// Gives the server's OS user the certificate and key: PostgreSQL reads a key only when it owns it
-// and nobody else may read it.
+// Gives the server's OS user the folder of the certificate and key and all in it: PostgreSQL reads
+// a key only when it owns it and nobody else may read it.
 bool HandTo(const std::string& user, const TlsFiles& files) {
   if (chmod(files.key.c_str(), 0600) != 0) return false;
   if (user.empty()) return true;
   passwd* pw = getpwnam(user.c_str());
   if (!pw) return false;
-  for (const std::string& path : {files.dir, files.cert, files.key}) {
-    if (chown(path.c_str(), pw->pw_uid, pw->pw_gid) != 0) return false;
+  if (chown(files.dir.c_str(), pw->pw_uid, pw->pw_gid) != 0) return false;
+  for (const auto& entry : std::filesystem::directory_iterator(files.dir)) {
+    if (chown(entry.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) return false;
   }
   return true;
 }
@@ -450,6 +452,36 @@ TEST(SqlProxyServerTls, AServerWithoutTlsIsTakenInTheClearOnlyWhenPreferred) {
   expect(pg.socket_dir, "require", "Unix-domain socket carries no TLS");
 }
 
+TEST(SqlProxyServerTls, AClientCertificateAuthenticatesTheProxy) {
+  DTX_NEED_POSTGRES();
+  auto server = MakeTlsFiles();
+  auto client = MakeTlsFiles("postgres");  // the user the proxy's sessions log in as; its own CA
+  ASSERT_TRUE(server && client) << "could not make a test certificate";
+  const std::string trusted = server->dir + "/clients.crt";
+  std::filesystem::copy_file(client->cert, trusted);
+  ASSERT_TRUE(HandTo(PgServerUser(), *server));
+  OwnPostgres pg({"hostssl all all 127.0.0.0/8 cert"},
+                 {"ssl = on", "ssl_cert_file = '" + server->cert + "'", "ssl_key_file = '" + server->key + "'",
+                  "ssl_ca_file = '" + trusted + "'"});
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  auto session = [&](std::vector<std::string> flags) {
+    std::vector<std::string> args{"--server", "127.0.0.1:" + std::to_string(pg.port()), "--server-tls", "require"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    auto proxy = std::make_unique<ProxyProcess>(args);
+    auto c = std::make_unique<Conn>("host=127.0.0.1 port=" + std::to_string(proxy->port()) +
+                                    " user=postgres dbname=postgres sslmode=disable connect_timeout=10");
+    return std::make_pair(std::move(proxy), std::move(c));
+  };
+  {
+    auto [proxy, c] = session({});
+    EXPECT_FALSE(c->ok());
+    EXPECT_NE(std::string(PQerrorMessage(c->c)).find("certificate"), std::string::npos) << PQerrorMessage(c->c);
+  }
+  auto [proxy, c] = session({"--server-tls-cert", client->cert, "--server-tls-key", client->key});
+  ASSERT_TRUE(c->ok()) << PQerrorMessage(c->c);
+  EXPECT_EQ(c->Value("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "/CN=postgres");
+}
+
 TEST(SqlProxyTlsStart, BadCertificateFilesStopTheProxyWithAReason) {
   auto files = MakeTlsFiles();
   ASSERT_TRUE(files);
@@ -461,6 +493,10 @@ TEST(SqlProxyTlsStart, BadCertificateFilesStopTheProxyWithAReason) {
       {{"--tls-required", "true"}, "--tls-required needs"},
       {{"--server-tls", "verify"}, "unknown TLS mode 'verify'"},
       {{"--server-tls", "verify-full", "--server-tls-ca", files->dir + "/missing.pem"}, "missing.pem"},
+      {{"--server-tls", "require", "--server-tls-cert", files->cert}, "both a certificate and a private key"},
+      {{"--server-tls", "require", "--server-tls-cert", files->cert, "--server-tls-key", files->other_key},
+       "does not match"},
+      {{"--server-tls-ca", files->cert}, "need --server-tls"},
   };
   for (const auto& [flags, reason] : cases) {
     std::vector<std::string> argv{DTX_SQL_PROXY_BIN, "--port", "0", "--admin", ""};

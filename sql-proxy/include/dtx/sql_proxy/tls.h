@@ -37,8 +37,12 @@ Result<ServerTlsMode> ParseServerTlsMode(std::string_view name);
 std::string_view ServerTlsModeName(ServerTlsMode mode);
 
 // The client context for `mode` (not kDisable). `ca_file`: PEM certificates of the CAs to trust
-// for kVerifyCa and kVerifyFull; empty: the system's (OpenSSL's default paths).
-Result<std::shared_ptr<TlsClientContext>> LoadTlsClientContext(ServerTlsMode mode, const std::string& ca_file);
+// for kVerifyCa and kVerifyFull; empty: the system's (OpenSSL's default paths). `cert_file` and
+// `key_file` (both or neither): the certificate chain and key the proxy presents when the server
+// asks for one (pg_hba.conf's `cert` method, or `clientcert=verify-ca|verify-full`).
+Result<std::shared_ptr<TlsClientContext>> LoadTlsClientContext(ServerTlsMode mode, const std::string& ca_file,
+                                                               const std::string& cert_file = "",
+                                                               const std::string& key_file = "");
 // The mode a context was made for.
 ServerTlsMode ModeOf(const TlsClientContext& context);
 
