@@ -326,38 +326,49 @@ asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
   auto it = options.backends.find(database);
   backend_ = it != options.backends.end() ? it->second : options.default_backend;
 
-  const std::string why = co_await Connect(server_, backend_);
-  if (!why.empty()) {
-    context_.metrics.errors_backend_connect.fetch_add(1, std::memory_order_relaxed);
-    const std::string message = "dtx-sql-proxy: cannot reach the PostgreSQL server for database \"" +
-                                Sanitize(database) + "\" at " + backend_.ToString() + ": " + why;
-    spdlog::warn("{}", message);
-    std::string out;
-    AppendErrorResponse(out, "FATAL", "08006", message);
-    co_await WriteClient(out);
-    co_return false;
-  }
-  boost::system::error_code ignored;
-  if (!backend_.unix_socket()) server_.set_option(tcp::no_delay(true), ignored);
-  // The connect left the socket registered for writability too, whose edges (each time the
-  // server takes bytes) would wake this worker for nothing; registered anew, it waits for reads.
-  const auto protocol = server_.local_endpoint(ignored).protocol();
-  boost::system::error_code ec;
-  const auto fd = server_.release(ec);
-  if (!ec) server_.assign(protocol, fd, ec);
-  if (ec) co_return false;
-  if (const std::string why = co_await NegotiateServerTls(); !why.empty()) {
+  // A second round, in the clear, only after a failed handshake under --server-tls prefer (as libpq).
+  for (bool tls = options.server_tls != nullptr;; tls = false) {
+    const std::string why = co_await Connect(server_, backend_);
+    if (!why.empty()) {
+      context_.metrics.errors_backend_connect.fetch_add(1, std::memory_order_relaxed);
+      const std::string message = "dtx-sql-proxy: cannot reach the PostgreSQL server for database \"" +
+                                  Sanitize(database) + "\" at " + backend_.ToString() + ": " + why;
+      spdlog::warn("{}", message);
+      std::string out;
+      AppendErrorResponse(out, "FATAL", "08006", message);
+      co_await WriteClient(out);
+      co_return false;
+    }
+    boost::system::error_code ignored;
+    if (!backend_.unix_socket()) server_.set_option(tcp::no_delay(true), ignored);
+    // The connect left the socket registered for writability too, whose edges (each time the
+    // server takes bytes) would wake this worker for nothing; registered anew, it waits for reads.
+    const auto protocol = server_.local_endpoint(ignored).protocol();
+    boost::system::error_code ec;
+    const auto fd = server_.release(ec);
+    if (!ec) server_.assign(protocol, fd, ec);
+    if (ec) co_return false;
+    if (!tls) co_return true;
+    const std::string tls_failed = co_await NegotiateServerTls();
+    if (tls_failed.empty()) co_return true;
+    const ServerTlsMode mode = ModeOf(*options.server_tls);
+    if (mode == ServerTlsMode::kPrefer && server_tls_) {
+      spdlog::info("TLS with the server {} failed under --server-tls prefer ({}); connecting again in the clear",
+                   backend_.ToString(), tls_failed);
+      server_tls_.reset();
+      server_.close(ignored);
+      continue;
+    }
     context_.metrics.errors_backend_connect.fetch_add(1, std::memory_order_relaxed);
     const std::string message = "dtx-sql-proxy: no TLS with the PostgreSQL server for database \"" +
                                 Sanitize(database) + "\" at " + backend_.ToString() + " (--server-tls " +
-                                std::string(ServerTlsModeName(ModeOf(*options.server_tls))) + "): " + why;
+                                std::string(ServerTlsModeName(mode)) + "): " + tls_failed;
     spdlog::warn("{}", message);
     std::string out;
     AppendErrorResponse(out, "FATAL", "08006", message);
     co_await WriteClient(out);
     co_return false;
   }
-  co_return true;
 }
 
 asio::awaitable<std::string> Session::NegotiateServerTls() {

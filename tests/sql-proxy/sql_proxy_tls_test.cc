@@ -452,6 +452,29 @@ TEST(SqlProxyServerTls, AServerWithoutTlsIsTakenInTheClearOnlyWhenPreferred) {
   expect(pg.socket_dir, "require", "Unix-domain socket carries no TLS");
 }
 
+TEST(SqlProxyServerTls, AFailedHandshakeUnderPreferIsRetriedInTheClear) {
+  DTX_NEED_POSTGRES();
+  auto server = MakeTlsFiles();
+  ASSERT_TRUE(server) << "could not make a test certificate";
+  ASSERT_TRUE(HandTo(PgServerUser(), *server));
+  // The server offers TLS 1.0 only, which the proxy does not speak: every handshake fails.
+  OwnPostgres pg({"host all all 127.0.0.0/8 trust"},
+                 {"ssl = on", "ssl_cert_file = '" + server->cert + "'", "ssl_key_file = '" + server->key + "'",
+                  "ssl_min_protocol_version = 'TLSv1'", "ssl_max_protocol_version = 'TLSv1'"});
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  const std::string address = "127.0.0.1:" + std::to_string(pg.port());
+  {
+    ProxyProcess proxy({"--server", address, "--server-tls", "prefer"});
+    Conn c("host=127.0.0.1 port=" + std::to_string(proxy.port()) + " user=postgres dbname=postgres sslmode=disable");
+    ASSERT_TRUE(c.ok()) << PQerrorMessage(c.c);
+    EXPECT_EQ(c.Value("SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), "false");
+  }
+  ProxyProcess proxy({"--server", address, "--server-tls", "require"});
+  Conn c("host=127.0.0.1 port=" + std::to_string(proxy.port()) + " user=postgres dbname=postgres sslmode=disable");
+  EXPECT_FALSE(c.ok());
+  EXPECT_NE(std::string(PQerrorMessage(c.c)).find("TLS handshake"), std::string::npos) << PQerrorMessage(c.c);
+}
+
 TEST(SqlProxyServerTls, AClientCertificateAuthenticatesTheProxy) {
   DTX_NEED_POSTGRES();
   auto server = MakeTlsFiles();
