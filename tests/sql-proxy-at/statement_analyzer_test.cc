@@ -337,7 +337,9 @@ TEST(StatementAnalyzer, OddInputIsAnErrorOrAPlanNeverACrash) {
     auto r = Analyze(in);
     if (r.ok() && (r->kind == StatementKind::kUpdate || r->kind == StatementKind::kDelete)) {
       auto p = Plan(*r, Table("public", "t", {"id"}));
-      if (!p.ok()) EXPECT_FALSE(SqlStateOf(p.status()).empty());
+      if (!p.ok()) {
+        EXPECT_FALSE(SqlStateOf(p.status()).empty());
+      }
     } else if (!r.ok()) {
       EXPECT_EQ(SqlStateOf(r.status()).size(), 5u) << r.status();
     }

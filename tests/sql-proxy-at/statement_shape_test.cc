@@ -214,7 +214,9 @@ TEST(StatementShape, CachedSplicedAndDeparsedPathsAgreeOverACorpus) {
       const auto before = ShapeCacheStatistics();
       auto cached = Analyze(sql);
       const bool hit = ShapeCacheStatistics().hits > before.hits;
-      if (i == 1) EXPECT_EQ(hit, c.shared) << sql;
+      if (i == 1) {
+        EXPECT_EQ(hit, c.shared) << sql;
+      }
       auto fresh = AnalyzeUncached(sql);
       ExpectSameAnalysis(cached, fresh, sql);
       if (!cached.ok() || !Plans(cached->kind)) continue;
