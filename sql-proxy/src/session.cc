@@ -347,10 +347,17 @@ asio::awaitable<bool> Session::ConnectBackend(const std::string& database) {
     boost::system::error_code ec;
     const auto fd = server_.release(ec);
     if (!ec) server_.assign(protocol, fd, ec);
-    if (ec) co_return false;
+    if (ec) {
+      context_.metrics.errors_backend_connect.fetch_add(1, std::memory_order_relaxed);
+      std::string out;
+      AppendErrorResponse(out, "FATAL", "08006", "dtx-sql-proxy: cannot use the connection to the PostgreSQL server: " + ec.message());
+      co_await WriteClient(out);
+      co_return false;
+    }
     if (!tls) co_return true;
     const std::string tls_failed = co_await NegotiateServerTls();
     if (tls_failed.empty()) co_return true;
+    if (phase_ == Phase::kEnding) co_return false;  // cut by a shutdown, which told the client
     const ServerTlsMode mode = ModeOf(*options.server_tls);
     if (mode == ServerTlsMode::kPrefer && server_tls_) {
       spdlog::info("TLS with the server {} failed under --server-tls prefer ({}); connecting again in the clear",
